@@ -1,0 +1,48 @@
+"""cortex_nb: the Cortex Data Lake REST API from Jupyter.
+
+Public names are imported lazily so that ``import cortex_nb`` and ``%load_ext cortex_nb`` stay
+quick: pandas, ipywidgets and DuckDB load only when something that needs them is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_LAZY = {
+    "CortexError": "exceptions",
+    "ConfigurationError": "exceptions",
+    "CredentialsError": "exceptions",
+    "HTTPError": "exceptions",
+    "InvalidJSONError": "exceptions",
+    "QueryCancelled": "exceptions",
+    "QueryError": "exceptions",
+    "TransportError": "exceptions",
+    "Credentials": "credentials",
+    "HTTPClient": "httpclient",
+}
+
+__all__ = [*sorted(_LAZY), "__version__", "load_ipython_extension"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'cortex_nb' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"cortex_nb.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """Register the ``%cortex`` / ``%%cortex`` magics (``%load_ext cortex_nb``)."""
+    from cortex_nb.magic import load_ipython_extension as _load
+
+    _load(ipython)
