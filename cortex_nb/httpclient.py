@@ -1,0 +1,401 @@
+"""HTTPClient: the seed document's HTTP client for the Cortex Data Lake REST API.
+
+A ``requests.Session`` with an ``HTTPAdapter`` whose urllib3 ``Retry`` resends idempotent
+requests on connection failures, 429 (honouring ``Retry-After``) and 502/503/504, with backoff
+and a bounded number of attempts. Requests marked ``idempotent=True`` (job creation with a
+client-chosen ``jobId``) are resent too, even when they are POSTs.
+
+``request()`` reads top to bottom: resolve settings (method-level values override the
+client's) -> prepare -> authorize (refresh first when the token is missing or expiring) ->
+send -> on 401, refresh once and resend once -> check status / JSON. Observers (tracing) attach
+to the session's response hooks; nothing here knows about them.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from cortex_nb import __version__
+from cortex_nb.credentials import Credentials
+from cortex_nb.exceptions import (
+    ConfigurationError,
+    CredentialsError,
+    HTTPError,
+    InvalidJSONError,
+    TransportError,
+)
+from cortex_nb.security import MASK, check_secure_url, redact_headers, scrub
+
+__all__ = ["DEFAULT_URL", "REGIONS", "HTTPClient", "build_url", "default_retry"]
+
+DEFAULT_URL = "https://api.us.cdl.paloaltonetworks.com"
+REGIONS = {
+    "americas": DEFAULT_URL,
+    "europe": "https://api.nl.cdl.paloaltonetworks.com",
+    "uk": "https://api.uk.cdl.paloaltonetworks.com",
+}
+DEFAULT_TIMEOUT = (10.0, 60.0)  # (connect, read) seconds; requests has no default at all
+CLIENT_DEFAULTS: dict[str, Any] = {
+    "auto_refresh": True,
+    "auto_retry": True,
+    "credentials": None,
+    "enforce_json": False,
+    "force_trace": False,
+    "port": 443,
+    "raise_for_status": False,
+    "url": DEFAULT_URL,
+    "timeout": DEFAULT_TIMEOUT,
+}
+SESSION_ATTRS = (
+    "auth", "cert", "cookies", "headers", "params", "proxies", "stream", "trust_env", "verify",
+)
+ADAPTER_PARAMS = ("pool_connections", "pool_maxsize", "pool_block", "max_retries")
+REQUEST_ARGS = frozenset({
+    "params", "json", "data", "files", "headers", "cookies", "auth", "timeout",
+    "allow_redirects", "proxies", "stream", "verify", "cert", "hooks",
+})
+RETRY_STATUSES = (429, 502, 503, 504)
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_HINTS = {
+    400: "the request was rejected; check the SQL or the parameters",
+    401: "the token was refused; check the credentials (or reconnect)",
+    403: "the token has no access to this resource or tenant",
+    404: "nothing at that path; check the path or the job id",
+    409: "it already exists (a resent job id?)",
+    429: "rate limited; wait a little and try again",
+}
+
+
+def default_retry(total: int = 4) -> Retry:
+    """The transport retry policy: idempotent methods, transient statuses, bounded backoff."""
+    kwargs: dict[str, Any] = {
+        "total": total,
+        "connect": total,
+        "read": 2,
+        "status": total,
+        "other": 0,
+        "backoff_factor": 0.25,
+        "backoff_max": 8,
+        "status_forcelist": RETRY_STATUSES,
+        "allowed_methods": IDEMPOTENT_METHODS,
+        "respect_retry_after_header": True,
+        "raise_on_status": False,  # the last reply is returned; raise_for_status decides
+    }
+    if "retry_after_max" in inspect.signature(Retry).parameters:
+        kwargs["retry_after_max"] = 30  # a hostile Retry-After must not stall us for hours
+    return Retry(**kwargs)
+
+
+def _allowing_post(retry: Retry) -> Retry:
+    methods = retry.allowed_methods
+    return retry.new(allowed_methods=None if methods is None else set(methods) | {"POST"})
+
+
+class _RetryingAdapter(HTTPAdapter):
+    """HTTPAdapter that also resends requests marked idempotent (a POST with a client jobId)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        retries = kwargs.pop("max_retries", None)
+        retry = default_retry() if retries is None else Retry.from_int(retries)
+        super().__init__(max_retries=retry, **kwargs)
+        self._idempotent = HTTPAdapter(max_retries=_allowing_post(retry), **kwargs)
+
+    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> Any:
+        """Send ``request``, through the POST-retrying pool when it is marked idempotent."""
+        if getattr(request, "cortex_idempotent", False):
+            return self._idempotent.send(request, *args, **kwargs)
+        return super().send(request, *args, **kwargs)
+
+    def close(self) -> None:
+        """Close both connection pools."""
+        super().close()
+        self._idempotent.close()
+
+
+def build_url(url: str, port: int | None, path: str = "") -> str:
+    """Join ``url``, ``:port`` (unless the URL names one or it is the default) and ``path``."""
+    parts = urlsplit(url)
+    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
+        raise ConfigurationError(
+            f"url {url!r} is not an http(s) URL; give the API base, e.g. {DEFAULT_URL!r}"
+        )
+    if path and not path.startswith("/"):
+        if urlsplit(path).scheme:
+            raise ConfigurationError(f"path {path!r} is a URL; pass the base as url= instead")
+        path = "/" + path
+    base = url.rstrip("/")
+    try:
+        named_port = parts.port
+    except ValueError:
+        raise ConfigurationError(f"url {url!r} has an invalid port") from None
+    if named_port is None and port is not None and port != _DEFAULT_PORTS[parts.scheme]:
+        base = f"{parts.scheme}://{parts.netloc}:{int(port)}{parts.path.rstrip('/')}"
+    return base + path
+
+
+@dataclass
+class _Call:
+    """One request's settings after method-level values were laid over the client's."""
+
+    method: str
+    url: str
+    options: dict[str, Any]
+    request_args: dict[str, Any]
+    idempotent: bool
+
+
+class HTTPClient:
+    """HTTP client for the Cortex Data Lake REST API (the seed document's ``HTTPClient``)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        known = set(CLIENT_DEFAULTS) | set(SESSION_ATTRS) | set(ADAPTER_PARAMS)
+        _reject_unknown(kwargs, known, "HTTPClient()")
+        self._init_kwargs = dict(kwargs)
+        for name, default in CLIENT_DEFAULTS.items():
+            setattr(self, name, kwargs.get(name, default))
+        if "url" not in kwargs and getattr(self.credentials, "region", None):
+            self.url = _region_url(self.credentials.region)
+        self.session = self._build_session(kwargs)
+        build_url(self.url, self.port)  # fail now, not at the first request
+
+    def _build_session(self, kwargs: Mapping[str, Any]) -> requests.Session:
+        session = requests.Session()
+        session.headers.update(
+            {"Accept": "application/json", "User-Agent": f"cortex-nb/{__version__}"}
+        )
+        for name in SESSION_ATTRS:
+            if name == "headers" and kwargs.get("headers"):
+                session.headers.update(kwargs["headers"])
+            elif name in kwargs and name != "headers":
+                setattr(session, name, kwargs[name])
+        adapter = _RetryingAdapter(**{k: kwargs[k] for k in ADAPTER_PARAMS if k in kwargs})
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        self.adapter = adapter
+        return session
+
+    # -- the request path -------------------------------------------------------------------
+    def request(self, **kwargs: Any) -> requests.Response:
+        """Send one request and return the ``requests.Response``.
+
+        Keywords: ``method`` (required), ``path`` (or ``endpoint``), any client option as a
+        per-request override, ``idempotent`` (resend a POST on transient failures), and
+        requests' own (``params``, ``json``, ``data``, ``headers``, ``timeout``, ...).
+        """
+        call = self._resolve(kwargs)
+        prepared = self._prepare(call)
+        response = self._send_handling_auth(prepared, call)
+        self._check_response(response, call)
+        return response
+
+    def _resolve(self, kwargs: dict[str, Any]) -> _Call:
+        kwargs = dict(kwargs)
+        method = kwargs.pop("method", None)
+        if not method or not isinstance(method, str):
+            raise ConfigurationError("request() needs method=, e.g. method='GET'")
+        path = _pop_path(kwargs)
+        options = {name: kwargs.pop(name, getattr(self, name)) for name in CLIENT_DEFAULTS}
+        idempotent = bool(kwargs.pop("idempotent", False))
+        _reject_unknown(kwargs, REQUEST_ARGS, "request()")
+        url = build_url(options["url"], options["port"], path)
+        return _Call(method.upper(), url, options, kwargs, idempotent)
+
+    def _prepare(self, call: _Call) -> requests.PreparedRequest:
+        args = {k: v for k, v in call.request_args.items() if k in _PREPARE_ARGS}
+        if call.options["force_trace"]:
+            args["headers"] = {**(args.get("headers") or {}), "x-envoy-force-trace": ""}
+        prepared = self.session.prepare_request(
+            requests.Request(method=call.method, url=call.url, **args)
+        )
+        prepared.cortex_idempotent = call.idempotent  # read by _RetryingAdapter
+        return prepared
+
+    def _send_handling_auth(
+        self, prepared: requests.PreparedRequest, call: _Call
+    ) -> requests.Response:
+        credentials: Credentials | None = call.options["credentials"]
+        if credentials is None:
+            _check_no_plain_http_secret(prepared)
+            return self._send(prepared, call)
+        token = self._current_token(credentials, call.options["auto_refresh"])
+        _authorize(prepared, token)
+        response = self._send(prepared, call)
+        if response.status_code == 401 and call.options["auto_retry"] and credentials.can_refresh:
+            # One refresh and one resend, never a loop (requests' num_401_calls idea).
+            fresh = credentials.refresh(stale=token)
+            retry = prepared.copy()
+            retry.cortex_idempotent = call.idempotent
+            retry.cortex_note = "resent after 401 with a refreshed token"
+            _authorize(retry, fresh)
+            response.close()
+            response = self._send(retry, call)
+        return response
+
+    @staticmethod
+    def _current_token(credentials: Credentials, auto_refresh: bool) -> str:
+        if auto_refresh:
+            return credentials.refresh_if_expiring()
+        if not credentials.access_token:
+            raise CredentialsError(
+                "No access token and auto_refresh=False: call credentials.refresh() first, or "
+                "let the client refresh (auto_refresh=True)."
+            )
+        return credentials.access_token
+
+    def _send(self, prepared: requests.PreparedRequest, call: _Call) -> requests.Response:
+        args = call.request_args
+        settings = self.session.merge_environment_settings(
+            prepared.url, args.get("proxies", {}), args.get("stream"), args.get("verify"),
+            args.get("cert"),
+        )
+        try:
+            return self.session.send(
+                prepared,
+                timeout=args.get("timeout", call.options["timeout"]),
+                allow_redirects=args.get("allow_redirects", True),
+                **settings,
+            )
+        except requests.RequestException as exc:
+            raise TransportError(_transport_message(call, exc, self._secrets(call))) from None
+
+    def _check_response(self, response: requests.Response, call: _Call) -> None:
+        if call.options["raise_for_status"] and not response.ok:
+            raise HTTPError(_http_error_message(response, self._secrets(call)), response)
+        if call.options["enforce_json"] and response.status_code != 204:
+            try:
+                response.json()
+            except ValueError:
+                raise InvalidJSONError(
+                    _invalid_json_message(response, self._secrets(call)), response
+                ) from None
+
+    @staticmethod
+    def _secrets(call: _Call) -> list[str]:
+        credentials = call.options["credentials"]
+        return credentials.secrets() if credentials is not None else []
+
+    # -- lifecycle and display ---------------------------------------------------------------
+    def close(self) -> None:
+        """Close the connection pools."""
+        self.session.close()
+
+    def __enter__(self) -> HTTPClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        shown = []
+        for key, value in self._init_kwargs.items():
+            if key == "headers" and isinstance(value, Mapping):
+                value = redact_headers(value)
+            elif key in ("auth", "cookies"):
+                value = MASK
+            shown.append(f"{key}={value!r}")
+        return f"HTTPClient({', '.join(shown)})"
+
+
+_PREPARE_ARGS = frozenset(
+    {"params", "json", "data", "files", "headers", "cookies", "auth", "hooks"}
+)
+
+
+def _pop_path(kwargs: dict[str, Any]) -> str:
+    path = kwargs.pop("path", None)
+    endpoint = kwargs.pop("endpoint", None)  # the official SDK's name for it
+    if path is not None and endpoint is not None and path != endpoint:
+        raise ConfigurationError("give path= or endpoint= (its old name), not both")
+    return path if path is not None else (endpoint or "")
+
+
+def _reject_unknown(kwargs: Mapping[str, Any], known: Collection[str], where: str) -> None:
+    unknown = sorted(set(kwargs) - set(known))
+    if unknown:
+        raise ConfigurationError(
+            f"{where} got unexpected keyword argument(s): {', '.join(unknown)}. "
+            f"Known: {', '.join(sorted(known))}."
+        )
+
+
+def _region_url(region: str) -> str:
+    try:
+        return REGIONS[region.lower()]
+    except KeyError:
+        raise ConfigurationError(
+            f"Unknown region {region!r}; use one of {', '.join(REGIONS)} or pass url="
+        ) from None
+
+
+def _authorize(prepared: requests.PreparedRequest, token: str) -> None:
+    check_secure_url(prepared.url or "", "the API")
+    prepared.headers["Authorization"] = f"Bearer {token}"
+
+
+def _check_no_plain_http_secret(prepared: requests.PreparedRequest) -> None:
+    if "Authorization" in prepared.headers:
+        check_secure_url(prepared.url or "", "the API")
+
+
+def _service_message(response: requests.Response) -> str:
+    """The service's own explanation from an error body, if any."""
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    items = body.get("errors") if isinstance(body, dict) else body
+    if isinstance(items, list) and items and isinstance(items[0], dict):
+        return str(items[0].get("message") or "")
+    if isinstance(body, dict):
+        return str(body.get("error_description") or body.get("message") or body.get("error") or "")
+    return ""
+
+
+def _http_error_message(response: requests.Response, secrets: list[str]) -> str:
+    request = response.request
+    method = request.method if request is not None else "?"
+    rid = response.headers.get("x-request-id") or "none"
+    status = response.status_code
+    text = f"HTTP {status} {response.reason or ''}".rstrip()
+    text += f" for {method} {response.url} (x-request-id: {rid})"
+    detail = _service_message(response)
+    if detail:
+        text += f": {detail[:500]}"
+    hint = _HINTS.get(status) or ("service error; try again later" if status >= 500 else "")
+    if hint:
+        text += f" ({hint})"
+    return scrub(text, secrets)
+
+
+def _invalid_json_message(response: requests.Response, secrets: list[str]) -> str:
+    request = response.request
+    snippet = response.text[:80].replace("\n", " ")
+    ctype = response.headers.get("Content-Type", "none")
+    text = (
+        f"Expected JSON from {request.method if request else '?'} {response.url} "
+        f"(HTTP {response.status_code}, Content-Type {ctype}, "
+        f"x-request-id: {response.headers.get('x-request-id') or 'none'}), got {snippet!r}. "
+        "Check the URL points at the Cortex API."
+    )
+    return scrub(text, secrets)
+
+
+def _transport_message(call: _Call, exc: requests.RequestException, secrets: list[str]) -> str:
+    kind = type(exc).__name__
+    inner = exc.args[0] if exc.args else exc
+    reason = str(getattr(inner, "reason", inner))  # urllib3's MaxRetryError wraps the cause
+    text = f"{call.method} {call.url} got no reply ({kind}: {reason[:300]})."
+    if isinstance(exc, requests.exceptions.SSLError):
+        text += " TLS verification failed; check the URL, or pass verify= a CA bundle path."
+    else:
+        text += " Check the URL and port, the network, and that the service is up."
+    return scrub(text, secrets)
