@@ -35,6 +35,8 @@ SENSITIVE_KEYS = frozenset(
 # key=value pairs in query strings and form bodies whose value is a secret
 _KEYS = "|".join(sorted(SENSITIVE_KEYS))
 _PAIR = re.compile(rf"((?:^|[?&;\s])(?:{_KEYS})=)[^&;\s]*")
+# "key": "value" pairs in JSON text that may be cut short (truncated bodies cannot be parsed)
+_JSON_PAIR = re.compile(rf'("(?:{_KEYS})"\s*:\s*")(?:[^"\\]|\\.)*("?)', re.IGNORECASE)
 _BEARER = re.compile(r"(Bearer\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
 
 
@@ -68,6 +70,7 @@ def scrub(text: str, secrets: Iterable[str] = ()) -> str:
     for secret in sorted((s for s in secrets if s), key=len, reverse=True):
         text = text.replace(secret, MASK)
     text = _BEARER.sub(lambda m: m.group(1) + MASK, text)
+    text = _JSON_PAIR.sub(lambda m: m.group(1) + MASK + m.group(2), text)
     return _PAIR.sub(lambda m: m.group(1) + MASK, text)
 
 
