@@ -1,0 +1,243 @@
+"""The sandbox's query engine: csql (BigQuery-like) translated by sqlglot, run by DuckDB.
+
+``Engine.prepare`` checks a query the way the service does when a job is created: syntax, a
+single SELECT, known tables of this instance, columns and functions that bind. Any problem
+raises ``QueryRejected`` (the API answers 400). ``Engine.materialize`` runs a prepared query into
+a result table; errors there are runtime errors (the job becomes FAILED).
+
+A result table keeps the typed columns (for ``valuesArray``) plus ``__json__``, each row already
+rendered as the service's ``valuesDictionary`` object. DuckDB renders that column in parallel
+while it runs the query, so serving a page is a range scan and a string join: no Python work per
+cell. Timestamps become microsecond integers, structs nested objects, lists arrays, and null
+columns are left out of the row (``concat_ws`` skips NULL parts).
+
+Table names: `` `<instance_id>.firewall.traffic` `` or `` `firewall.traffic` ``, quoted or not.
+Columns without a name get BigQuery's ``f0_``, ``f1_``... The session time zone is UTC, so
+``TIMESTAMP("2020-03-01 00:00:00")`` and ``CURRENT_TIMESTAMP`` compare with ``time_generated``
+as the service does. File access is disabled and the configuration locked after loading.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import duckdb
+import orjson
+import sqlglot
+from sqlglot import exp
+
+from cortex_nb.sandbox import logs
+
+JSON_COLUMN = "__json__"
+_TIMESTAMP_TYPES = {"timestamp", "timestamp with time zone", "timestamp_ns", "timestamp_ms",
+                    "timestamp_s"}
+_BIGQUERY_TYPES = {
+    "boolean": "BOOLEAN", "tinyint": "INTEGER", "smallint": "INTEGER", "integer": "INTEGER",
+    "bigint": "INTEGER", "hugeint": "INTEGER", "utinyint": "INTEGER", "usmallint": "INTEGER",
+    "uinteger": "INTEGER", "ubigint": "INTEGER", "uhugeint": "INTEGER", "float": "FLOAT",
+    "double": "FLOAT", "decimal": "FLOAT", "varchar": "STRING", "blob": "BYTES", "date": "DATE",
+    "time": "TIME", **dict.fromkeys(_TIMESTAMP_TYPES, "TIMESTAMP"),
+}
+
+
+class QueryRejected(Exception):
+    """A query the service refuses at job creation (HTTP 400)."""
+
+    def __init__(self, message: str, context: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.context = context
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A checked query: the DuckDB SQL and its output columns."""
+
+    sql: str
+    names: list[str]
+    types: list[duckdb.DuckDBPyType]
+
+
+@dataclass
+class ResultSet:
+    """A materialised job result."""
+
+    table: str
+    rows: int
+    prepared: Prepared
+    schema: list[dict] = field(default_factory=list)
+
+
+class Engine:
+    """DuckDB with the synthetic logs loaded, serving one sandbox instance."""
+
+    def __init__(self, rows: int, seed: int, anchor: int, instance_id: str, threads: int = 2) -> None:
+        self.instance_id = instance_id
+        self._con = duckdb.connect(config={"threads": threads})
+        self._con.execute("SET TimeZone = 'UTC'")
+        self.table_rows = logs.build(self._con, rows, seed, anchor)
+        self._con.execute("CREATE SCHEMA results")
+        # queries are untrusted text: no files, no network, no way to turn that back on
+        self._con.execute("SET enable_external_access = false")
+        self._con.execute("SET lock_configuration = true")
+        self._names = itertools.count(1)
+
+    def close(self) -> None:
+        """Release the database."""
+        self._con.close()
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """A connection for one thread (DuckDB connections are not shared across threads)."""
+        return self._con.cursor()
+
+    def prepare(self, csql: str) -> Prepared:
+        """Translate and bind ``csql``; raise ``QueryRejected`` for anything the service refuses."""
+        sql = self.translate(csql)
+        with self.cursor() as cur:
+            try:
+                relation = cur.sql(sql)
+            except duckdb.Error as error:
+                raise QueryRejected(_first_line(error), context=_error_context(error)) from None
+            names, types = relation.columns, relation.dtypes
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise QueryRejected(f"Duplicate column names in the result are not supported: "
+                                f"{', '.join(duplicates)}. Add aliases.")
+        return Prepared(sql, list(names), list(types))
+
+    def translate(self, csql: str) -> str:
+        """csql -> DuckDB SQL, with table names mapped and unnamed columns named ``fN_``."""
+        tree = _parse_single_select(csql)
+        ctes = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
+        for table in list(tree.find_all(exp.Table)):
+            self._map_table(table, ctes)
+        _name_anonymous_columns(tree)
+        return tree.sql(dialect="duckdb")
+
+    def _map_table(self, table: exp.Table, ctes: set[str]) -> None:
+        if not isinstance(table.this, exp.Identifier):
+            raise QueryRejected("Table functions are not supported", context=table.sql("bigquery"))
+        catalog, db, name = table.catalog, table.db.lower(), table.name.lower()
+        if not catalog and not db and name in ctes:
+            return
+        shown = ".".join(p for p in (catalog, table.db, table.name) if p)
+        if catalog and catalog != self.instance_id:
+            raise QueryRejected(
+                f"Unknown instance '{catalog}' in table `{shown}`: this sandbox serves instance "
+                f"'{self.instance_id}'", context=shown)
+        if f"{db}.{name}" not in self.table_rows:
+            raise QueryRejected(
+                f"Table not found: `{shown}`. Tables: {', '.join(sorted(self.table_rows))} "
+                f"(optionally prefixed with '{self.instance_id}.')", context=shown)
+        table.set("catalog", None)
+        table.set("db", exp.to_identifier(db))
+        table.set("this", exp.to_identifier(name))
+
+    def materialize(self, cur: duckdb.DuckDBPyConnection, prepared: Prepared) -> ResultSet:
+        """Run ``prepared`` on ``cur`` into a result table (``cur.interrupt()`` stops it)."""
+        table = f'results."r{next(self._names)}"'
+        row_json = _row_json_sql(prepared.names, prepared.types)
+        cur.execute(f"CREATE TABLE {table} AS SELECT *, {row_json} AS {JSON_COLUMN} "
+                    f"FROM ({prepared.sql}) AS q")
+        rows = cur.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        schema = [bigquery_field(n, t) for n, t in zip(prepared.names, prepared.types, strict=True)]
+        return ResultSet(table, rows, prepared, schema)
+
+    def drop(self, result: ResultSet) -> None:
+        """Free a result table."""
+        with self.cursor() as cur:
+            cur.execute(f"DROP TABLE IF EXISTS {result.table}")
+
+    def page(self, result: ResultSet, offset: int, limit: int, values_array: bool = False) -> bytes:
+        """Rows ``offset``..``offset+limit`` as JSON texts joined by commas (no brackets)."""
+        if values_array:
+            value = _row_array_sql(result.prepared.names, result.prepared.types)
+        else:
+            value = JSON_COLUMN
+        sql = (f"SELECT {value} FROM {result.table} WHERE rowid >= ? AND rowid < ? "
+               f"ORDER BY rowid")
+        with self.cursor() as cur:
+            texts = cur.execute(sql, [offset, offset + limit]).fetchnumpy()
+        return ",".join(next(iter(texts.values())).tolist()).encode()
+
+
+def bigquery_field(name: str, dtype: duckdb.DuckDBPyType) -> dict:
+    """A ``schema.fields`` item (BigQuery type names) for a DuckDB column type."""
+    if dtype.id in ("list", "array"):
+        item = bigquery_field(name, dtype.children[0][1])
+        return {**item, "mode": "REPEATED"}
+    if dtype.id == "struct":
+        fields = [bigquery_field(n, t) for n, t in dtype.children]
+        return {"name": name, "type": "RECORD", "mode": "NULLABLE", "fields": fields}
+    return {"name": name, "type": _BIGQUERY_TYPES.get(dtype.id, "STRING"), "mode": "NULLABLE"}
+
+
+def _parse_single_select(csql: str) -> exp.Query:
+    try:
+        statements = [s for s in sqlglot.parse(csql, read="bigquery") if s is not None]
+    except sqlglot.errors.SqlglotError as error:
+        raise QueryRejected(f"Syntax error: {_sqlglot_message(error)}", context=csql) from None
+    if len(statements) != 1:
+        raise QueryRejected("Expected exactly one SELECT statement", context=csql)
+    tree = statements[0]
+    if not isinstance(tree, exp.Query):
+        raise QueryRejected("Only SELECT queries are supported", context=csql)
+    return tree
+
+
+def _name_anonymous_columns(tree: exp.Query) -> None:
+    """Give unnamed result columns BigQuery's names (``f0_``, ``f1_``...)."""
+    if not isinstance(tree, exp.Select):
+        return
+    anonymous = 0
+    for position, item in enumerate(tree.expressions):
+        if isinstance(item, (exp.Alias, exp.Column, exp.Star, exp.Dot)):
+            continue
+        tree.expressions[position] = exp.alias_(item, f"f{anonymous}_")
+        anonymous += 1
+
+
+def _sqlglot_message(error: sqlglot.errors.SqlglotError) -> str:
+    details = getattr(error, "errors", None) or []
+    if details:
+        first = details[0]
+        return f"{first.get('description')} at line {first.get('line')}, column {first.get('col')}"
+    return str(error).splitlines()[0]
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0]
+
+
+def _error_context(error: Exception) -> str | None:
+    lines = str(error).strip().splitlines()
+    return "\n".join(lines[1:]).strip() or None
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _sql_string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _json_value_sql(name: str, dtype: duckdb.DuckDBPyType) -> str:
+    """JSON text of one column value, NULL when the value is NULL."""
+    if dtype.id in _TIMESTAMP_TYPES:
+        return f"to_json(epoch_us({_ident(name)}))"
+    return f"to_json({_ident(name)})"
+
+
+def _row_json_sql(names: list[str], types: list) -> str:
+    """SQL for a row as a JSON object without its null columns."""
+    parts = [f"{_sql_string(orjson.dumps(n).decode() + ':')} || {_json_value_sql(n, t)}"
+             for n, t in zip(names, types, strict=True)]
+    return f"'{{' || concat_ws(',', {', '.join(parts)}) || '}}'"
+
+
+def _row_array_sql(names: list[str], types: list) -> str:
+    """SQL for a row as a JSON array ordered like the schema (nulls kept as null)."""
+    parts = [f"coalesce({_json_value_sql(n, t)}, 'null')" for n, t in zip(names, types, strict=True)]
+    return "concat('[', " + ", ',', ".join(parts) + ", ']')"
