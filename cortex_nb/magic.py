@@ -1,0 +1,342 @@
+"""The ``%cortex`` line magic and ``%%cortex`` cell magic.
+
+Thin by design: parse (``parse_cell``) -> run through the library (``session``/``query``) ->
+display. Options are traitlets (``%config CortexMagics.page_size = 5000``). Every
+``CortexError`` reaches the notebook as one ``UsageError`` line, so the cell fails (papermill
+and nbval stop) without a traceback and without a secret.
+
+Line magic::
+
+    %cortex connect sandbox [--rows N] [--seed S]
+    %cortex connect [--profile NAME] [--url URL] [--region R] [--instance ID]
+    %cortex disconnect | status | panel | history | trace [N]
+
+Cell magic::
+
+    %%cortex [-o VAR] [--trace] [--dry-run] [--limit N] [--page-size N] [--raw]
+    SELECT ... FROM `firewall.traffic` WHERE source_ip.value = {ip}
+
+    %%cortex GET /query/v2/jobs            (REST mode; the cell is the JSON body)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import shlex
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.display import HTML, display
+from traitlets import Bool, Enum, Int
+
+from cortex_nb.exceptions import CortexError, QueryCancelled
+from cortex_nb.security import scrub
+from cortex_nb.session import Session, get_session
+from cortex_nb.sqlparams import qualify_tables, render_parameters
+
+__all__ = ["CellCommand", "CortexMagics", "load_ipython_extension", "parse_cell"]
+
+HTTP_METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD")
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse that raises a UsageError instead of exiting the kernel."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"%{self.prog}: {message}")
+
+    def exit(self, status: int = 0, message: str | None = None) -> None:  # type: ignore[override]
+        raise UsageError(message or f"%{self.prog}: see %{self.prog}? for help")
+
+
+def _cell_parser() -> _ArgumentParser:
+    p = _ArgumentParser(prog="%cortex", add_help=False)
+    p.add_argument("-o", "--output", metavar="VAR", help="store the result in VAR")
+    p.add_argument("--trace", action="store_true", help="show the request traces")
+    p.add_argument("--dry-run", action="store_true", help="show the request, send nothing")
+    p.add_argument("--limit", type=int, help="fetch at most N rows")
+    p.add_argument("--page-size", type=int, help="rows per results page")
+    p.add_argument("--raw", action="store_true", help="JSON as received, no DataFrame")
+    p.add_argument("request", nargs="*", help="METHOD /path for REST mode")
+    return p
+
+
+@dataclass
+class CellCommand:
+    """A parsed ``%%cortex`` cell: SQL mode or REST mode, with its options."""
+
+    mode: str  # "sql" or "rest"
+    text: str  # SQL, or the JSON body (may be empty)
+    method: str | None = None
+    path: str | None = None
+    output: str | None = None
+    trace: bool = False
+    dry_run: bool = False
+    limit: int | None = None
+    page_size: int | None = None
+    raw: bool = False
+
+
+def parse_cell(line: str, cell: str) -> CellCommand:
+    """Parse the magic line and the cell body into a ``CellCommand``."""
+    try:
+        args = _cell_parser().parse_args(shlex.split(line))
+    except ValueError as exc:
+        raise UsageError(f"%%cortex: {exc}") from None
+    request, body = list(args.request), cell
+    if not request:  # REST mode may also be given on the cell's first line
+        first, _, rest = cell.strip().partition("\n")
+        if first.split(" ", 1)[0].upper() in HTTP_METHODS and "/" in first:
+            request, body = first.split(), rest
+    options = {
+        "output": args.output, "trace": args.trace, "dry_run": args.dry_run,
+        "limit": args.limit, "page_size": args.page_size, "raw": args.raw,
+    }
+    if not request:
+        if not cell.strip():
+            raise UsageError("%%cortex: the cell is empty; write a SQL query or 'GET /path'")
+        return CellCommand(mode="sql", text=cell.strip(), **options)
+    method_ok = request[0].upper() in HTTP_METHODS
+    if len(request) != 2 or not method_ok or not request[1].startswith("/"):
+        raise UsageError(f"%%cortex: expected 'METHOD /path', got {' '.join(request)!r}")
+    return CellCommand(
+        mode="rest", text=body.strip(), method=request[0].upper(), path=request[1], **options
+    )
+
+
+def _line_parser() -> _ArgumentParser:
+    p = _ArgumentParser(prog="cortex", add_help=False)
+    sub = p.add_subparsers(dest="command")
+    connect = sub.add_parser("connect", add_help=False)
+    connect.add_argument("target", nargs="?", choices=["sandbox"])
+    connect.add_argument("--profile")
+    connect.add_argument("--url")
+    connect.add_argument("--region")
+    connect.add_argument("--instance")
+    connect.add_argument("--rows", type=int)
+    connect.add_argument("--seed", type=int)
+    trace = sub.add_parser("trace", add_help=False)
+    trace.add_argument("n", nargs="?", type=int, default=1)
+    for name in ("disconnect", "status", "panel", "history"):
+        sub.add_parser(name, add_help=False)
+    return p
+
+
+class _ProgressLine:
+    """A live, throttled status line (updated in place in notebooks)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.handle: Any = None
+        self.last = 0.0
+
+    def __call__(self, progress: Any) -> None:
+        now = time.monotonic()
+        if not self.enabled or (not progress.done and now - self.last < 0.25):
+            return
+        self.last = now
+        text = progress.line()
+        if self.handle is None:
+            self.handle = display({"text/plain": text}, raw=True, display_id=True)
+        else:
+            self.handle.update({"text/plain": text}, raw=True)
+
+
+@magics_class
+class CortexMagics(Magics):
+    """``%cortex`` and ``%%cortex``: query the Cortex Data Lake from notebooks.
+
+    ``Magics`` is a traitlets ``Configurable``: the traits below are ``%config`` options.
+    """
+
+    page_size = Int(10_000, help="Rows per results page (1..100000).").tag(config=True)
+    parallel = Int(4, help="Results pages fetched at once when the row count is known.").tag(
+        config=True
+    )
+    structs = Enum(
+        ["value", "keep", "flatten"], "value",
+        help="How {value: ...} structs become columns: their value, kept, or flattened.",
+    ).tag(config=True)
+    show_trace = Bool(False, help="Show request traces after every cell.").tag(config=True)
+    progress = Bool(True, help="Show a live progress line while a query runs.").tag(config=True)
+
+    @property
+    def session(self) -> Session:
+        """The shared session."""
+        return get_session()
+
+    # -- line magic ----------------------------------------------------------------------------
+    @line_magic
+    def cortex(self, line: str) -> Any:
+        """Manage the shared session: connect, disconnect, status, panel, history, trace."""
+        args = _line_parser().parse_args(shlex.split(line) or ["status"])
+        with _one_line_errors(self.session):
+            return getattr(self, f"_do_{args.command}")(args)
+
+    def _do_connect(self, args: argparse.Namespace) -> None:
+        if args.target == "sandbox":
+            kwargs = {k: v for k, v in (("rows", args.rows), ("seed", args.seed)) if v is not None}
+            self.session.connect_sandbox(**kwargs)
+        else:
+            from cortex_nb.credentials import Credentials
+
+            credentials = Credentials(profile=args.profile, region=args.region)
+            self.session.connect(credentials, url=args.url, instance_id=args.instance)
+        print(self.session.describe())
+
+    def _do_disconnect(self, args: argparse.Namespace) -> None:
+        self.session.disconnect()
+        print("Disconnected.")
+
+    def _do_status(self, args: argparse.Namespace) -> None:
+        print(self.session.describe())
+
+    def _do_panel(self, args: argparse.Namespace) -> Any:
+        from cortex_nb.panel import CredentialsPanel
+
+        return CredentialsPanel(session=self.session)
+
+    def _do_history(self, args: argparse.Namespace) -> Any:
+        return self.session.traces.to_frame()
+
+    def _do_trace(self, args: argparse.Namespace) -> None:
+        self._show_traces(self.session.traces.last(args.n))
+
+    # -- cell magic ----------------------------------------------------------------------------
+    @cell_magic("cortex")
+    def cortex_cell(self, line: str, cell: str) -> Any:
+        """Run a SQL query job (default) or a REST request ('METHOD /path' + JSON body)."""
+        command = parse_cell(line, cell)
+        with _one_line_errors(self.session):
+            run = self._run_rest if command.mode == "rest" else self._run_sql
+            result = run(command)
+        if command.output and result is not None:
+            self.shell.user_ns[command.output] = result
+        return result
+
+    def _final_sql(self, command: CellCommand) -> str:
+        sql = render_parameters(command.text, self.shell.user_ns)
+        return qualify_tables(sql, self.session.instance_id)
+
+    def _run_sql(self, command: CellCommand) -> Any:
+        sql = self._final_sql(command)
+        if command.dry_run:
+            return self._dry_run("POST", "/query/v2/jobs", {"params": {"query": sql}})
+        service = self.session.require()
+        if command.raw:
+            return self._raw_rows(service, sql, command)
+        result = service.query(
+            sql, page_size=command.page_size or self.page_size, structs=self.structs,
+            max_rows=command.limit, parallel=self.parallel,
+            progress=_ProgressLine(self.progress),
+        )
+        if command.trace or self.show_trace:
+            self._show_traces(result.traces)
+        return result.df
+
+    def _raw_rows(self, service: Any, sql: str, command: CellCommand) -> list[Any]:
+        job_id = service.submit(sql)
+        rows: list[Any] = []
+        try:
+            for response in service.iter_job_results(
+                job_id, page_size=command.page_size or self.page_size
+            ):
+                rows.extend(response.json()["page"]["result"]["data"])
+                if command.limit is not None and len(rows) >= command.limit:
+                    return rows[: command.limit]
+        except KeyboardInterrupt:
+            service.cancel_job(job_id)
+            raise QueryCancelled(
+                f"Interrupted: job {job_id} was cancelled on the server.", job_id
+            ) from None
+        return rows
+
+    def _run_rest(self, command: CellCommand) -> Any:
+        body = _json_body(command.text)
+        if command.dry_run:
+            return self._dry_run(command.method or "GET", command.path or "/", body)
+        client = self.session.require().session
+        before = len(self.session.traces)
+        response = client.request(method=command.method, path=command.path, json=body)
+        if command.trace or self.show_trace:
+            self._show_traces(self.session.traces.last(len(self.session.traces) - before))
+        return _rest_output(response, command.raw, command.limit)
+
+    def _dry_run(self, method: str, path: str, body: Any) -> None:
+        client = self.session.client
+        base = client.url if client is not None else "<not connected>"
+        print(f"{method} {base}{path}")
+        print("Authorization: Bearer $TOKEN")
+        if body is not None:
+            print(json.dumps(body, indent=2))
+        print("(dry run: nothing was sent)")
+
+    def _show_traces(self, traces: list[Any]) -> None:
+        from cortex_nb.tracing import render_traces_html
+
+        if traces:
+            display(HTML(render_traces_html(traces)))
+
+
+def _json_body(text: str) -> Any:
+    if not text.strip():
+        return None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"%%cortex: the cell body is not valid JSON ({exc})") from None
+
+
+def _rest_output(response: Any, raw: bool, limit: int | None) -> Any:
+    """The reply as a DataFrame when it is a list of records, else its JSON (or text)."""
+    try:
+        payload = response.json()
+    except ValueError:
+        return response.text
+    if not response.ok:
+        print(f"HTTP {response.status_code} {response.reason}")
+    if isinstance(payload, list) and payload and all(isinstance(r, dict) for r in payload):
+        if raw:
+            return payload[:limit] if limit else payload
+        import pandas as pd
+
+        frame = pd.json_normalize(payload)
+        return frame.head(limit) if limit else frame
+    return _PrettyJSON(payload)
+
+
+class _PrettyJSON:
+    """Shows decoded JSON indented; ``.data`` holds the value."""
+
+    def __init__(self, data: Any) -> None:
+        self.data = data
+
+    def __repr__(self) -> str:
+        return json.dumps(self.data, indent=2, default=str)
+
+    def _repr_json_(self) -> Any:
+        return self.data
+
+
+@contextlib.contextmanager
+def _one_line_errors(session: Session) -> Iterator[None]:
+    """Turn a CortexError into one scrubbed ``UsageError`` line (the cell still fails)."""
+    try:
+        yield
+    except CortexError as exc:
+        secrets = session.credentials.secrets() if session.credentials else []
+        raise UsageError(scrub(f"{type(exc).__name__}: {exc}", secrets)) from None
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """Register the magics with IPython (``%load_ext cortex_nb``)."""
+    magics = CortexMagics(shell=ipython)
+    ipython.register_magics(magics)
+    ipython.configurables.append(magics)  # so that %config CortexMagics.<option> finds it
+

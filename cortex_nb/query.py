@@ -1,0 +1,476 @@
+"""Query Service v2: jobs end to end, from SQL to a typed DataFrame.
+
+Low level, with the official SDK's names and parameters (each returns ``requests.Response``):
+``create_query``, ``get_job``, ``list_jobs``, ``cancel_job``, ``get_job_results`` and the
+generator ``iter_job_results``. Unlike the SDK, ``iter_job_results`` handles every job state
+(PENDING, RUNNING, DONE, FAILED, CANCELLED, TIMEDOUT), polls adaptively with ``maxWait`` instead
+of sleeping a fixed second, and decodes each page once (``response.json()`` returns the cached
+decode).
+
+High level: ``query(sql) -> Result``. The job is created idempotently (a client-chosen
+``jobId``; a 409 on a transport resend means "already created"), polled with ``maxWait`` and a
+short client backoff, then paged: by cursor, or, once ``rowsInJob`` is known, by ``offset`` with
+a few pages in flight at once (order preserved). Rows received must equal ``rowsInJob``, or the
+call raises: nothing is silently cut. Ctrl-C cancels the job on the server and says so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import requests
+
+from cortex_nb import __version__
+from cortex_nb.exceptions import CortexError, QueryCancelled, QueryError
+from cortex_nb.httpclient import HTTPClient
+from cortex_nb.security import scrub
+from cortex_nb.tracing import Trace, TraceLog
+
+__all__ = ["TERMINAL_STATES", "Progress", "QueryService", "Result"]
+
+JOBS = "/query/v2/jobs"
+RESULTS = "/query/v2/jobResults"
+PENDING_STATES = frozenset({"PENDING", "RUNNING"})
+TERMINAL_STATES = frozenset({"DONE", "FAILED", "CANCELLED", "TIMEDOUT"})
+DEFAULT_PAGE_SIZE = 10_000
+MAX_PAGE_SIZE = 100_000
+MAX_WAIT_MS = 2000
+FIRST_BACKOFF = 0.02  # seconds; polls start fast, most sandbox and small jobs finish in ms
+MAX_BACKOFF = 1.0
+
+
+@dataclass
+class Progress:
+    """Where a query stands: handed to the ``progress`` callback after every step."""
+
+    job_id: str
+    state: str
+    rows: int = 0
+    rows_in_job: int | None = None
+    pages: int = 0
+    elapsed: float = 0.0
+    done: bool = False
+
+    def line(self) -> str:
+        """One line for a status display."""
+        total = f"/{self.rows_in_job:,}" if self.rows_in_job is not None else ""
+        return (
+            f"{self.state:<9} {self.rows:,}{total} rows, {self.pages} pages, "
+            f"{self.elapsed:.1f} s (job {self.job_id})"
+        )
+
+
+@dataclass
+class Result:
+    """A finished query: the DataFrame and how it was obtained."""
+
+    df: Any
+    job_id: str
+    rows_in_job: int
+    pages: int
+    elapsed: float
+    sql: str
+    schema: dict[str, Any] | None = None
+    traces: list[Trace] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """One line: rows, pages, time and job id."""
+        return (
+            f"{len(self.df):,} rows ({self.rows_in_job:,} in job), {self.pages} pages, "
+            f"{self.elapsed:.2f} s, job {self.job_id}"
+        )
+
+    def __repr__(self) -> str:
+        return f"<Result {self.summary()}>"
+
+    def _repr_html_(self) -> str:
+        return f"<p><code>{self.summary()}</code></p>" + self.df._repr_html_()
+
+
+def _decode(response: requests.Response) -> Any:
+    """Decode a JSON reply once and make ``response.json()`` return that decode."""
+    cached = getattr(response, "cortex_json", None)
+    if cached is not None:
+        return cached
+    try:
+        payload = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        raise QueryError(
+            f"The reply to {response.request.method} {response.url} (HTTP "
+            f"{response.status_code}) is not JSON: {response.text[:80]!r}."
+        ) from None
+    response.cortex_json = payload
+    response.json = lambda **_: payload  # the SDK decodes pages twice; we decode once
+    return payload
+
+
+def _service_errors(payload: Any) -> str:
+    items = payload.get("errors") if isinstance(payload, dict) else payload
+    if isinstance(items, list):
+        messages = [str(i.get("message", i)) for i in items if isinstance(i, dict)]
+        return "; ".join(messages)
+    return ""
+
+
+def _job_id() -> str:
+    return f"cortexnb-{uuid.uuid4()}"
+
+
+class QueryService:
+    """Query Service v2 client: the official SDK's calls plus ``query()`` to a DataFrame."""
+
+    def __init__(
+        self, session: HTTPClient | None = None, traces: TraceLog | None = None, **kwargs: Any
+    ) -> None:
+        self.session = session if session is not None else HTTPClient(**kwargs)
+        credentials = self.session.credentials
+        self.traces = traces or TraceLog(secrets=credentials.secrets if credentials else None)
+        self.traces.attach(self.session.session)
+
+    @property
+    def url(self) -> str:
+        """The API base URL."""
+        return self.session.url
+
+    # -- the SDK's calls ------------------------------------------------------------------
+    def create_query(
+        self, job_id: str | None = None, query_params: dict[str, Any] | None = None, **kwargs: Any
+    ) -> requests.Response:
+        """Submit a query job (``POST /query/v2/jobs``); resent safely when ``job_id`` is given."""
+        body = dict(kwargs.pop("json", None) or {})
+        if job_id is not None:
+            body["jobId"] = job_id
+        if query_params is not None:
+            body["params"] = query_params
+        body.setdefault("clientType", "cortex-nb")
+        body.setdefault("clientVersion", __version__)
+        kwargs.setdefault("idempotent", job_id is not None)
+        return self.session.request(method="POST", path=JOBS, json=body, **kwargs)
+
+    def get_job(self, job_id: str, **kwargs: Any) -> requests.Response:
+        """Job detail (``GET /query/v2/jobs/<id>``)."""
+        return self.session.request(method="GET", path=f"{JOBS}/{job_id}", **kwargs)
+
+    def list_jobs(
+        self,
+        max_jobs: int | None = None,
+        created_after: int | None = None,
+        state: str | None = None,
+        job_type: str | None = None,
+        tenant_id: str | None = None,
+        **kwargs: Any,
+    ) -> requests.Response:
+        """List jobs, newest first (``GET /query/v2/jobs``)."""
+        params = _params(
+            kwargs.pop("params", None), maxJobs=max_jobs, createdAfter=created_after,
+            state=state, type=job_type, tenantId=tenant_id,
+        )
+        return self.session.request(method="GET", path=JOBS, params=params, **kwargs)
+
+    def cancel_job(self, job_id: str, **kwargs: Any) -> requests.Response:
+        """Cancel a job (``DELETE /query/v2/jobs/<id>``)."""
+        return self.session.request(method="DELETE", path=f"{JOBS}/{job_id}", **kwargs)
+
+    def get_job_results(
+        self,
+        job_id: str,
+        max_wait: int | None = None,
+        offset: int | None = None,
+        page_cursor: str | None = None,
+        page_number: int | None = None,
+        page_size: int | None = None,
+        result_format: str | None = None,
+        **kwargs: Any,
+    ) -> requests.Response:
+        """One results page (``GET /query/v2/jobResults/<id>``); the body is not decoded here."""
+        params = _params(
+            kwargs.pop("params", None), maxWait=max_wait, offset=offset, pageCursor=page_cursor,
+            pageNumber=page_number, pageSize=page_size, resultFormat=result_format,
+        )
+        return self.session.request(
+            method="GET", path=f"{RESULTS}/{job_id}", params=params, **kwargs
+        )
+
+    def iter_job_results(
+        self,
+        job_id: str,
+        max_wait: int | None = None,
+        offset: int | None = None,
+        page_cursor: str | None = None,
+        page_number: int | None = None,
+        page_size: int | None = None,
+        result_format: str | None = None,
+        **kwargs: Any,
+    ) -> Iterator[requests.Response]:
+        """Yield each DONE results page, following ``pageCursor``; raise on FAILED and the like."""
+        params = _params(
+            kwargs.pop("params", None), maxWait=max_wait or MAX_WAIT_MS, offset=offset,
+            pageCursor=page_cursor, pageNumber=page_number, pageSize=page_size,
+            resultFormat=result_format,
+        )
+        poll = _Poller()
+        while True:
+            response = self.get_job_results(job_id, params=params, **kwargs)
+            page = self._checked_page(response, job_id)
+            if page["state"] in PENDING_STATES:
+                poll.wait(response)
+                continue
+            yield response
+            cursor = page["page"].get("pageCursor")
+            if not cursor:
+                return
+            params = {k: v for k, v in params.items() if k not in ("offset", "pageNumber")}
+            params["pageCursor"] = cursor
+
+    # -- validation ----------------------------------------------------------------------------
+    def _checked_page(self, response: requests.Response, job_id: str) -> dict[str, Any]:
+        """Decode a results reply and check its shape and state; raise a clear error if wrong."""
+        if not response.ok:
+            self._raise_for_reply(response, f"Fetching results of job {job_id}", job_id)
+        page = _decode(response)
+        if not isinstance(page, dict) or not isinstance(page.get("state"), str):
+            raise QueryError(f"Malformed results page for job {job_id}: no job state.", job_id)
+        state = page["state"].upper()
+        page["state"] = state
+        if state in PENDING_STATES:
+            return page
+        if state != "DONE":
+            self._raise_for_state(state, job_id, page)
+        data = ((page.get("page") or {}).get("result") or {}).get("data")
+        if not isinstance(page.get("page"), dict) or not isinstance(data, list):
+            raise QueryError(
+                f"Malformed results page for job {job_id}: page.result.data is not a list.",
+                job_id,
+            )
+        declared = page.get("rowsInPage")
+        if declared is not None and declared != len(data):
+            raise QueryError(
+                f"Malformed results page for job {job_id}: rowsInPage says {declared} but "
+                f"the page holds {len(data)} rows.", job_id,
+            )
+        return page
+
+    def _raise_for_state(self, state: str, job_id: str, payload: Any) -> None:
+        detail = _service_errors(payload)
+        detail = f": {detail}" if detail else ""
+        if state == "CANCELLED":
+            raise QueryCancelled(f"Job {job_id} was cancelled{detail}.", job_id, payload)
+        if state == "TIMEDOUT":
+            raise QueryError(
+                f"Job {job_id} timed out on the server{detail}. Narrow the time range or add "
+                "a LIMIT.", job_id, payload,
+            )
+        if state == "FAILED":
+            raise QueryError(f"Job {job_id} failed{detail}.", job_id, payload)
+        raise QueryError(f"Job {job_id} is in an unknown state {state!r}.", job_id, payload)
+
+    def _raise_for_reply(self, response: requests.Response, doing: str, job_id: str | None) -> None:
+        try:
+            detail = _service_errors(_decode(response))
+        except QueryError:
+            detail = response.text[:200]
+        secrets = self.session.credentials.secrets() if self.session.credentials else []
+        rid = response.headers.get("x-request-id") or "none"
+        text = f"{doing} failed: HTTP {response.status_code} {response.reason or ''}".rstrip()
+        text += f" (x-request-id: {rid})"
+        if detail:
+            text += f": {detail}"
+        raise QueryError(scrub(text, secrets), job_id)
+
+    # -- high level ----------------------------------------------------------------------------
+    def submit(self, sql: str, job_id: str | None = None, **properties: Any) -> str:
+        """Create a query job for ``sql`` and return its id (409 on a resend counts as created)."""
+        job_id = job_id or _job_id()
+        params: dict[str, Any] = {"query": sql, "dialect": "csql"}
+        if properties:
+            params["properties"] = properties
+        response = self.create_query(job_id=job_id, query_params=params)
+        if response.status_code == 409 and job_id:
+            return job_id  # our own earlier attempt landed before the connection dropped
+        if not response.ok:
+            self._raise_for_reply(response, "Submitting the query", job_id)
+        return str(_decode(response).get("jobId") or job_id)
+
+    def query(
+        self,
+        sql: str,
+        *,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        result_format: str = "valuesDictionary",
+        structs: str = "value",
+        max_rows: int | None = None,
+        parallel: int = 4,
+        progress: Callable[[Progress], None] | None = None,
+        job_id: str | None = None,
+        **properties: Any,
+    ) -> Result:
+        """Run ``sql`` as a job and return a ``Result`` holding the typed DataFrame."""
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise QueryError(f"page_size must be 1..{MAX_PAGE_SIZE}, not {page_size}.")
+        run = _Run(self, sql, page_size, result_format, structs, max_rows, parallel, progress)
+        run.job_id = self.submit(sql, job_id=job_id, **properties)
+        try:
+            return run.execute()
+        except KeyboardInterrupt:
+            self._cancel_quietly(run.job_id)
+            raise QueryCancelled(
+                f"Interrupted: job {run.job_id} was cancelled on the server "
+                f"({run.progress.rows:,} rows had arrived).", run.job_id,
+            ) from None
+
+    def _cancel_quietly(self, job_id: str) -> None:
+        with contextlib.suppress(CortexError):  # best effort: the interrupt message still shows
+            self.cancel_job(job_id, timeout=(5, 10))
+
+
+def _params(base: dict[str, Any] | None, **values: Any) -> dict[str, Any]:
+    params = dict(base or {})
+    params.update({k: v for k, v in values.items() if v is not None})
+    return params
+
+
+class _Poller:
+    """Client-side backoff between polls, used only when the server answers without waiting."""
+
+    def __init__(self) -> None:
+        self.delay = FIRST_BACKOFF
+
+    def wait(self, response: requests.Response) -> None:
+        held = response.elapsed.total_seconds()
+        if held < MAX_WAIT_MS / 2000:  # the server did not hold the request for long
+            time.sleep(self.delay)
+            self.delay = min(self.delay * 2, MAX_BACKOFF)
+
+
+class _Run:
+    """One query() call: poll to DONE, fetch pages (in parallel when possible), build the frame."""
+
+    def __init__(
+        self, service: QueryService, sql: str, page_size: int, result_format: str,
+        structs: str, max_rows: int | None, parallel: int,
+        progress: Callable[[Progress], None] | None,
+    ) -> None:
+        from cortex_nb.frames import FrameBuilder  # pandas loads only when a query runs
+
+        self.service, self.sql, self.page_size = service, sql, page_size
+        self.result_format, self.max_rows = result_format, max_rows
+        self.parallel = max(1, parallel)
+        self.callback = progress
+        self.job_id = ""
+        self.started = time.monotonic()
+        self.progress = Progress(job_id="", state="PENDING")
+        self.builder_factory = lambda schema: FrameBuilder(
+            schema=schema, result_format=result_format, structs=structs
+        )
+        self.builder: Any = None
+
+    def report(self, state: str, done: bool = False) -> None:
+        p = self.progress
+        p.job_id, p.state, p.done = self.job_id, state, done
+        p.elapsed = time.monotonic() - self.started
+        if self.callback is not None:
+            self.callback(p)
+
+    def execute(self) -> Result:
+        first = self.first_page()
+        rows_in_job = int(first.get("rowsInJob", len(first["page"]["result"]["data"])))
+        self.progress.rows_in_job = rows_in_job
+        self.builder = self.builder_factory(first.get("schema"))
+        for page in self.pages(first, rows_in_job):
+            self.add(page)
+        expected = rows_in_job if self.max_rows is None else min(rows_in_job, self.max_rows)
+        self.check_count(expected)
+        self.report("DONE", done=True)
+        df = self.builder.to_dataframe()
+        if self.max_rows is not None and len(df) > self.max_rows:
+            df = df.iloc[: self.max_rows]
+        return Result(
+            df=df, job_id=self.job_id, rows_in_job=rows_in_job, pages=self.progress.pages,
+            elapsed=self.progress.elapsed, sql=self.sql, schema=first.get("schema"),
+            traces=self.traces(),
+        )
+
+    def first_page(self) -> dict[str, Any]:
+        poll = _Poller()
+        self.report("PENDING")
+        while True:
+            response = self.service.get_job_results(
+                self.job_id, max_wait=MAX_WAIT_MS, page_size=self.page_size,
+                result_format=self.result_format,
+            )
+            page = self.service._checked_page(response, self.job_id)
+            if page["state"] == "DONE":
+                return page
+            self.report(page["state"])
+            poll.wait(response)
+
+    def wanted(self, rows_in_job: int) -> int:
+        return rows_in_job if self.max_rows is None else min(rows_in_job, self.max_rows)
+
+    def pages(self, first: dict[str, Any], rows_in_job: int) -> Iterator[dict[str, Any]]:
+        yield first
+        received = len(first["page"]["result"]["data"])
+        wanted = self.wanted(rows_in_job)
+        if received >= wanted:
+            return
+        if self.parallel > 1 and "rowsInJob" in first:
+            yield from self.pages_by_offset(received, wanted)
+        else:
+            yield from self.pages_by_cursor(first["page"].get("pageCursor"), received, wanted)
+
+    def pages_by_cursor(self, cursor: str | None, received: int, wanted: int) -> Iterator[dict]:
+        while cursor and received < wanted:
+            page = self.fetch(page_cursor=cursor)
+            received += len(page["page"]["result"]["data"])
+            cursor = page["page"].get("pageCursor")
+            yield page
+
+    def pages_by_offset(self, start: int, wanted: int) -> Iterator[dict[str, Any]]:
+        offsets = iter(range(start, wanted, self.page_size))
+        with ThreadPoolExecutor(self.parallel, thread_name_prefix="cortex-page") as pool:
+            in_flight: list[Future] = []
+            try:
+                for offset in offsets:
+                    in_flight.append(pool.submit(self.fetch, offset=offset))
+                    if len(in_flight) >= self.parallel:
+                        yield in_flight.pop(0).result()  # order preserved: oldest first
+                while in_flight:
+                    yield in_flight.pop(0).result()
+            finally:
+                for future in in_flight:
+                    future.cancel()
+
+    def fetch(self, **where: Any) -> dict[str, Any]:
+        response = self.service.get_job_results(
+            self.job_id, page_size=self.page_size, result_format=self.result_format, **where
+        )
+        return self.service._checked_page(response, self.job_id)
+
+    def add(self, page: dict[str, Any]) -> None:
+        data = page["page"]["result"]["data"]
+        self.builder.add_page(data)
+        self.progress.rows += len(data)
+        self.progress.pages += 1
+        page["page"]["result"]["data"] = None  # let the decoded rows go as soon as they are typed
+        self.report("DONE")
+
+    def check_count(self, expected: int) -> None:
+        got = self.progress.rows
+        if got < expected or (self.max_rows is None and got != expected):
+            raise QueryError(
+                f"Job {self.job_id}: received {got:,} rows but the job has {expected:,}; "
+                "refusing to return a partial result. Run the query again.", self.job_id,
+            )
+
+    def traces(self) -> list[Trace]:
+        return [
+            t for t in self.service.traces
+            if self.job_id in t.url or (t.request_body and self.job_id in t.request_body)
+        ]
