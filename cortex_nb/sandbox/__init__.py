@@ -1,0 +1,16 @@
+"""An offline Cortex Data Lake: OAuth2 and Query Service v2 over synthetic firewall logs.
+
+``Sandbox`` serves the wire format of CORTEX_API.md on a local port from a background thread::
+
+    with Sandbox(rows=10_000, seed=7) as sb:
+        sb.url, sb.port, sb.credentials()
+
+Modules: ``server`` (HTTP and the ``Sandbox`` life cycle), ``api`` (routes), ``jobs`` (job
+states and workers), ``engine`` (csql -> DuckDB), ``logs`` (the synthetic data and its story),
+``tokens`` (OAuth2 and JWTs), ``faults`` (fault injection). Nothing here imports the client side
+of cortex_nb: the sandbox emulates the service, it does not mirror our code.
+"""
+
+from cortex_nb.sandbox.server import RecordedRequest, Sandbox
+
+__all__ = ["RecordedRequest", "Sandbox"]
