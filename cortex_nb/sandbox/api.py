@@ -78,8 +78,13 @@ class Request:
 class BadRequest(Exception):
     """A Query API request the service refuses; becomes an ``errors`` reply."""
 
-    def __init__(self, status: int, message: str, context: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        context: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.context = status, message, context
         self.headers = headers or {}
@@ -90,8 +95,9 @@ def json_reply(status: int, body: object, headers: dict[str, str] | None = None)
     return Reply(status, orjson.dumps(body), headers or {})
 
 
-def error_reply(status: int, message: str, context: str | None = None,
-                headers: dict[str, str] | None = None) -> Reply:
+def error_reply(
+    status: int, message: str, context: str | None = None, headers: dict[str, str] | None = None
+) -> Reply:
     """A Query API error reply: ``{"errors": [{"errorCode", "message", "context"?}]}``."""
     item = {"errorCode": status, "message": message}
     if context:
@@ -113,8 +119,14 @@ class Paging:
 class Api:
     """The sandbox's routes over an engine, a job manager and a token authority."""
 
-    def __init__(self, engine: Engine, jobs: JobManager, tokens: TokenAuthority,
-                 instance_id: str, query_rate_limit: int = 5000) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        jobs: JobManager,
+        tokens: TokenAuthority,
+        instance_id: str,
+        query_rate_limit: int = 5000,
+    ) -> None:
         self.engine, self.jobs, self.tokens = engine, jobs, tokens
         self.instance_id = instance_id
         self._rate = RateLimit(query_rate_limit, 3600)
@@ -137,7 +149,9 @@ class Api:
         chosen = [(route, m) for route, m in matches if route[0] == request.method]
         if not chosen:
             methods = ", ".join(sorted({route[0] for route, _ in matches}))
-            return error_reply(405, f"Method {request.method} not allowed here", headers={"Allow": methods})
+            return error_reply(
+                405, f"Method {request.method} not allowed here", headers={"Allow": methods}
+            )
         (_, _, handler, needs_token), match = chosen[0]
         try:
             if needs_token:
@@ -161,11 +175,16 @@ class Api:
 
     def _authenticate(self, request: Request) -> None:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        problem = "missing bearer token" if scheme.lower() != "bearer" or not token.strip() else \
-            self.tokens.check(token.strip())
+        problem = (
+            "missing bearer token"
+            if scheme.lower() != "bearer" or not token.strip()
+            else self.tokens.check(token.strip())
+        )
         if problem:
             challenge = f'Bearer error="invalid_token", error_description="{problem}"'
-            raise BadRequest(401, f"Unauthorized: {problem}", headers={"WWW-Authenticate": challenge})
+            raise BadRequest(
+                401, f"Unauthorized: {problem}", headers={"WWW-Authenticate": challenge}
+            )
 
     # ---- jobs -----------------------------------------------------------------------------
 
@@ -179,8 +198,11 @@ class Api:
             raise BadRequest(409, f"Job {job_id} already exists", context=job_id)
         wait = self._rate.take()
         if wait is not None:
-            raise BadRequest(429, "Too many queries: the limit is "
-                             f"{self._rate.limit} an hour", headers={"Retry-After": str(wait)})
+            raise BadRequest(
+                429,
+                f"Too many queries: the limit is {self._rate.limit} an hour",
+                headers={"Retry-After": str(wait)},
+            )
         try:
             prepared = self.engine.prepare(params["query"])
             job = self.jobs.submit(job_id, params, prepared, properties.get("timeoutMs"))
@@ -206,7 +228,9 @@ class Api:
         q = request.query
         tenant = q.get("tenantId")
         if tenant and tenant != self.instance_id:
-            raise BadRequest(403, f"Forbidden: tenant {tenant} is not this instance ({self.instance_id})")
+            raise BadRequest(
+                403, f"Forbidden: tenant {tenant} is not this instance ({self.instance_id})"
+            )
         max_jobs = _int_param(q, "maxJobs", minimum=1)
         created_after = _int_param(q, "createdAfter", minimum=0)
         if created_after is not None and created_after < 10**11:
@@ -246,22 +270,38 @@ class Api:
     def _done_page(self, job: Job, paging: Paging) -> Reply:
         result = job.result
         try:
-            rows = None if result is None else self.engine.page(
-                result, paging.offset, paging.size, paging.values_array)
+            rows = (
+                None
+                if result is None
+                else self.engine.page(result, paging.offset, paging.size, paging.values_array)
+            )
         except duckdb.Error:  # dropped by retention while we were reading
             rows = None
         if result is None or rows is None:
-            raise BadRequest(404, f"Results of job {job.job_id} expired; run the query again",
-                             context=job.job_id)
+            raise BadRequest(
+                404, f"Results of job {job.job_id} expired; run the query again", context=job.job_id
+            )
         in_page = max(0, min(paging.size, result.rows - paging.offset))
         end = paging.offset + paging.size
         cursor = encode_cursor(job.job_id, end, paging.size) if end < result.rows else None
-        head = orjson.dumps({
-            "jobId": job.job_id, "state": jobstates.DONE, "resultFormat": paging.result_format,
-            "rowsInJob": result.rows, "rowsInPage": in_page, "schema": {"fields": result.schema},
-        })
-        body = (head[:-1] + b',"page":{"pageCursor":' + orjson.dumps(cursor)
-                + b',"result":{"data":[' + rows + b"]}}}")
+        head = orjson.dumps(
+            {
+                "jobId": job.job_id,
+                "state": jobstates.DONE,
+                "resultFormat": paging.result_format,
+                "rowsInJob": result.rows,
+                "rowsInPage": in_page,
+                "schema": {"fields": result.schema},
+            }
+        )
+        body = (
+            head[:-1]
+            + b',"page":{"pageCursor":'
+            + orjson.dumps(cursor)
+            + b',"result":{"data":['
+            + rows
+            + b"]}}}"
+        )
         return Reply(200, body)
 
 
@@ -293,7 +333,9 @@ def encode_cursor(job_id: str, offset: int, size: int) -> str:
 def decode_cursor(cursor: str) -> tuple[str, int, int]:
     """(job id, offset, page size) from a cursor; ValueError when it is not one of ours."""
     try:
-        job_id, offset, size = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        job_id, offset, size = orjson.loads(
+            base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        )
     except (ValueError, TypeError, orjson.JSONDecodeError):
         raise ValueError(cursor) from None
     if not (isinstance(job_id, str) and isinstance(offset, int) and isinstance(size, int)):
@@ -312,7 +354,9 @@ def _job_request(body: dict) -> tuple[str | None, dict, dict]:
     """(jobId, params as stored, properties) from a create body; BadRequest when invalid."""
     job_id = body.get("jobId")
     if job_id is not None and not (isinstance(job_id, str) and jobstates.JOB_ID.fullmatch(job_id)):
-        raise BadRequest(400, "jobId must be 1 to 1000 letters, digits or '-'", context=str(job_id)[:100])
+        raise BadRequest(
+            400, "jobId must be 1 to 1000 letters, digits or '-'", context=str(job_id)[:100]
+        )
     params = body.get("params")
     query = params.get("query") if isinstance(params, dict) else None
     if not isinstance(query, str) or not query.strip():
@@ -333,8 +377,9 @@ def _job_request(body: dict) -> tuple[str | None, dict, dict]:
     return job_id, stored, properties
 
 
-def _int_param(query: dict[str, str], name: str, minimum: int = 0,
-               maximum: int | None = None) -> int | None:
+def _int_param(
+    query: dict[str, str], name: str, minimum: int = 0, maximum: int | None = None
+) -> int | None:
     text = query.get(name)
     if text is None or text == "":
         return None
@@ -343,7 +388,9 @@ def _int_param(query: dict[str, str], name: str, minimum: int = 0,
     except ValueError:
         raise BadRequest(400, f"{name} must be an integer, not {text!r}") from None
     if value < minimum or (maximum is not None and value > maximum):
-        bounds = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
+        bounds = (
+            f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
+        )
         raise BadRequest(400, f"{name} must be {bounds}, not {value}")
     return value
 
@@ -361,7 +408,9 @@ def _paging(query: dict[str, str], job: Job) -> Paging:
     """Read and check the results parameters (400 on conflicts or bad values)."""
     result_format = query.get("resultFormat") or "valuesDictionary"
     if result_format not in RESULT_FORMATS:
-        raise BadRequest(400, f"resultFormat must be valuesDictionary or valuesArray, not {result_format!r}")
+        raise BadRequest(
+            400, f"resultFormat must be valuesDictionary or valuesArray, not {result_format!r}"
+        )
     max_wait = min(_int_param(query, "maxWait") or 0, jobstates.MAX_WAIT_MS)
     cursor, number = query.get("pageCursor"), _int_param(query, "pageNumber")
     offset = _int_param(query, "offset")
@@ -386,8 +435,12 @@ def _paging(query: dict[str, str], job: Job) -> Paging:
 
 def _status_page(job: Job, state: str, result_format: str) -> dict:
     """The results reply while a job is not DONE (``data`` null)."""
-    page = {"jobId": job.job_id, "state": state, "resultFormat": result_format,
-            "page": {"pageCursor": None, "result": {"data": None}}}
+    page = {
+        "jobId": job.job_id,
+        "state": state,
+        "resultFormat": result_format,
+        "page": {"pageCursor": None, "result": {"data": None}},
+    }
     if state in (jobstates.FAILED, jobstates.TIMEDOUT) and job.errors:
         page["errors"] = job.errors
     return page

@@ -53,8 +53,14 @@ class Faults:
         self._queue: list[Fault] = []
         self._lock = threading.Lock()
 
-    def inject(self, status: int | None = None, count: int = 1, retry_after: float | None = None,
-               drop: bool = False, path_prefix: str | None = None) -> None:
+    def inject(
+        self,
+        status: int | None = None,
+        count: int = 1,
+        retry_after: float | None = None,
+        drop: bool = False,
+        path_prefix: str | None = None,
+    ) -> None:
         """Answer the next ``count`` matching requests with ``status``, or drop them."""
         if not drop and (status is None or not 100 <= status <= 599):
             raise ValueError("inject() needs an HTTP status (100-599) or drop=True")
@@ -78,6 +84,10 @@ class Faults:
                     if fault.remaining <= 0:
                         self._queue.remove(fault)
                     return fault
-            if self.fail_rate and path.startswith(API_PREFIX) and self._random.random() < self.fail_rate:
+            if (
+                self.fail_rate
+                and path.startswith(API_PREFIX)
+                and self._random.random() < self.fail_rate
+            ):
                 return Fault(status=self._random.choice(RANDOM_STATUSES))
         return None

@@ -74,7 +74,7 @@ class Job:
         """The state to report for one status read (see the module doc on floored reads)."""
         with self.lock:
             if waited and self.state in FINISHED:
-                self.reads = max(self.reads, 2)
+                self.reads = max(self.reads, 3)
                 return self.state
             self.reads += 1
             return self._floored(self.reads)
@@ -107,8 +107,12 @@ class Job:
 
     def detail(self, state: str) -> dict:
         """The job detail object as reported in ``state``."""
-        body = {"jobId": self.job_id, "state": state, "submitTime": self.submit_ms,
-                "params": self.params}
+        body = {
+            "jobId": self.job_id,
+            "state": state,
+            "submitTime": self.submit_ms,
+            "params": self.params,
+        }
         shown_start = state != PENDING and self.start_ms is not None
         if shown_start:
             body["startTime"] = self.start_ms
@@ -125,8 +129,14 @@ class Job:
 class JobManager:
     """Creates jobs, runs them on a small thread pool, keeps recent ones."""
 
-    def __init__(self, engine: Engine, job_delay_ms: float = 20, workers: int = 2,
-                 keep_jobs: int = 1000, keep_results: int = 16) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        job_delay_ms: float = 20,
+        workers: int = 2,
+        keep_jobs: int = 1000,
+        keep_results: int = 16,
+    ) -> None:
         self.engine = engine
         self.job_delay_ms = job_delay_ms
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandbox-job")
@@ -136,8 +146,9 @@ class JobManager:
         self._lock = threading.Lock()
         self._counter = 0
 
-    def submit(self, job_id: str | None, params: dict, prepared: Prepared,
-               timeout_ms: int | None) -> Job:
+    def submit(
+        self, job_id: str | None, params: dict, prepared: Prepared, timeout_ms: int | None
+    ) -> Job:
         """Register and start a job; ``DuplicateJob`` when the id exists."""
         with self._lock:
             if job_id is None:
@@ -203,8 +214,13 @@ class JobManager:
             return None
         except duckdb.Error as error:
             lines = str(error).strip().splitlines()
-            job.errors = [{"errorCode": 400, "message": lines[0],
-                           **({"context": "\n".join(lines[1:])} if len(lines) > 1 else {})}]
+            job.errors = [
+                {
+                    "errorCode": 400,
+                    "message": lines[0],
+                    **({"context": "\n".join(lines[1:])} if len(lines) > 1 else {}),
+                }
+            ]
             return None
 
     def _finish(self, job: Job, result: ResultSet | None) -> None:
@@ -214,8 +230,12 @@ class JobManager:
             if reason is None and job.timeout_ms is not None and elapsed > job.timeout_ms:
                 reason = TIMEDOUT
             if reason == TIMEDOUT:
-                job.errors = [{"errorCode": 408,
-                               "message": f"query timed out after {job.timeout_ms} ms (timeoutMs)"}]
+                job.errors = [
+                    {
+                        "errorCode": 408,
+                        "message": f"query timed out after {job.timeout_ms} ms (timeoutMs)",
+                    }
+                ]
             job.state = reason or (FAILED if job.errors else DONE)
             keep = job.state == DONE and result is not None
             job.result = result if keep else None

@@ -48,8 +48,11 @@ CUSTOMER_ID = "117000001"
 TABLES = ("firewall.traffic", "firewall.threat", "firewall.url", "log.system")
 
 _US = 1_000_000
-_FIREWALLS = [("007951000012345", "fw-hq-01"), ("007951000012346", "fw-hq-02"),
-              ("007951000098765", "fw-branch-01")]
+_FIREWALLS = [
+    ("007951000012345", "fw-hq-01"),
+    ("007951000012346", "fw-hq-02"),
+    ("007951000098765", "fw-branch-01"),
+]
 # app, category, sub-category, dest port, protocol index, characteristics, weight
 _APPS = [
     ("ssl", "networking", "encrypted-tunnel", 443, 0, ["used-by-malware", "evasive"], 30),
@@ -69,29 +72,84 @@ _APPS = [
 ]
 _WEB_APPS = {"ssl", "web-browsing", "ms-office365-base", "google-base", "youtube-base"}
 _PROTOCOLS = [(6, "tcp"), (17, "udp"), (1, "icmp")]
-_ACTIONS = [(0, "allow"), (1, "deny"), (2, "drop"), (3, "reset-both"), (4, "reset-client"),
-            (5, "reset-server")]
-_END_REASONS = [(1, "tcp-fin"), (2, "aged-out"), (3, "tcp-rst-from-client"),
-                (4, "tcp-rst-from-server"), (5, "policy-deny"), (6, "threat")]
-_URL_CATEGORIES = [(1, "business-and-economy"), (2, "computer-and-internet-info"),
-                   (3, "search-engines"), (4, "streaming-media"), (5, "social-networking"),
-                   (6, "news"), (7, "newly-registered-domain"), (8, "unknown"),
-                   (9, "private-ip-addresses")]
+_ACTIONS = [
+    (0, "allow"),
+    (1, "deny"),
+    (2, "drop"),
+    (3, "reset-both"),
+    (4, "reset-client"),
+    (5, "reset-server"),
+]
+_END_REASONS = [
+    (1, "tcp-fin"),
+    (2, "aged-out"),
+    (3, "tcp-rst-from-client"),
+    (4, "tcp-rst-from-server"),
+    (5, "policy-deny"),
+    (6, "threat"),
+]
+_URL_CATEGORIES = [
+    (1, "business-and-economy"),
+    (2, "computer-and-internet-info"),
+    (3, "search-engines"),
+    (4, "streaming-media"),
+    (5, "social-networking"),
+    (6, "news"),
+    (7, "newly-registered-domain"),
+    (8, "unknown"),
+    (9, "private-ip-addresses"),
+]
 _SUB_TYPES = [(0, "end"), (1, "deny"), (2, "drop")]
 _ZONES = ["trust", "untrust", "dmz"]
-_USERS = ["acme\\alice", "acme\\bob", "acme\\carol", "acme\\dave", "acme\\erin", "acme\\frank",
-          "acme\\grace", "acme\\heidi", "acme\\ivan", "acme\\judy", "acme\\mallory", "acme\\oscar",
-          "acme\\peggy", "acme\\trent", "acme\\victor", "acme\\walter", "acme\\jsmith",
-          "acme\\svc-backup"]
-_RULES = ["allow-outbound-web", "allow-dns-ntp", "allow-internal", "inbound-dmz-web",
-          "deny-all", "block-known-bad"]
-_SITES = ["login.microsoftonline.com", "outlook.office365.com", "www.google.com",
-          "www.youtube.com", "slack.com", "github.com", "news.example.com", "intranet.acme.example",
-          "cdn.jsdelivr.net", "api.stripe.com", "docs.python.org", "en.wikipedia.org"]
+_USERS = [
+    "acme\\alice",
+    "acme\\bob",
+    "acme\\carol",
+    "acme\\dave",
+    "acme\\erin",
+    "acme\\frank",
+    "acme\\grace",
+    "acme\\heidi",
+    "acme\\ivan",
+    "acme\\judy",
+    "acme\\mallory",
+    "acme\\oscar",
+    "acme\\peggy",
+    "acme\\trent",
+    "acme\\victor",
+    "acme\\walter",
+    "acme\\jsmith",
+    "acme\\svc-backup",
+]
+_RULES = [
+    "allow-outbound-web",
+    "allow-dns-ntp",
+    "allow-internal",
+    "inbound-dmz-web",
+    "deny-all",
+    "block-known-bad",
+]
+_SITES = [
+    "login.microsoftonline.com",
+    "outlook.office365.com",
+    "www.google.com",
+    "www.youtube.com",
+    "slack.com",
+    "github.com",
+    "news.example.com",
+    "intranet.acme.example",
+    "cdn.jsdelivr.net",
+    "api.stripe.com",
+    "docs.python.org",
+    "en.wikipedia.org",
+]
 _SITE_CATEGORY = [1, 1, 3, 4, 5, 2, 6, 9, 2, 1, 2, 2]
-_USER_AGENTS = ["Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/124.0",
-                "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_4) Safari/605.1.15",
-                "Microsoft Office/16.0", "curl/8.5.0"]
+_USER_AGENTS = [
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/124.0",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_4) Safari/605.1.15",
+    "Microsoft Office/16.0",
+    "curl/8.5.0",
+]
 
 
 @dataclass
@@ -123,13 +181,20 @@ def build(con, rows: int, seed: int, anchor: int) -> dict[str, int]:
     for schema in ("firewall", "log"):
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
     _load(con, "firewall.traffic", traffic.cols, _traffic_select())
-    threat_sub_type = _enum("kind", [(1, "scan"), (2, "spyware"), (3, "vulnerability"), (4, "file")])
-    _load(con, "firewall.threat", threat,
-          _traffic_select("{'id': 1, 'value': 'threat'}", threat_sub_type) + _threat_select())
+    threat_sub_type = _enum(
+        "kind", [(1, "scan"), (2, "spyware"), (3, "vulnerability"), (4, "file")]
+    )
+    _load(
+        con,
+        "firewall.threat",
+        threat,
+        _traffic_select("{'id': 1, 'value': 'threat'}", threat_sub_type) + _threat_select(),
+    )
     url_type = "{'id': 2, 'value': 'url'}"
     _load(con, "firewall.url", url, _traffic_select(url_type, url_type) + _url_select())
     _load(con, "log.system", system, _system_select())
-    return {name: con.execute(f"SELECT count(*) FROM {name}").fetchone()[0] for name in TABLES}
+    count = "SELECT count(*) FROM {}"
+    return {name: con.execute(count.format(name)).fetchone()[0] for name in TABLES}
 
 
 def _load(con, table: str, cols: dict[str, np.ndarray], select: list[str]) -> None:
@@ -139,12 +204,13 @@ def _load(con, table: str, cols: dict[str, np.ndarray], select: list[str]) -> No
     frame = pd.DataFrame({name: values[order] for name, values in cols.items()})
     con.register("raw_frame", frame)
     try:
-        con.execute(f"CREATE TABLE {table} AS SELECT {', '.join(select)} FROM raw_frame")
+        con.execute(f"CREATE TABLE {table} AS SELECT {', '.join(select)} FROM raw_frame")  # noqa: S608
     finally:
         con.unregister("raw_frame")
 
 
 # ---- generation (numpy) -------------------------------------------------------------------
+
 
 def _times(rng: np.random.Generator, n: int, anchor_us: int) -> np.ndarray:
     """Session end times over the last days, busier during working hours."""
@@ -163,9 +229,21 @@ def _internal_hosts(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 def _external_hosts(rng: np.random.Generator, n: int) -> np.ndarray:
-    prefixes = np.array([ip_int(p) for p in ("13.107.0.0", "52.96.0.0", "104.16.0.0",
-                                               "142.250.0.0", "151.101.0.0", "172.217.0.0",
-                                               "185.199.0.0", "20.190.0.0")])
+    prefixes = np.array(
+        [
+            ip_int(p)
+            for p in (
+                "13.107.0.0",
+                "52.96.0.0",
+                "104.16.0.0",
+                "142.250.0.0",
+                "151.101.0.0",
+                "172.217.0.0",
+                "185.199.0.0",
+                "20.190.0.0",
+            )
+        ]
+    )
     return rng.choice(prefixes, n) + rng.integers(1, 4000, n)
 
 
@@ -173,8 +251,11 @@ def _traffic(rng: np.random.Generator, rows: int, anchor_us: int) -> Traffic:
     n_scan = max(20, rows // 50)
     n_beacon = int(min(max(24, rows // 100), SPAN_DAYS * 86400 // BEACON_INTERVAL_S))
     n_base = max(rows - n_scan - n_beacon, 0)
-    parts = [_base_sessions(rng, n_base, anchor_us), _scan_sessions(rng, n_scan, anchor_us),
-             _beacon_sessions(rng, n_beacon, anchor_us)]
+    parts = [
+        _base_sessions(rng, n_base, anchor_us),
+        _scan_sessions(rng, n_scan, anchor_us),
+        _beacon_sessions(rng, n_beacon, anchor_us),
+    ]
     cols = {name: np.concatenate([p[name] for p in parts])[:rows] for name in parts[0]}
     _finish_sessions(rng, cols)
     order = np.argsort(cols["t_us"], kind="stable")
@@ -189,16 +270,25 @@ def _base_sessions(rng: np.random.Generator, n: int, anchor_us: int) -> dict[str
     inbound = rng.random(n) < 0.06
     internal_dst = ~inbound & (rng.random(n) < 0.2)
     src = np.where(inbound, _external_hosts(rng, n), _internal_hosts(rng, n))
-    dst = np.where(inbound, ip_int(DMZ_WEB_IP),
-                   np.where(internal_dst, _internal_hosts(rng, n), _external_hosts(rng, n)))
+    dst = np.where(
+        inbound,
+        ip_int(DMZ_WEB_IP),
+        np.where(internal_dst, _internal_hosts(rng, n), _external_hosts(rng, n)),
+    )
     app = np.where(inbound, 0, app)
     denied = rng.random(n) < np.where(inbound, 0.25, 0.03)
     return {
-        "t_us": _times(rng, n, anchor_us), "app": app, "src": src, "dst": dst,
+        "t_us": _times(rng, n, anchor_us),
+        "app": app,
+        "src": src,
+        "dst": dst,
         "dport": np.array([a[3] for a in _APPS])[app],
-        "from_zone": np.where(inbound, 1, 0), "to_zone": np.where(inbound, 2, np.where(internal_dst, 0, 1)),
+        "from_zone": np.where(inbound, 1, 0),
+        "to_zone": np.where(inbound, 2, np.where(internal_dst, 0, 1)),
         "action": np.where(denied, rng.choice([1, 2, 3], n), 0),
-        "rule": np.where(inbound, 3, np.where(internal_dst, 2, np.where(np.isin(app, [2, 7]), 1, 0))),
+        "rule": np.where(
+            inbound, 3, np.where(internal_dst, 2, np.where(np.isin(app, [2, 7]), 1, 0))
+        ),
         "bytes_sent": rng.lognormal(7.5, 1.6, n).astype(np.int64) + 60,
         "bytes_received": rng.lognormal(9.0, 2.0, n).astype(np.int64) + 60,
     }
@@ -206,16 +296,41 @@ def _base_sessions(rng: np.random.Generator, n: int, anchor_us: int) -> dict[str
 
 def _scan_sessions(rng: np.random.Generator, n: int, anchor_us: int) -> dict[str, np.ndarray]:
     start = anchor_us - 20 * 3600 * _US
-    ports = np.array([21, 22, 23, 25, 53, 80, 110, 135, 139, 143, 443, 445, 1433, 3306, 3389,
-                      5432, 5900, 8080, 8443])
+    ports = np.array(
+        [
+            21,
+            22,
+            23,
+            25,
+            53,
+            80,
+            110,
+            135,
+            139,
+            143,
+            443,
+            445,
+            1433,
+            3306,
+            3389,
+            5432,
+            5900,
+            8080,
+            8443,
+        ]
+    )
     dport = np.where(rng.random(n) < 0.5, rng.choice(ports, n), rng.integers(1, 1025, n))
     return {
         "t_us": np.sort(start + rng.integers(0, 2 * 3600 * _US, n)),
-        "app": np.full(n, len(_APPS) - 1), "src": np.full(n, ip_int(SCANNER_IP)),
-        "dst": _internal_hosts(rng, n), "dport": dport,
-        "from_zone": np.zeros(n, int), "to_zone": np.zeros(n, int),
+        "app": np.full(n, len(_APPS) - 1),
+        "src": np.full(n, ip_int(SCANNER_IP)),
+        "dst": _internal_hosts(rng, n),
+        "dport": dport,
+        "from_zone": np.zeros(n, int),
+        "to_zone": np.zeros(n, int),
         "action": rng.choice([0, 1, 3, 3, 1, 2], n, p=[0.1, 0.3, 0.3, 0.1, 0.1, 0.1]),
-        "rule": np.full(n, 4), "bytes_sent": rng.integers(60, 140, n),
+        "rule": np.full(n, 4),
+        "bytes_sent": rng.integers(60, 140, n),
         "bytes_received": rng.integers(0, 120, n),
     }
 
@@ -225,10 +340,16 @@ def _beacon_sessions(rng: np.random.Generator, n: int, anchor_us: int) -> dict[s
     jitter = rng.integers(-3 * _US, 3 * _US, n)
     return {
         "t_us": anchor_us - steps * BEACON_INTERVAL_S * _US + jitter,
-        "app": np.zeros(n, int), "src": np.full(n, ip_int(BEACON_IP)), "dst": np.full(n, ip_int(C2_IP)),
-        "dport": np.full(n, 443), "from_zone": np.zeros(n, int), "to_zone": np.ones(n, int),
-        "action": np.zeros(n, int), "rule": np.zeros(n, int),
-        "bytes_sent": rng.integers(510, 530, n), "bytes_received": rng.integers(1180, 1220, n),
+        "app": np.zeros(n, int),
+        "src": np.full(n, ip_int(BEACON_IP)),
+        "dst": np.full(n, ip_int(C2_IP)),
+        "dport": np.full(n, 443),
+        "from_zone": np.zeros(n, int),
+        "to_zone": np.ones(n, int),
+        "action": np.zeros(n, int),
+        "rule": np.zeros(n, int),
+        "bytes_sent": rng.integers(510, 530, n),
+        "bytes_received": rng.integers(1180, 1220, n),
     }
 
 
@@ -268,7 +389,9 @@ def _threats(rng: np.random.Generator, traffic: Traffic) -> dict[str, np.ndarray
     scan = np.flatnonzero(c["src"] == ip_int(SCANNER_IP))
     beacon = np.flatnonzero(c["dst"] == ip_int(C2_IP))
     inbound = np.flatnonzero(c["dst"] == ip_int(DMZ_WEB_IP))
-    web = np.flatnonzero(np.isin(c["app"], [0, 1]) & (c["to_zone"] == 1) & (c["dst"] != ip_int(C2_IP)))
+    web = np.flatnonzero(
+        np.isin(c["app"], [0, 1]) & (c["to_zone"] == 1) & (c["dst"] != ip_int(C2_IP))
+    )
     picks = [
         (rng.choice(scan, max(1, len(scan) // 10), replace=False), 0),
         (rng.choice(beacon, max(3, len(beacon) // 20), replace=False), 1),
@@ -293,7 +416,9 @@ def _urls(rng: np.random.Generator, traffic: Traffic) -> dict[str, np.ndarray]:
     index = np.flatnonzero(web)
     index = np.sort(rng.choice(index, min(len(index), max(10, len(traffic) // 4)), replace=False))
     cols = traffic.take(index)
-    cols["site"] = np.where(cols["dst"] == ip_int(C2_IP), -1, rng.integers(0, len(_SITES), len(index)))
+    cols["site"] = np.where(
+        cols["dst"] == ip_int(C2_IP), -1, rng.integers(0, len(_SITES), len(index))
+    )
     cols["method"] = (rng.random(len(index)) < 0.15).astype(int)
     cols["agent"] = np.where(cols["dst"] == ip_int(C2_IP), 3, rng.integers(0, 3, len(index)))
     cols["path_id"] = rng.integers(0, 5000, len(index))
@@ -302,8 +427,10 @@ def _urls(rng: np.random.Generator, traffic: Traffic) -> dict[str, np.ndarray]:
 
 def _system(rng: np.random.Generator, n: int, anchor_us: int) -> dict[str, np.ndarray]:
     return {
-        "t_us": _times(rng, n, anchor_us), "event": rng.choice(len(_SYSTEM_EVENTS), n),
-        "firewall": rng.integers(0, len(_FIREWALLS), n), "log_delay_us": rng.integers(_US, 5 * _US, n),
+        "t_us": _times(rng, n, anchor_us),
+        "event": rng.choice(len(_SYSTEM_EVENTS), n),
+        "firewall": rng.integers(0, len(_FIREWALLS), n),
+        "log_delay_us": rng.integers(_US, 5 * _US, n),
         "user": rng.integers(0, 4, n),
     }
 
@@ -312,13 +439,19 @@ _SYSTEM_EVENTS = [
     ("general", "general", "informational", "Configuration committed by admin"),
     ("auth", "auth-success", "informational", "Administrator login succeeded"),
     ("auth", "auth-fail", "medium", "Administrator login failed: invalid password"),
-    ("globalprotect", "globalprotectgateway-auth-succ", "informational", "GlobalProtect user authenticated"),
+    (
+        "globalprotect",
+        "globalprotectgateway-auth-succ",
+        "informational",
+        "GlobalProtect user authenticated",
+    ),
     ("ha", "ha-link-change", "high", "HA link state changed"),
     ("general", "content-update", "informational", "Content update installed"),
 ]
 
 
 # ---- DuckDB projection (numpy codes -> typed, service-shaped columns) ---------------------
+
 
 def _lit(values: list) -> str:
     """A DuckDB list literal."""
@@ -341,8 +474,10 @@ def _lookup(code: str, values: list) -> str:
 def _enum(code: str, pairs: list[tuple[int, str]]) -> str:
     """An ``{id, value}`` enumeration struct from a code column."""
     ids, names = [p[0] for p in pairs], [p[1] for p in pairs]
-    return (f"CASE WHEN {code} >= 0 THEN {{'id': {_lit(ids)}[{code} + 1], "
-            f"'value': {_lit(names)}[{code} + 1]}} END")
+    return (
+        f"CASE WHEN {code} >= 0 THEN {{'id': {_lit(ids)}[{code} + 1], "
+        f"'value': {_lit(names)}[{code} + 1]}} END"
+    )
 
 
 def _ip(col: str) -> str:
@@ -360,35 +495,47 @@ def _interface(side: str, port: str) -> list[str]:
     name = f"'ethernet1/' || ({port})"
     return [
         f"{{'value': {name}, 'hex': (1138183110656 + ({port}))::BIGINT}} AS {side}_interface",
-        f"{{'unit': 0, 'type': {{'id': 1, 'value': 'ethernet'}}, 'slot': 1, 'port': ({port})::INTEGER}}"
-        f" AS {side}_if_details",
+        f"{{'unit': 0, 'type': {{'id': 1, 'value': 'ethernet'}}, 'slot': 1, "
+        f"'port': ({port})::INTEGER}} AS {side}_if_details",
     ]
 
 
-def _traffic_select(log_type: str = "{'id': 0, 'value': 'traffic'}",
-                    sub_type: str = _enum("sub_type", _SUB_TYPES)) -> list[str]:
+def _traffic_select(
+    log_type: str = "{'id': 0, 'value': 'traffic'}", sub_type: str = _enum("sub_type", _SUB_TYPES)
+) -> list[str]:
     """Columns shared by traffic, threat and url logs (the session they belong to)."""
     apps = [a[0] for a in _APPS]
     return [
-        f"{_ts('t_us')} AS time_generated", f"{_ts('t_us + log_delay_us')} AS log_time",
-        f"{log_type} AS log_type", f"{sub_type} AS sub_type",
-        f"{_ip('src')} AS source_ip", f"{_ip('dst')} AS dest_ip",
-        f"{_ip('nat_src')} AS nat_source", f"{_ip('nat_dst')} AS nat_dest",
-        "sport::INTEGER AS source_port", "dport::INTEGER AS dest_port",
-        "nat_sport::INTEGER AS nat_source_port", "nat_dport::INTEGER AS nat_dest_port",
-        f"{_enum('proto', _PROTOCOLS)} AS protocol", f"{_enum('action', _ACTIONS)} AS action",
+        f"{_ts('t_us')} AS time_generated",
+        f"{_ts('t_us + log_delay_us')} AS log_time",
+        f"{log_type} AS log_type",
+        f"{sub_type} AS sub_type",
+        f"{_ip('src')} AS source_ip",
+        f"{_ip('dst')} AS dest_ip",
+        f"{_ip('nat_src')} AS nat_source",
+        f"{_ip('nat_dst')} AS nat_dest",
+        "sport::INTEGER AS source_port",
+        "dport::INTEGER AS dest_port",
+        "nat_sport::INTEGER AS nat_source_port",
+        "nat_dport::INTEGER AS nat_dest_port",
+        f"{_enum('proto', _PROTOCOLS)} AS protocol",
+        f"{_enum('action', _ACTIONS)} AS action",
         f"{_lookup('app', apps)} AS app",
         f"{_lookup('app', [a[1] for a in _APPS])} AS app_category",
         f"{_lookup('app', [a[2] for a in _APPS])} AS app_sub_category",
         f"{_lookup('app', [a[5] for a in _APPS])} AS characteristics_of_app",
         f"{_lookup('rule', _RULES)} AS rule_matched",
-        f"{_lookup('from_zone', _ZONES)} AS from_zone", f"{_lookup('to_zone', _ZONES)} AS to_zone",
-        f"{_lookup('user', _USERS)} AS source_user", "NULL::VARCHAR AS dest_user",
+        f"{_lookup('from_zone', _ZONES)} AS from_zone",
+        f"{_lookup('to_zone', _ZONES)} AS to_zone",
+        f"{_lookup('user', _USERS)} AS source_user",
+        "NULL::VARCHAR AS dest_user",
         "CASE WHEN from_zone = 1 THEN 'US' ELSE '10.0.0.0-10.255.255.255' END AS source_location",
         "CASE WHEN to_zone = 1 THEN 'US' ELSE '10.0.0.0-10.255.255.255' END AS dest_location",
-        "bytes_sent::BIGINT AS bytes_sent", "bytes_received::BIGINT AS bytes_received",
+        "bytes_sent::BIGINT AS bytes_sent",
+        "bytes_received::BIGINT AS bytes_received",
         "(bytes_sent + bytes_received)::BIGINT AS bytes_total",
-        "packets_sent::BIGINT AS packets_sent", "packets_received::BIGINT AS packets_received",
+        "packets_sent::BIGINT AS packets_sent",
+        "packets_received::BIGINT AS packets_received",
         "(packets_sent + packets_received)::BIGINT AS packets_total",
         "session_id::BIGINT AS session_id",
         f"{_ts('t_us - elapsed * 1000000')} AS session_start_time",
@@ -397,25 +544,39 @@ def _traffic_select(log_type: str = "{'id': 0, 'value': 'traffic'}",
         f"{_enum('url_category', _URL_CATEGORIES)} AS url_category",
         f"{_lookup('firewall', [f[0] for f in _FIREWALLS])} AS log_source_id",
         f"{_lookup('firewall', [f[1] for f in _FIREWALLS])} AS log_source_name",
-        "'vsys1' AS vsys", f"'{CUSTOMER_ID}' AS customer_id", "is_nat::BOOLEAN AS is_nat",
-        "is_decrypted::BOOLEAN AS is_decrypted", "false AS is_packet_capture",
-        "false AS is_proxy", "(from_zone = 1) AS is_inbound",
+        "'vsys1' AS vsys",
+        f"'{CUSTOMER_ID}' AS customer_id",
+        "is_nat::BOOLEAN AS is_nat",
+        "is_decrypted::BOOLEAN AS is_decrypted",
+        "false AS is_packet_capture",
+        "false AS is_proxy",
+        "(from_zone = 1) AS is_inbound",
         "action_flags::BIGINT AS action_flags",
-        *_interface("inbound", "from_zone + 1"), *_interface("outbound", "to_zone + 1"),
+        *_interface("inbound", "from_zone + 1"),
+        *_interface("outbound", "to_zone + 1"),
     ]
 
 
 # threat kinds: 0 port scan, 1 C2 beacon, 2 inbound exploit, 3 file download
-_THREAT_NAMES = [["TCP Port Scan"], ["Generic C2 Beacon Traffic"],
-                 ["Apache Log4j Remote Code Execution Vulnerability",
-                  "Microsoft Exchange Server SSRF Vulnerability",
-                  "HTTP Directory Traversal Request Attempt"],
-                 ["Windows Executable (EXE)"]]
+_THREAT_NAMES = [
+    ["TCP Port Scan"],
+    ["Generic C2 Beacon Traffic"],
+    [
+        "Apache Log4j Remote Code Execution Vulnerability",
+        "Microsoft Exchange Server SSRF Vulnerability",
+        "HTTP Directory Traversal Request Attempt",
+    ],
+    ["Windows Executable (EXE)"],
+]
 _THREAT_IDS = [[8001], [86001], [91991, 91368, 30844], [52020]]
 _THREAT_CATEGORIES = [(1, "scan"), (2, "spyware"), (3, "code-execution"), (4, "file")]
 _SEVERITIES = [(1, "Low"), (2, "High"), (3, "Critical"), (0, "Informational")]
-_DIRECTIONS = [(0, "client-to-server"), (0, "client-to-server"), (0, "client-to-server"),
-               (1, "server-to-client")]
+_DIRECTIONS = [
+    (0, "client-to-server"),
+    (0, "client-to-server"),
+    (0, "client-to-server"),
+    (1, "server-to-client"),
+]
 _FILES = ["setup.exe", "invoice_0423.exe", "update.exe", "report.pdf"]
 
 
@@ -425,7 +586,8 @@ def _threat_select() -> list[str]:
     flat = "(CASE kind WHEN 0 THEN 0 WHEN 1 THEN 1 WHEN 2 THEN 2 + signature ELSE 5 END)"
     file_cond = "kind = 3"
     return [
-        f"{_lookup(flat, ids)}::BIGINT AS threat_id", f"{_lookup(flat, names)} AS threat_name",
+        f"{_lookup(flat, ids)}::BIGINT AS threat_id",
+        f"{_lookup(flat, names)} AS threat_name",
         f"{_enum('kind', _THREAT_CATEGORIES)} AS threat_category",
         f"{_enum('kind', _SEVERITIES)} AS vendor_severity",
         f"{_lookup('kind', [s[1] for s in _SEVERITIES])} AS severity",
@@ -445,10 +607,10 @@ def _url_select() -> list[str]:
     domain = f"CASE WHEN site < 0 THEN '{C2_DOMAIN}' ELSE {_lookup('site', _SITES)} END"
     return [
         f"{domain} AS url_domain",
-        f"'/' || CASE WHEN site < 0 THEN 'api/v2/check' ELSE 'p/' || path_id END AS uri",
+        "'/' || CASE WHEN site < 0 THEN 'api/v2/check' ELSE 'p/' || path_id END AS uri",
         f"{_lit(['GET', 'POST'])}[method + 1] AS http_method",
         f"{_lookup('agent', _USER_AGENTS)} AS user_agent",
-        f"CASE WHEN agent = 0 THEN 'https://www.google.com/' END AS referer",
+        "CASE WHEN agent = 0 THEN 'https://www.google.com/' END AS referer",
         "'text/html' AS content_type",
     ]
 
@@ -456,7 +618,8 @@ def _url_select() -> list[str]:
 def _system_select() -> list[str]:
     ev = _SYSTEM_EVENTS
     return [
-        f"{_ts('t_us')} AS event_time", f"{_ts('t_us')} AS time_generated",
+        f"{_ts('t_us')} AS event_time",
+        f"{_ts('t_us')} AS time_generated",
         f"{_ts('t_us + log_delay_us')} AS log_time",
         "{'id': 4, 'value': 'system'} AS log_type",
         f"{{'id': event::INTEGER, 'value': {_lit([e[0] for e in ev])}[event + 1]}} AS sub_type",
@@ -467,5 +630,6 @@ def _system_select() -> list[str]:
         " END AS admin_user",
         f"{_lookup('firewall', [f[0] for f in _FIREWALLS])} AS log_source_id",
         f"{_lookup('firewall', [f[1] for f in _FIREWALLS])} AS log_source_name",
-        f"'{CUSTOMER_ID}' AS customer_id", "'vsys1' AS vsys",
+        f"'{CUSTOMER_ID}' AS customer_id",
+        "'vsys1' AS vsys",
     ]

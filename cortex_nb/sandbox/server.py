@@ -9,6 +9,7 @@ shuts the listener, stops the jobs, closes open keep-alive connections and joins
 from __future__ import annotations
 
 import collections
+import contextlib
 import socket
 import threading
 import time
@@ -50,13 +51,13 @@ class _Server(ThreadingHTTPServer):
         self.sockets_lock = threading.Lock()
         super().__init__(address, _Handler)
 
-    def process_request(self, request, client_address) -> None:  # noqa: ANN001
+    def process_request(self, request, client_address) -> None:
         """Track the connection so ``stop()`` can close it."""
         with self.sockets_lock:
             self.open_sockets.add(request)
         super().process_request(request, client_address)
 
-    def shutdown_request(self, request) -> None:  # noqa: ANN001
+    def shutdown_request(self, request) -> None:
         """Forget the connection once its handler is done."""
         with self.sockets_lock:
             self.open_sockets.discard(request)
@@ -67,10 +68,8 @@ class _Server(ThreadingHTTPServer):
         with self.sockets_lock:
             sockets = list(self.open_sockets)
         for sock in sockets:
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -89,7 +88,7 @@ class _Handler(BaseHTTPRequestHandler):
         """The Server header."""
         return self.server_version
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002, ANN002
+    def log_message(self, format: str, *args) -> None:
         """Stay quiet: the request log is ``Sandbox.requests``."""
 
     def _serve(self) -> None:
@@ -129,19 +128,27 @@ class _Handler(BaseHTTPRequestHandler):
     def _drop(self) -> None:
         """Close the connection without a reply, as a failing proxy would."""
         self.close_connection = True
-        try:
+        with contextlib.suppress(OSError):
             self.connection.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
 
 
 class Sandbox:
     """An offline Cortex Data Lake (OAuth2 + Query Service v2) on a local port, in a thread."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, rows: int = 100_000, seed: int = 7,
-                 latency_ms: float = 0, fail_rate: float = 0.0, token_ttl: int = 3600,
-                 instance_id: str = "sandbox0", job_delay_ms: float = 20,
-                 anchor: int | None = None, threads: int = 2) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        rows: int = 100_000,
+        seed: int = 7,
+        latency_ms: float = 0,
+        fail_rate: float = 0.0,
+        token_ttl: int = 3600,
+        instance_id: str = "sandbox0",
+        job_delay_ms: float = 20,
+        anchor: int | None = None,
+        threads: int = 2,
+    ) -> None:
         if rows < 100:
             raise ValueError(f"rows must be at least 100, not {rows}")
         if latency_ms < 0:
@@ -180,8 +187,12 @@ class Sandbox:
             self.engine.close()
             raise
         self._stopping.clear()
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name=f"sandbox-{self.port}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name=f"sandbox-{self.port}",
+            daemon=True,
+        )
         self._thread.start()
         return self
 
@@ -206,7 +217,10 @@ class Sandbox:
 
     def __repr__(self) -> str:
         where = self.url if self._server else "not started"
-        return f"Sandbox({where}, instance_id={self.instance_id!r}, rows={self.rows}, seed={self.seed})"
+        return (
+            f"Sandbox({where}, instance_id={self.instance_id!r}, rows={self.rows}, "
+            f"seed={self.seed})"
+        )
 
     # ---- addresses and credentials --------------------------------------------------------
 
@@ -228,8 +242,12 @@ class Sandbox:
 
     def credentials(self) -> dict[str, str]:
         """Demo credentials: ``client_id``, ``client_secret``, ``refresh_token``, ``token_url``."""
-        return {"client_id": oauth.DEMO_CLIENT_ID, "client_secret": oauth.DEMO_CLIENT_SECRET,
-                "refresh_token": oauth.DEMO_REFRESH_TOKEN, "token_url": self.token_url}
+        return {
+            "client_id": oauth.DEMO_CLIENT_ID,
+            "client_secret": oauth.DEMO_CLIENT_SECRET,
+            "refresh_token": oauth.DEMO_REFRESH_TOKEN,
+            "token_url": self.token_url,
+        }
 
     def issue_access_token(self, ttl: float | None = None) -> str:
         """A valid access token for ``ttl`` seconds (default ``token_ttl``)."""
@@ -258,16 +276,29 @@ class Sandbox:
         self.faults.clear()
         self.tokens.reset()
 
-    def inject(self, status: int | None = None, count: int = 1, retry_after: float | None = None,
-               drop: bool = False, path_prefix: str | None = None) -> None:
+    def inject(
+        self,
+        status: int | None = None,
+        count: int = 1,
+        retry_after: float | None = None,
+        drop: bool = False,
+        path_prefix: str | None = None,
+    ) -> None:
         """Answer the next ``count`` API requests with ``status`` (or drop them); see faults.py."""
         self.faults.inject(status, count, retry_after, drop, path_prefix)
 
     def record(self, request: Request, status: int | None, request_id: str) -> None:
         """Append one request to the log (called by the HTTP handler before it replies)."""
-        entry = RecordedRequest(request.method, request.path, dict(request.query),
-                                dict(request.headers), request.json, status, request_id,
-                                request.form)
+        entry = RecordedRequest(
+            request.method,
+            request.path,
+            dict(request.query),
+            dict(request.headers),
+            request.json,
+            status,
+            request_id,
+            request.form,
+        )
         with self._log_lock:
             self._log.append(entry)
 

@@ -99,14 +99,22 @@ class TokenAuthority:
             self._serial += 1
             serial = self._serial
         now = int(time.time())
-        claims = {"iss": "cortex-nb-sandbox", "sub": DEMO_CLIENT_ID, "aud": self.instance_id,
-                  "iat": now, "exp": now + int(self.token_ttl if ttl is None else ttl),
-                  "jti": secrets.token_hex(8), "n": serial}
+        claims = {
+            "iss": "cortex-nb-sandbox",
+            "sub": DEMO_CLIENT_ID,
+            "aud": self.instance_id,
+            "iat": now,
+            "exp": now + int(self.token_ttl if ttl is None else ttl),
+            "jti": secrets.token_hex(8),
+            "n": serial,
+        }
         header = b64url(b'{"alg":"HS256","typ":"JWT"}')
         payload = b64url(orjson.dumps(claims))
         if "-" in payload or "_" in payload:  # cannot happen for these claims; see module doc
             raise RuntimeError("JWT payload is not standard-base64 safe")
-        signature = b64url(hmac.new(self._key, f"{header}.{payload}".encode(), hashlib.sha256).digest())
+        signature = b64url(
+            hmac.new(self._key, f"{header}.{payload}".encode(), hashlib.sha256).digest()
+        )
         return f"{header}.{payload}.{signature}"
 
     def check(self, token: str) -> str | None:
@@ -145,11 +153,17 @@ class TokenAuthority:
             return None
 
     def _token_reply(self) -> dict:
-        return {"access_token": self.issue(), "token_type": "Bearer",
-                "expires_in": str(int(self.token_ttl) - 1)}
+        return {
+            "access_token": self.issue(),
+            "token_type": "Bearer",
+            "expires_in": str(int(self.token_ttl) - 1),
+        }
 
     def _check_client(self, form: dict) -> None:
-        if form.get("client_id") != DEMO_CLIENT_ID or form.get("client_secret") != DEMO_CLIENT_SECRET:
+        if (
+            form.get("client_id") != DEMO_CLIENT_ID
+            or form.get("client_secret") != DEMO_CLIENT_SECRET
+        ):
             raise OAuthError("invalid_client", "unknown client or wrong client secret")
 
     def _use_refresh_token(self, token: str | None) -> None:
