@@ -415,8 +415,8 @@ class _Run:
         return rows_in_job if self.max_rows is None else min(rows_in_job, self.max_rows)
 
     def pages(self, first: dict[str, Any], rows_in_job: int) -> Iterator[dict[str, Any]]:
+        received = len(first["page"]["result"]["data"])  # read before add() frees the rows
         yield first
-        received = len(first["page"]["result"]["data"])
         wanted = self.wanted(rows_in_job)
         if received >= wanted:
             return

@@ -1,0 +1,187 @@
+"""Benchmark: one query, fetched three ways from the sandbox, side by side in one run.
+
+    python bench/bench_query.py                      # 100k and 1M rows, latency 0 and 50 ms
+    python bench/bench_query.py --rows 100000 --latency 0
+
+(a) sdk    the official SDK: QueryService.iter_job_results + pandas.json_normalize
+(b) ours   cortex_nb: QueryService.query() -> typed DataFrame
+(c) floor  one requests.Session downloading the same pages and parsing them with orjson
+
+Each way runs in a fresh subprocess (so peak RSS is its own) against a sandbox started as a
+separate process (`cortex-nb sandbox`) on the other core. Prints wall seconds, rows/s, the
+ratio to the floor, peak RSS above the interpreter baseline (after imports), and for (b) the
+final DataFrame's deep memory use. Not a test: run by hand, quote the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+
+SQL = "SELECT * FROM `{instance}.firewall.traffic`"
+PAGE = 10_000
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def demo_credentials(url: str) -> dict:
+    from cortex_nb.sandbox.tokens import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_REFRESH_TOKEN
+
+    return {
+        "client_id": DEMO_CLIENT_ID,
+        "client_secret": DEMO_CLIENT_SECRET,
+        "refresh_token": DEMO_REFRESH_TOKEN,
+        "token_url": url + "/api/oauth2/RequestToken",
+    }
+
+
+def run_floor(url: str, sql: str) -> dict:
+    import orjson
+    import requests
+
+    http = requests.Session()
+    creds = demo_credentials(url)
+    token = http.post(creds["token_url"], json={**creds, "grant_type": "refresh_token"}).json()
+    http.headers["Authorization"] = f"Bearer {token['access_token']}"
+    job = http.post(url + "/query/v2/jobs", json={"params": {"query": sql}}).json()["jobId"]
+    params: dict = {"maxWait": 2000, "pageSize": PAGE}
+    rows = 0
+    while True:
+        page = orjson.loads(http.get(f"{url}/query/v2/jobResults/{job}", params=params).content)
+        if page["state"] != "DONE":
+            continue
+        rows += len(page["page"]["result"]["data"])
+        cursor = page["page"].get("pageCursor")
+        if not cursor:
+            return {"rows": rows}
+        params = {"pageCursor": cursor, "pageSize": PAGE}
+
+
+def run_sdk(url: str, sql: str) -> dict:
+    import pandas as pd
+    from pan_cortex_data_lake import Credentials, HTTPClient, QueryService
+
+    creds = demo_credentials(url)
+    host, port = url.rsplit(":", 1)
+    # The SDK appends its port to every URL and the token path to token_url; its Credentials
+    # pass extra keywords (port) to their own HTTPClient.
+    sdk_creds = Credentials(
+        client_id=creds["client_id"], client_secret=creds["client_secret"],
+        refresh_token=creds["refresh_token"], token_url=host, port=int(port),
+        storage_params={"memory_storage": True},
+    )
+    service = QueryService(session=HTTPClient(url=host, port=int(port), credentials=sdk_creds))
+    job = service.create_query(query_params={"query": sql}).json()["jobId"]
+    rows: list = []
+    for r in service.iter_job_results(job_id=job, page_size=PAGE, result_format="valuesDictionary"):
+        rows.extend(r.json()["page"]["result"]["data"])
+    df = pd.json_normalize(rows)
+    return {"rows": len(df), "df_mb": df.memory_usage(deep=True).sum() / 2**20}
+
+
+def run_ours(url: str, sql: str) -> dict:
+    from cortex_nb import Credentials, HTTPClient
+    from cortex_nb.query import QueryService
+
+    client = HTTPClient(url=url, credentials=Credentials(**demo_credentials(url)))
+    result = QueryService(session=client).query(sql, page_size=PAGE)
+    return {"rows": len(result.df), "df_mb": result.df.memory_usage(deep=True).sum() / 2**20}
+
+
+WAYS = {"sdk": run_sdk, "ours": run_ours, "floor": run_floor}
+
+
+def worker(way: str, url: str, sql: str) -> None:
+    """Run one way in this process and print a JSON line of measurements."""
+    import orjson  # noqa: F401  -- imports first, so the baseline includes the libraries
+    import pandas  # noqa: F401
+    import requests  # noqa: F401
+
+    if way != "floor":
+        import pan_cortex_data_lake  # noqa: F401
+
+        import cortex_nb.frames  # noqa: F401
+    baseline = rss_mb()
+    started = time.perf_counter()
+    out = WAYS[way](url, sql)
+    out.update(seconds=time.perf_counter() - started, peak_mb=peak_mb() - baseline)
+    print(json.dumps(out))
+
+
+@contextmanager
+def sandbox(rows: int, latency: int):
+    cmd = [sys.executable, "-m", "cortex_nb.cli", "sandbox", "--port", "0", "--rows", str(rows),
+           "--latency-ms", str(latency)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    try:
+        url = None
+        for line in proc.stdout:
+            match = re.search(r"http://127\.0\.0\.1:\d+", line)
+            if match:
+                url = match.group(0)
+                break
+        if url is None:
+            raise SystemExit("the sandbox did not print its URL")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def measure(way: str, url: str, instance: str) -> dict:
+    cmd = [sys.executable, __file__, "--worker", way, "--url", url, "--instance", instance]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        return {"error": out.stderr.strip().splitlines()[-1] if out.stderr else "failed"}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, action="append", help="sizes (default 100k, 1M)")
+    parser.add_argument("--latency", type=int, action="append", help="ms (default 0, 50)")
+    parser.add_argument("--instance", default="sandbox0")
+    parser.add_argument("--worker", choices=sorted(WAYS))
+    parser.add_argument("--url")
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker, args.url, SQL.format(instance=args.instance))
+        return
+    print(f"{'rows':>9} {'latency':>7} {'way':<6} {'seconds':>8} {'rows/s':>10} "
+          f"{'x floor':>7} {'x sdk':>6} {'peak MB':>8} {'df MB':>7}")
+    for rows in args.rows or [100_000, 1_000_000]:
+        for latency in args.latency or [0, 50]:
+            with sandbox(rows, latency) as url:
+                ways = ("floor", "sdk", "ours")
+                results = {way: measure(way, url, args.instance) for way in ways}
+            for way, r in results.items():
+                if "error" in r:
+                    print(f"{rows:>9} {latency:>7} {way:<6} error: {r['error']}")
+                    continue
+                floor, sdk = results["floor"].get("seconds"), results["sdk"].get("seconds")
+                print(
+                    f"{r['rows']:>9} {latency:>7} {way:<6} {r['seconds']:>8.2f} "
+                    f"{r['rows'] / r['seconds']:>10,.0f} "
+                    f"{r['seconds'] / floor if floor else float('nan'):>7.2f} "
+                    f"{sdk / r['seconds'] if sdk else float('nan'):>6.2f} "
+                    f"{r['peak_mb']:>8.0f} {r.get('df_mb', float('nan')):>7.0f}",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()

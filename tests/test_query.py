@@ -1,0 +1,250 @@
+"""QueryService against the real sandbox over HTTP: states, paging, row counts, cancel, types."""
+
+from __future__ import annotations
+
+import _thread
+import threading
+
+import pandas as pd
+import pytest
+from pytest_httpserver import HTTPServer
+
+from cortex_nb import Credentials, HTTPClient, QueryCancelled, QueryError
+from cortex_nb.query import Progress, QueryService
+
+TRAFFIC = "`{i}.firewall.traffic`"
+
+
+@pytest.fixture()
+def slow(sandbox):
+    """Make every sandbox reply take a while (restored afterwards)."""
+
+    def set_latency(ms: float) -> None:
+        sandbox.latency_ms = ms
+
+    yield set_latency
+    sandbox.latency_ms = 0
+
+
+@pytest.fixture()
+def service(sandbox) -> QueryService:
+    client = HTTPClient(url=sandbox.url, credentials=Credentials(**sandbox.credentials()))
+    return QueryService(session=client)
+
+
+def q(sandbox, sql: str) -> str:
+    return sql.replace("{T}", TRAFFIC.format(i=sandbox.instance_id))
+
+
+def count(service: QueryService, sql: str) -> int:
+    return int(service.query(sql).df.iloc[0, 0])
+
+
+def test_query_returns_a_typed_frame_with_every_row(sandbox, service):
+    total = count(service, q(sandbox, "SELECT COUNT(*) AS n FROM {T}"))
+    result = service.query(q(sandbox, "SELECT * FROM {T}"), page_size=1000)
+    df = result.df
+    assert len(df) == total == result.rows_in_job
+    assert result.pages == -(-total // 1000)
+    assert str(df["time_generated"].dtype) == "datetime64[us, UTC]"
+    assert df["dest_port"].dtype == "Int64"
+    assert df["is_nat"].dtype == "boolean"
+    assert df["source_ip"].map(type).eq(str).all()  # {value, hex} -> value
+    assert df["source_ip"].str.match(r"^\d+\.\d+\.\d+\.\d+$").all()
+    assert result.job_id.startswith("cortexnb-") and result.elapsed > 0
+
+
+def test_cursor_and_parallel_offset_paging_agree_in_order(sandbox, service):
+    sql = q(sandbox, "SELECT session_id, time_generated FROM {T} ORDER BY time_generated, session_id")
+    by_cursor = service.query(sql, page_size=700, parallel=1).df
+    by_offset = service.query(sql, page_size=700, parallel=4).df
+    pd.testing.assert_frame_equal(by_cursor, by_offset)
+    assert by_offset["time_generated"].is_monotonic_increasing
+    offsets = [
+        r for r in sandbox.requests if "offset" in r.query and r.path.startswith("/query/v2/jobResults")
+    ]
+    assert offsets, "parallel paging should fetch by offset"
+
+
+def test_parallel_fetch_keeps_order_when_pages_arrive_out_of_order(sandbox, service, slow):
+    sql = q(sandbox, "SELECT session_id FROM {T} ORDER BY session_id")
+    slow(30)
+    df = service.query(sql, page_size=500, parallel=6).df
+    assert df["session_id"].is_monotonic_increasing
+
+
+def test_progress_reports_states_rows_and_pages(sandbox, service):
+    seen: list[tuple] = []
+
+    def progress(p: Progress) -> None:
+        seen.append((p.state, p.rows, p.pages, p.done))
+
+    result = service.query(q(sandbox, "SELECT * FROM {T} LIMIT 2500"), page_size=1000, progress=progress)
+    states = [s for s, *_ in seen]
+    assert states[0] == "PENDING" and states[-1] == "DONE"
+    assert seen[-1] == ("DONE", 2500, 3, True)
+    assert [r for _, r, _, _ in seen if _ == "DONE"] == sorted(r for _, r, _, _ in seen if _ == "DONE")
+    assert result.rows_in_job == 2500
+
+
+def test_empty_result_keeps_its_columns(sandbox, service):
+    df = service.query(q(sandbox, "SELECT source_ip, dest_port FROM {T} WHERE 1 = 0")).df
+    assert list(df.columns) == ["source_ip", "dest_port"] and len(df) == 0
+
+
+def test_bad_sql_is_a_clear_query_error(sandbox, service):
+    with pytest.raises(QueryError, match="HTTP 400") as info:
+        service.query(q(sandbox, "SELEKT * FROM {T}"))
+    assert "Submitting the query" in str(info.value)
+    with pytest.raises(QueryError, match=r"no_such_table|not found|unknown|does not exist"):
+        service.query("SELECT * FROM `firewall.no_such_table`")
+
+
+def test_failed_job_raises_with_the_service_message(sandbox, service):
+    with pytest.raises(QueryError, match="failed") as info:
+        service.query(q(sandbox, "SELECT CAST(app AS INT64) AS n FROM {T}"))
+    assert info.value.job_id
+
+
+def test_iter_job_results_pages_and_states(sandbox, service):
+    job = service.submit(q(sandbox, "SELECT * FROM {T} LIMIT 2100"))
+    pages = list(service.iter_job_results(job, page_size=1000))
+    payloads = [p.json() for p in pages]
+    assert [len(p["page"]["result"]["data"]) for p in payloads] == [1000, 1000, 100]
+    assert all(p["state"] == "DONE" for p in payloads)
+    assert pages[0].json() is pages[0].json()  # decoded once, then cached
+    assert sum(p["rowsInPage"] for p in payloads) == payloads[0]["rowsInJob"] == 2100
+
+
+def test_iter_job_results_raises_on_cancelled(sandbox, service):
+    job = service.submit(q(sandbox, "SELECT * FROM {T}"))
+    assert service.cancel_job(job).status_code == 200
+    with pytest.raises(QueryCancelled, match="cancelled"):
+        list(service.iter_job_results(job))
+
+
+def test_timed_out_job_is_a_clear_error(sandbox, service):
+    with pytest.raises(QueryError, match="timed out"):
+        service.query(q(sandbox, "SELECT COUNT(*) FROM {T} a, {T} b"), timeoutMs=1)
+
+
+def interrupt_after(seconds: float) -> threading.Timer:
+    """Send KeyboardInterrupt to the main thread after ``seconds`` (as Ctrl-C would)."""
+    timer = threading.Timer(seconds, _thread.interrupt_main)
+    timer.start()
+    return timer
+
+
+def test_interrupt_while_running_cancels_the_job_on_the_server(sandbox, service):
+    timer = interrupt_after(0.5)
+    try:
+        with pytest.raises(QueryCancelled, match="cancelled on the server") as info:
+            service.query(q(sandbox, "SELECT COUNT(*) FROM {T} a, {T} b, {T} c"))
+    finally:
+        timer.cancel()
+    job = info.value.job_id
+    deletes = [r.path for r in sandbox.requests if r.method == "DELETE"]
+    assert deletes == [f"/query/v2/jobs/{job}"]
+    assert service.get_job(job).json()["state"] == "CANCELLED"
+
+
+def test_interrupt_while_paging_sends_the_cancel(sandbox, service, slow):
+    slow(100)
+    timer = interrupt_after(0.6)
+    try:
+        with pytest.raises(QueryCancelled, match=r"rows had arrived") as info:
+            service.query(q(sandbox, "SELECT * FROM {T}"), page_size=100, parallel=1)
+    finally:
+        timer.cancel()
+    deletes = [r.path for r in sandbox.requests if r.method == "DELETE"]
+    assert deletes == [f"/query/v2/jobs/{info.value.job_id}"]
+
+
+def test_max_rows_stops_early_without_a_truncation_error(sandbox, service):
+    df = service.query(q(sandbox, "SELECT * FROM {T}"), page_size=100, max_rows=250).df
+    assert len(df) == 250
+
+
+def test_result_traces_belong_to_the_job_and_hold_no_secret(sandbox, service):
+    result = service.query(q(sandbox, "SELECT * FROM {T} LIMIT 10"))
+    kinds = {(t.method, t.url.split("?")[0].rsplit("/", 1)[0].rsplit("/", 1)[-1]) for t in result.traces}
+    assert ("POST", "v2") in kinds and ("GET", "jobResults") in kinds
+    assert all(result.job_id in t.url or result.job_id in (t.request_body or "") for t in result.traces)
+    text = "".join(str(t) + t.to_curl() for t in result.traces)
+    creds = service.session.credentials
+    for secret in creds.secrets():
+        assert secret not in text
+
+
+def test_transient_failures_on_pages_are_retried(sandbox, service):
+    sandbox.inject(status=503, count=2, path_prefix="/query/v2/jobResults")
+    df = service.query(q(sandbox, "SELECT * FROM {T} LIMIT 300"), page_size=100).df
+    assert len(df) == 300
+
+
+# -- replies the sandbox never gives: a small fake server --------------------------------------
+@pytest.fixture()
+def fake(httpserver: HTTPServer) -> QueryService:
+    httpserver.expect_request("/query/v2/jobs", method="POST").respond_with_json(
+        {"jobId": "j1", "uri": "/query/v2/jobs/j1"}, status=201
+    )
+    client = HTTPClient(url="http://127.0.0.1", port=httpserver.port, max_retries=0)
+    return QueryService(session=client)
+
+
+def done_page(rows, rows_in_job, cursor=None, rows_in_page=None):
+    return {
+        "jobId": "j1", "state": "DONE", "rowsInJob": rows_in_job,
+        "rowsInPage": len(rows) if rows_in_page is None else rows_in_page,
+        "page": {"pageCursor": cursor, "result": {"data": rows}},
+    }
+
+
+def test_fewer_rows_than_rows_in_job_is_an_error(httpserver, fake):
+    httpserver.expect_request("/query/v2/jobResults/j1").respond_with_json(
+        done_page([{"a": 1}, {"a": 2}], rows_in_job=5)
+    )
+    with pytest.raises(QueryError, match="received 2 rows but the job has 5"):
+        fake.query("SELECT 1", parallel=1)
+
+
+@pytest.mark.parametrize(
+    "page",
+    [
+        {"jobId": "j1"},
+        {"jobId": "j1", "state": "DONE", "page": {"result": {"data": "nope"}}},
+        done_page([{"a": 1}], rows_in_job=1, rows_in_page=3),
+    ],
+)
+def test_malformed_pages_are_clear_errors(httpserver, fake, page):
+    httpserver.expect_request("/query/v2/jobResults/j1").respond_with_json(page)
+    with pytest.raises(QueryError, match="Malformed results page for job j1"):
+        fake.query("SELECT 1")
+
+
+def test_non_json_page_is_a_clear_error(httpserver, fake):
+    httpserver.expect_request("/query/v2/jobResults/j1").respond_with_data("<html>", status=200)
+    with pytest.raises(QueryError, match="not JSON"):
+        fake.query("SELECT 1")
+
+
+def test_409_on_resubmit_counts_as_created(httpserver):
+    httpserver.expect_request("/query/v2/jobs", method="POST").respond_with_json(
+        {"errors": [{"message": "duplicate jobId"}]}, status=409
+    )
+    client = HTTPClient(url="http://127.0.0.1", port=httpserver.port)
+    assert QueryService(session=client).submit("SELECT 1", job_id="mine-1") == "mine-1"
+    body = httpserver.log[-1][0].get_json()
+    assert body["jobId"] == "mine-1" and body["params"]["query"] == "SELECT 1"
+
+
+def test_unknown_state_is_an_error(httpserver, fake):
+    httpserver.expect_request("/query/v2/jobResults/j1").respond_with_json({"jobId": "j1", "state": "WEIRD"})
+    with pytest.raises(QueryError, match="unknown state 'WEIRD'"):
+        fake.query("SELECT 1")
+
+
+def test_page_size_out_of_range_is_refused(httpserver, fake):
+    with pytest.raises(QueryError, match="page_size"):
+        fake.query("SELECT 1", page_size=0)
+    assert httpserver.log == []  # refused before anything was sent
