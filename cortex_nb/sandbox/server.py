@@ -97,8 +97,8 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {name.lower(): value for name, value in self.headers.items()}
         request = Request.parse(self.command, self.path, headers, body)
         request_id = uuid.uuid4().hex
-        sandbox.delay()
-        fault = sandbox.faults.take(request.path)
+        extra_ms, fault = sandbox.faults.take(request.path)
+        sandbox.delay(extra_ms)
         if fault is not None and fault.drop:
             sandbox.record(request, None, request_id)
             self._drop()
@@ -279,13 +279,18 @@ class Sandbox:
     def inject(
         self,
         status: int | None = None,
-        count: int = 1,
+        count: int | None = None,
         retry_after: float | None = None,
         drop: bool = False,
         path_prefix: str | None = None,
+        latency_ms: float = 0,
     ) -> None:
-        """Answer the next ``count`` API requests with ``status`` (or drop them); see faults.py."""
-        self.faults.inject(status, count, retry_after, drop, path_prefix)
+        """Answer the next ``count`` API requests with ``status``, drop them, or delay them.
+
+        ``count`` defaults to 1 for a status or a drop; a latency-only injection lasts until
+        ``clear()``. Faults hit ``/query/`` paths unless ``path_prefix`` says otherwise.
+        """
+        self.faults.inject(status, count, retry_after, drop, path_prefix, latency_ms)
 
     def record(self, request: Request, status: int | None, request_id: str) -> None:
         """Append one request to the log (called by the HTTP handler before it replies)."""
@@ -302,10 +307,11 @@ class Sandbox:
         with self._log_lock:
             self._log.append(entry)
 
-    def delay(self) -> None:
-        """Wait the configured per-request latency (cut short by ``stop()``)."""
-        if self.latency_ms > 0:
-            self._stopping.wait(self.latency_ms / 1000)
+    def delay(self, extra_ms: float = 0) -> None:
+        """Wait the per-request latency plus ``extra_ms`` (cut short by ``stop()``)."""
+        total = self.latency_ms + extra_ms
+        if total > 0:
+            self._stopping.wait(total / 1000)
 
     def _started(self) -> _Server:
         if self._server is None:

@@ -1,0 +1,79 @@
+"""Shared fixtures: one real sandbox for the whole session, reset before and after each test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from cortex_nb.sandbox import Sandbox
+
+SANDBOX_ROWS = 3000  # small enough for a fast suite, large enough for several pages
+SANDBOX_SEED = 7
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Iterator[Sandbox]:
+    """A started sandbox on a free loopback port (``sandbox.url``, ``sandbox.credentials()``)."""
+    with Sandbox(port=0, rows=SANDBOX_ROWS, seed=SANDBOX_SEED) as sb:
+        yield sb
+
+
+@pytest.fixture(autouse=True)
+def _isolate_sandbox(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Clear the request log and injected faults around every test that uses the sandbox."""
+    if "sandbox" not in request.fixturenames:
+        yield
+        return
+    sb = request.getfixturevalue("sandbox")
+    sb.clear()
+    yield
+    sb.clear()
+
+
+@pytest.fixture()
+def sandbox_http(sandbox: Sandbox) -> Iterator[requests.Session]:
+    """A plain ``requests`` session carrying a valid bearer token for ``sandbox``."""
+    with requests.Session() as session:
+        session.headers["Authorization"] = f"Bearer {sandbox.issue_access_token()}"
+        yield session
+
+
+class SandboxAPI:
+    """Thin helpers over plain ``requests`` for the sandbox's Query API (no client code)."""
+
+    def __init__(self, sandbox: Sandbox, session: requests.Session) -> None:
+        self.sandbox, self.http = sandbox, session
+        self.traffic = f"`{sandbox.instance_id}.firewall.traffic`"
+
+    def create(self, sql: str, **body: object) -> requests.Response:
+        """POST /query/v2/jobs with ``params.query = sql`` plus any other body keys."""
+        params = {"query": sql, **body.pop("params", {})}
+        return self.http.post(f"{self.sandbox.url}/query/v2/jobs", json={"params": params, **body})
+
+    def job(self, job_id: str) -> requests.Response:
+        """GET the job detail."""
+        return self.http.get(f"{self.sandbox.url}/query/v2/jobs/{job_id}")
+
+    def results(self, job_id: str, **params: object) -> requests.Response:
+        """GET /query/v2/jobResults/<id> with the given query parameters."""
+        return self.http.get(f"{self.sandbox.url}/query/v2/jobResults/{job_id}", params=params)
+
+    def run(self, sql: str, **params: object) -> dict:
+        """Create a job and return its first DONE results page (maxWait holds until done)."""
+        created = self.create(sql)
+        assert created.status_code == 201, created.text
+        page = self.results(created.json()["jobId"], maxWait=2000, **params).json()
+        assert page["state"] == "DONE", page
+        return page
+
+    def rows(self, sql: str) -> list[dict]:
+        """Every row of a query, as valuesDictionary objects (one page of up to 100000)."""
+        return self.run(sql, pageSize=100_000)["page"]["result"]["data"]
+
+
+@pytest.fixture()
+def sandbox_api(sandbox: Sandbox, sandbox_http: requests.Session) -> SandboxAPI:
+    """Query API helpers bound to the session sandbox."""
+    return SandboxAPI(sandbox, sandbox_http)
