@@ -253,6 +253,28 @@ class Credentials:
 
     __str__ = __repr__
 
+    # -- storage ------------------------------------------------------------------------------
+    def save_profile(self, name: str, **extra: str | None) -> os.PathLike[str]:
+        """Store these credentials as profile ``name``; secrets go to the OS keyring if usable.
+
+        ``extra`` adds or overrides profile fields (``url``, ``instance_id``, ...). The access
+        token is stored only when no refresh token can replace it. Returns the profiles file.
+        """
+        from cortex_nb import profiles
+
+        fields: dict[str, str | None] = {
+            "client_id": self.client_id,
+            "token_url": self.token_url,
+            "region": self.region,
+            "client_secret": self._client_secret,
+            "refresh_token": self._refresh_token,
+            "access_token": None if self.can_refresh else self._access_token,
+        }
+        fields.update(extra)
+        path = profiles.save_profile(name, **fields)
+        self.profile = name
+        return path
+
 
 def _resolve(
     given: dict[str, str | None], environ: Any, profile: str | None
