@@ -53,7 +53,9 @@ def test_authorization_code_grant_hands_out_a_new_refresh_token(sandbox):
     new_refresh = first.json()["refresh_token"]
     again = requests.post(sandbox.token_url, json=body)  # codes are single-use
     assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
-    refreshed = requests.post(sandbox.token_url, json=grant_body(sandbox, refresh_token=new_refresh))
+    refreshed = requests.post(
+        sandbox.token_url, json=grant_body(sandbox, refresh_token=new_refresh)
+    )
     assert refreshed.status_code == 200
 
 
