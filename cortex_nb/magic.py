@@ -10,6 +10,7 @@ Line magic::
     %cortex connect sandbox [--rows N] [--seed S]
     %cortex connect [--profile NAME] [--url URL] [--region R] [--instance ID]
     %cortex disconnect | status | panel | history | trace [N]
+    %cortex GET /query/v2/jobs [-o VAR]     (one REST request with no body)
 
 Cell magic::
 
@@ -174,8 +175,11 @@ class CortexMagics(Magics):
     # -- line magic ----------------------------------------------------------------------------
     @line_magic
     def cortex(self, line: str) -> Any:
-        """Manage the shared session: connect, disconnect, status, panel, history, trace."""
-        args = _line_parser().parse_args(shlex.split(line) or ["status"])
+        """Manage the shared session (connect, status, ...) or send one REST request (GET /x)."""
+        words = shlex.split(line)
+        if words and words[0].upper() in HTTP_METHODS:
+            return self.cortex_cell(line, "")  # IPython refuses a cell magic with no body
+        args = _line_parser().parse_args(words or ["status"])
         with _one_line_errors(self.session):
             return getattr(self, f"_do_{args.command}")(args)
 

@@ -1,0 +1,201 @@
+"""The %cortex / %%cortex magics in a real InteractiveShell, against the sandbox over HTTP."""
+
+from __future__ import annotations
+
+import _thread
+import subprocess
+import sys
+import threading
+
+import pandas as pd
+import pytest
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.utils.capture import capture_output
+
+from cortex_nb import Credentials
+from cortex_nb.session import get_session
+
+
+@pytest.fixture(scope="module")
+def ip():
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "cortex_nb")
+    yield shell
+    get_session().disconnect()
+
+
+@pytest.fixture()
+def connected(ip, sandbox):
+    get_session().connect(
+        Credentials(**sandbox.credentials()), url=sandbox.url, instance_id=sandbox.instance_id
+    )
+    sandbox.clear()
+    ip.run_line_magic("config", "CortexMagics.page_size = 10000")
+    return ip
+
+
+def run(ip, cell: str):
+    """Run a cell; return (result, captured output)."""
+    with capture_output() as cap:
+        result = ip.run_cell(cell)
+    return result, cap
+
+
+def failed_with(result, cap) -> str:
+    """The one-line error a failed cell showed (asserts it failed without a traceback)."""
+    assert not result.success and isinstance(result.error_in_exec, UsageError)
+    text = cap.stdout + cap.stderr
+    assert "Traceback" not in text
+    return str(result.error_in_exec)
+
+
+def test_sql_cell_returns_a_frame_into_var_and_underscore(connected):
+    result, _ = run(connected, "%%cortex -o talkers\nSELECT source_ip.value AS src, COUNT(*) AS n "
+                    "FROM `firewall.traffic` GROUP BY src ORDER BY n DESC LIMIT 5")
+    assert result.success
+    df = connected.user_ns["talkers"]
+    assert isinstance(df, pd.DataFrame) and list(df.columns) == ["src", "n"] and len(df) == 5
+    assert connected.user_ns["_"] is df
+    assert df["n"].is_monotonic_decreasing
+
+
+def test_table_names_are_completed_with_the_instance_id(connected, sandbox):
+    run(connected, "%%cortex\nSELECT COUNT(*) AS n FROM firewall.traffic")
+    create = next(r for r in sandbox.requests if r.method == "POST" and r.path == "/query/v2/jobs")
+    assert f"`{sandbox.instance_id}.firewall.traffic`" in create.json["params"]["query"]
+
+
+def test_parameters_arrive_as_literals_even_when_hostile(connected):
+    connected.user_ns["app"] = 'x" OR 1=1 --'
+    result, _ = run(connected, "%%cortex -o hostile\nSELECT COUNT(*) AS n FROM firewall.traffic WHERE app = {app}")
+    assert result.success and int(connected.user_ns["hostile"]["n"][0]) == 0
+    run(connected, "%%cortex -o apps\nSELECT app, COUNT(*) AS n FROM firewall.traffic GROUP BY app ORDER BY n DESC")
+    top = connected.user_ns["apps"].iloc[0]
+    connected.user_ns["app"] = top["app"]
+    run(connected, "%%cortex -o one\nSELECT COUNT(*) AS n FROM firewall.traffic WHERE app = {app}")
+    assert int(connected.user_ns["one"]["n"][0]) == int(top["n"])
+
+
+def test_unknown_parameter_fails_the_cell_with_one_line(connected):
+    result, cap = run(connected, "%%cortex\nSELECT * FROM firewall.traffic WHERE app = {nope_not_defined}")
+    assert "nope_not_defined" in failed_with(result, cap)
+
+
+def test_limit_and_page_size(connected, sandbox):
+    result, _ = run(connected, "%%cortex -o few --limit 30 --page-size 10\nSELECT * FROM firewall.traffic")
+    assert result.success and len(connected.user_ns["few"]) == 30
+    sizes = {r.query.get("pageSize") for r in sandbox.requests if r.path.startswith("/query/v2/jobResults")}
+    assert sizes == {"10"}
+
+
+def test_config_option_sets_the_default_page_size(connected, sandbox):
+    connected.run_line_magic("config", "CortexMagics.page_size = 250")
+    run(connected, "%%cortex\nSELECT * FROM firewall.traffic LIMIT 600")
+    sizes = {r.query.get("pageSize") for r in sandbox.requests if r.path.startswith("/query/v2/jobResults")}
+    assert sizes == {"250"}
+
+
+def test_dry_run_sends_nothing(connected, sandbox):
+    connected.user_ns["port"] = 443
+    result, cap = run(connected, "%%cortex --dry-run\nSELECT * FROM firewall.traffic WHERE dest_port = {port}")
+    assert result.success and sandbox.requests == []
+    assert "POST" in cap.stdout and "dest_port = 443" in cap.stdout and "$TOKEN" in cap.stdout
+
+
+def test_raw_returns_rows_as_received(connected):
+    result, _ = run(connected, "%%cortex --raw -o rows\nSELECT source_ip FROM firewall.traffic LIMIT 3")
+    rows = connected.user_ns["rows"]
+    assert result.success and len(rows) == 3 and set(rows[0]["source_ip"]) == {"value", "hex"}
+
+
+def test_rest_mode_get_list_becomes_a_frame(connected):
+    run(connected, "%%cortex\nSELECT 1 AS one FROM firewall.traffic LIMIT 1")
+    result, _ = run(connected, "%%cortex -o jobs\nGET /query/v2/jobs")
+    jobs = connected.user_ns["jobs"]
+    assert result.success and isinstance(jobs, pd.DataFrame) and "jobId" in jobs.columns
+    result, _ = run(connected, "%cortex GET /query/v2/jobs?maxJobs=1 -o one")
+    assert result.success and len(connected.user_ns["one"]) == 1
+
+
+def test_rest_mode_post_with_json_body(connected, sandbox):
+    body = '{"params": {"query": "SELECT COUNT(*) FROM `sandbox0.firewall.url`"}}'
+    result, _ = run(connected, "%%cortex POST /query/v2/jobs -o created\n" + body)
+    assert result.success and "jobId" in connected.user_ns["created"].data
+    bad, cap = run(connected, "%%cortex POST /query/v2/jobs\n{not json")
+    assert "not valid JSON" in failed_with(bad, cap)
+
+
+def test_traces_show_inline_and_hold_no_secret(connected):
+    result, cap = run(connected, "%%cortex --trace\nSELECT * FROM firewall.traffic LIMIT 3")
+    html = "".join(o.data.get("text/html", "") for o in cap.outputs)
+    assert result.success and "<details" in html and "jobResults" in html
+    creds = get_session().credentials
+    history = connected.run_line_magic("cortex", "history")
+    everything = html + history.to_string() + "".join(str(t) + t.to_curl() for t in get_session().traces)
+    for secret in creds.secrets():
+        assert secret not in everything
+    assert "$TOKEN" in html
+
+
+def test_trace_and_history_line_magics(connected):
+    run(connected, "%%cortex\nSELECT 1 AS x FROM firewall.traffic LIMIT 1")
+    with capture_output() as cap:
+        connected.run_line_magic("cortex", "trace 2")
+    assert sum(o.data.get("text/html", "").count("<details") for o in cap.outputs) == 2
+    history = connected.run_line_magic("cortex", "history")
+    assert {"method", "url", "status", "elapsed_ms"} <= set(history.columns)
+
+
+def test_progress_ends_in_a_summary_line(connected):
+    _, cap = run(connected, "%%cortex\nSELECT * FROM firewall.traffic LIMIT 40")
+    lines = [o.data.get("text/plain", "") for o in cap.outputs]
+    assert lines[0].startswith("PENDING")
+    assert lines[-1].startswith("DONE") and "40/40 rows, 1 pages" in lines[-1] and "job cortexnb-" in lines[-1]
+
+
+def test_bad_sql_fails_the_cell_with_one_line(connected):
+    result, cap = run(connected, "%%cortex\nSELEKT nothing")
+    message = failed_with(result, cap)
+    assert "QueryError" in message and "HTTP 400" in message and "\n" not in message
+
+
+def test_interrupt_cancels_and_says_so(connected, sandbox):
+    timer = threading.Timer(0.5, _thread.interrupt_main)
+    timer.start()
+    try:
+        result, cap = run(connected, "%%cortex\nSELECT COUNT(*) FROM firewall.traffic a, firewall.traffic b, firewall.traffic c")
+    finally:
+        timer.cancel()
+    assert "cancelled on the server" in failed_with(result, cap)
+    assert any(r.method == "DELETE" for r in sandbox.requests)
+
+
+def test_not_connected_is_a_clear_line(ip):
+    get_session().disconnect()
+    result, cap = run(ip, "%%cortex\nSELECT 1")
+    assert "connect sandbox" in failed_with(result, cap)
+
+
+def test_connect_sandbox_line_magic_starts_and_connects(ip):
+    session = get_session()
+    try:
+        with capture_output() as cap:
+            ip.run_line_magic("cortex", "connect sandbox --rows 200")
+        assert "Connected to http://127.0.0.1:" in cap.stdout
+        result, _ = run(ip, "%%cortex -o n\nSELECT COUNT(*) AS n FROM firewall.traffic")
+        assert result.success and int(ip.user_ns["n"]["n"][0]) == 200
+    finally:
+        session.disconnect()
+        session.stop_sandbox()
+
+
+def test_load_ext_is_quick_and_light():
+    code = (
+        "import sys\n"
+        "from IPython.core.interactiveshell import InteractiveShell\n"
+        "InteractiveShell.instance().run_line_magic('load_ext', 'cortex_nb')\n"
+        "print(sorted(m for m in ('pandas', 'ipywidgets', 'duckdb') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
