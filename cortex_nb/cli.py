@@ -11,11 +11,13 @@ and exit with status 2, without a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 PROG = "cortex-nb"
 
@@ -50,14 +52,27 @@ def add_sandbox_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_sandbox(args: argparse.Namespace) -> int:
     """Serve the sandbox until Ctrl-C (SIGINT) or SIGTERM."""
-    from cortex_nb.sandbox import Sandbox
-
     if not _is_loopback(args.host):
         print(
             f"{PROG}: warning: listening on {args.host}: the sandbox is reachable from other "
             "machines and its demo credentials are public",
             file=sys.stderr,
         )
+    with _stop_signals() as stop:
+        sandbox = _start_sandbox(args)
+        try:
+            _print_banner(sandbox)
+            while not stop.wait(0.5):
+                pass
+        finally:
+            sandbox.stop()
+    print("sandbox stopped", flush=True)
+    return 0
+
+
+def _start_sandbox(args: argparse.Namespace) -> Any:
+    from cortex_nb.sandbox import Sandbox
+
     try:
         sandbox = Sandbox(
             host=args.host,
@@ -71,18 +86,10 @@ def run_sandbox(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise CommandError(str(error)) from None
     try:
-        sandbox.start()
+        return sandbox.start()
     except OSError as error:
-        raise CommandError(
-            f"cannot listen on {args.host}:{args.port}: {error.strerror or error}"
-        ) from None
-    try:
-        _print_banner(sandbox)
-        _wait_for_stop_signal()
-    finally:
-        sandbox.stop()
-    print("sandbox stopped", flush=True)
-    return 0
+        reason = error.strerror or error
+        raise CommandError(f"cannot listen on {args.host}:{args.port}: {reason}") from None
 
 
 _SUBCOMMANDS: dict[str, tuple[str, Callable, Callable]] = {
@@ -121,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
-def _print_banner(sandbox: object) -> None:
+def _print_banner(sandbox: Any) -> None:
     creds = sandbox.credentials()
     lines = [
         f"Cortex Data Lake sandbox listening on {sandbox.url}",
@@ -136,15 +143,14 @@ def _print_banner(sandbox: object) -> None:
     print("\n".join(lines), flush=True)
 
 
-def _wait_for_stop_signal() -> None:
-    """Block until SIGINT or SIGTERM (the handlers only set an event: stop runs here)."""
+@contextlib.contextmanager
+def _stop_signals() -> Iterator[threading.Event]:
+    """An event set by SIGINT or SIGTERM while inside (installed before anything is printed)."""
     stop = threading.Event()
-    previous = {
-        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
-    }
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in signals}
     try:
-        while not stop.wait(0.5):
-            pass
+        yield stop
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

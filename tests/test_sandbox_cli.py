@@ -1,0 +1,87 @@
+"""`cortex-nb sandbox` as a real subprocess: banner, queries, clean stop on SIGINT; CLI errors."""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+
+from cortex_nb.cli import main
+
+# the installed console script when there is one (it tests the entry point), else the module
+SCRIPT = Path(sys.executable).with_name("cortex-nb")
+CLI = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "cortex_nb.cli"]
+
+
+def start_cli(*args: str) -> tuple[subprocess.Popen, str, dict]:
+    proc = subprocess.Popen(
+        [*CLI, "sandbox", "--port", "0", "--rows", "300", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("Press Ctrl-C"):
+            break
+    banner = "".join(lines)
+    url = re.search(r"listening on (http://\S+)", banner).group(1)
+    fields = dict(re.findall(r"^\s+(client_id|client_secret|refresh_token):\s+(\S+)", banner, re.M))
+    return proc, url, fields
+
+
+def test_cli_serves_queries_and_stops_cleanly_on_sigint():
+    proc, url, creds = start_cli()
+    try:
+        grant = {**creds, "grant_type": "refresh_token"}
+        token = requests.post(f"{url}/api/oauth2/RequestToken", json=grant, timeout=10).json()
+        headers = {"Authorization": f"Bearer {token['access_token']}"}
+        body = {"params": {"query": "SELECT COUNT(*) AS n FROM `sandbox0.firewall.traffic`"}}
+        job = requests.post(f"{url}/query/v2/jobs", json=body, headers=headers, timeout=10).json()
+        page = requests.get(
+            f"{url}/query/v2/jobResults/{job['jobId']}",
+            params={"maxWait": 2000},
+            headers=headers,
+            timeout=10,
+        ).json()
+        assert page["page"]["result"]["data"] == [{"n": 300}]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0
+    assert "Traceback" not in err and "stopped" in out
+
+
+def test_cli_warns_when_not_on_loopback():
+    proc, _, _ = start_cli("--host", "0.0.0.0")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0
+    assert "warning" in err and "0.0.0.0" in err
+
+
+def test_busy_port_is_one_line_and_exit_2(capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["sandbox", "--port", str(port), "--rows", "100"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("cortex-nb: error: cannot listen")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["nonsense"], ["sandbox", "--rows", "many"], ["sandbox", "--rows", "5"]],
+)
+def test_usage_errors_are_one_line_and_exit_2(capsys, argv):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "error:" in err and "Traceback" not in err
