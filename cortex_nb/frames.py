@@ -1,0 +1,598 @@
+"""Query Service result rows -> typed pandas DataFrames, built page by page.
+
+A results page arrives as already-decoded JSON: a list of dicts (``valuesDictionary``) or of
+lists ordered by ``schema.fields`` (``valuesArray``). Per-cell Python loops over 1M rows x 40
+columns cost several times the JSON parse itself, so the work is done by Arrow in C++:
+
+1. Each page goes to Arrow as soon as it arrives, in one ``pyarrow.array(rows, type=...)`` call,
+   and only the resulting column chunks are kept; the page's Python objects can then be freed.
+   This is what keeps peak memory near the size of the final frame.
+2. The first page (and any page with a key not seen before) is converted with Arrow's own type
+   inference; what it learns becomes a *request type*. Later pages are converted with that
+   explicit type: about twice as fast, and it skips what is dropped anyway (the ``hex`` of an IP,
+   the ``id`` of an enum when only ``value`` is kept).
+3. Integers are requested as ``decimal128(19, 0)`` and then cast to int64, because Arrow's
+   int64 conversion silently truncates floats (1.5 -> 1) while decimal refuses them. A page
+   Arrow refuses (mixed types, ints beyond int64) is redone column by column, and only a column
+   that still fails is cleaned value by value in Python; what cannot be kept becomes missing and
+   is reported with a ``ValueLostWarning`` naming the column and the count.
+4. Lists, and structs kept whole, stay the Python objects of the rows (no rebuild from Arrow).
+5. ``to_dataframe`` unifies each column's chunks across pages (the schema's type if given, else
+   the type the pages agree on: int and float -> float, otherwise the majority), turns
+   microsecond ints into tz-aware UTC timestamps, and hands the column to pandas with nullable
+   dtypes (``Int64``, ``boolean``), freeing the Arrow chunks column by column.
+
+Without a schema, a column is a timestamp when its name is one of ``TIMESTAMP_COLUMNS`` or ends
+in ``_time`` and it holds integers. ``valuesArray`` rows need the schema to name their columns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
+from itertools import chain
+from operator import itemgetter
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from cortex_nb.exceptions import ConfigurationError, CortexError, QueryError
+
+__all__ = ["TIMESTAMP_COLUMNS", "FrameBuilder", "ValueLostWarning", "to_dataframe"]
+
+ResultFormat = Literal["valuesDictionary", "valuesArray"]
+StructMode = Literal["value", "keep", "flatten"]
+# A column's data from one page: an Arrow array, or the rows' own Python objects.
+Chunk = pa.Array | list
+
+TIMESTAMP_COLUMNS = frozenset(
+    {"time_generated", "log_time", "session_start_time", "event_time", "receive_time"}
+)
+_INT64_MIN = -(2**63)
+_INT64_MAX = 2**63 - 1
+_UTC_US = pa.timestamp("us", tz="UTC")
+_STRICT_INT = pa.decimal128(19, 0)
+_KEEP = "object"  # target of a column kept as Python objects
+_MISSING = object()
+_SAMPLE_ROWS = 1000  # rows whose inferred types seed the request type of new columns
+_ARROW_ERRORS = (pa.ArrowException, OverflowError, TypeError, ValueError)
+_SCHEMA_TYPES = {
+    "TIMESTAMP": _UTC_US,
+    "INTEGER": pa.int64(),
+    "INT64": pa.int64(),
+    "FLOAT": pa.float64(),
+    "FLOAT64": pa.float64(),
+    "NUMERIC": pa.float64(),
+    "BIGNUMERIC": pa.float64(),
+    "BOOLEAN": pa.bool_(),
+    "BOOL": pa.bool_(),
+    "STRING": pa.string(),
+    "BYTES": pa.string(),
+    "DATE": pa.date32(),
+}
+_PANDAS_TYPES = {pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}
+with contextlib.suppress(TypeError):  # pandas >= 2.3: pandas 3's ``str`` dtype, kept in Arrow
+    _PANDAS_TYPES[pa.string()] = pd.StringDtype("pyarrow", na_value=np.nan)
+
+
+class ValueLostWarning(UserWarning):
+    """Some values could not be represented in their column's type and became missing."""
+
+
+class FrameBuilder:
+    """Collects Query Service results pages and turns them into one typed DataFrame."""
+
+    def __init__(
+        self,
+        schema: dict[str, Any] | None = None,
+        result_format: ResultFormat = "valuesDictionary",
+        structs: StructMode = "value",
+    ) -> None:
+        if result_format not in ("valuesDictionary", "valuesArray"):
+            raise ConfigurationError(
+                f"result_format={result_format!r}: use 'valuesDictionary' or 'valuesArray'"
+            )
+        if structs not in ("value", "keep", "flatten"):
+            raise ConfigurationError(f"structs={structs!r}: use 'value', 'keep' or 'flatten'")
+        self._format = result_format
+        self._structs = structs
+        self._fields = _parse_schema(schema)
+        self._schema_names = {name for name, _ in self._fields}
+        self._requests: dict[str, pa.DataType | None] = {}  # top-level name -> request type
+        self._request_struct: pa.StructType | None = None
+        self._targets: dict[str, pa.DataType | str] = {}  # output column -> schema type
+        self._chunks: dict[str, list[tuple[int, Chunk]]] = {}  # output column -> chunks
+        self._sizes: list[int] = []
+        self._lost: Counter[str] = Counter()  # output column -> values made missing
+        self._finished = False
+        for name, arrow_type in self._fields:
+            self._learn_field(name, arrow_type)
+            for column, target in self._schema_outputs(name, arrow_type):
+                self._targets[column] = target
+                self._chunks[column] = []
+
+    @property
+    def rows(self) -> int:
+        """Number of rows added so far."""
+        return sum(self._sizes)
+
+    def add_page(self, rows: list[Any]) -> None:
+        """Convert one page of rows (``page.result.data``) and keep its column chunks."""
+        if self._finished:
+            raise CortexError(
+                "FrameBuilder.add_page() after to_dataframe(): start a new FrameBuilder"
+            )
+        page = len(self._sizes)
+        if self._format == "valuesDictionary":
+            _check_rows(rows, dict, page, "a JSON object", "valuesArray")
+            columns = self._dict_page(rows) if rows else {}
+        else:
+            _check_rows(rows, list, page, "a JSON array", "valuesDictionary")
+            columns = self._array_page(rows, page) if rows else {}
+        self._sizes.append(len(rows))
+        for name, chunk in columns.items():
+            self._chunks.setdefault(name, []).append((page, chunk))
+
+    def to_dataframe(self) -> pd.DataFrame:
+        """Build the final typed DataFrame (once, after the last page)."""
+        if self._finished:
+            raise CortexError(
+                "FrameBuilder.to_dataframe() was already called: it hands its "
+                "data to the DataFrame; keep the frame it returned"
+            )
+        self._finished = True
+        data, kinds = {}, {}
+        for name in list(self._chunks):
+            data[name], kinds[name] = self._finish_column(name, self._chunks.pop(name))
+        for name, count in self._lost.items():
+            warnings.warn(
+                f"column {name!r}: {count} value(s) could not be read as {kinds[name]} and "
+                "are missing (NA) in the DataFrame",
+                ValueLostWarning,
+                stacklevel=2,
+            )
+        if not data:
+            return pd.DataFrame(index=pd.RangeIndex(self.rows))
+        return pd.DataFrame(data, copy=False)
+
+    # -- pages -> chunks ------------------------------------------------------------------
+
+    def _dict_page(self, rows: list[dict[str, Any]]) -> dict[str, Chunk]:
+        keys = set().union(*rows)
+        if self._structs != "flatten":
+            if not keys <= self._requests.keys():  # new columns: learn their types cheaply
+                sample = _try_array(rows[:_SAMPLE_ROWS])
+                for field in sample.type if sample is not None else ():
+                    self._learn_field(field.name, field.type)
+            if keys <= self._requests.keys():
+                table = _try_array(rows, self._request_type())
+                if table is not None:
+                    return self._known_page(table, rows, keys)
+        table = _try_array(rows)
+        if table is None:  # mixed types or huge ints somewhere: one column at a time
+            names = dict.fromkeys(chain.from_iterable(rows))
+            return self._convert_columns({n: _gather(rows, n) for n in names})
+        columns: dict[str, Chunk] = {}
+        for index, field in enumerate(table.type):
+            self._learn_field(field.name, field.type, replace=True)
+            originals = partial(_gather, rows, field.name)
+            columns.update(self._column_chunks(field.name, table.field(index), originals))
+        return columns
+
+    def _known_page(
+        self, table: pa.StructArray, rows: list[dict[str, Any]], keys: set[str]
+    ) -> dict[str, Chunk]:
+        """Chunks of a page converted with the request type, in first-appearance order."""
+        columns: dict[str, Chunk] = {}
+        for name, request in self._requests.items():
+            if name not in keys:
+                continue
+            originals = partial(_gather, rows, name)
+            if request is None:
+                columns[name] = originals()
+            else:
+                array = table.field(table.type.get_field_index(name))
+                columns.update(self._column_chunks(name, array, originals))
+        return columns
+
+    def _array_page(self, rows: list[list[Any]], page: int) -> dict[str, Chunk]:
+        if not self._fields:
+            raise QueryError(
+                f"results page {page}: 'valuesArray' rows have no column names without the "
+                "page's schema; pass schema=<results page 'schema'> or request "
+                "resultFormat='valuesDictionary'"
+            )
+        width = len(self._fields)
+        if set(map(len, rows)) != {width}:
+            bad = next(i for i, row in enumerate(rows) if len(row) != width)
+            raise QueryError(
+                f"results page {page}, row {bad}: {len(rows[bad])} values but the schema has "
+                f"{width} fields; pass the schema of this query's results"
+            )
+        columns = zip(*rows, strict=True)
+        names = [name for name, _ in self._fields]
+        return self._convert_columns({n: list(c) for n, c in zip(names, columns, strict=True)})
+
+    def _convert_columns(self, columns: dict[str, list[Any]]) -> dict[str, Chunk]:
+        """Chunks of a page converted one column at a time."""
+        out: dict[str, Chunk] = {}
+        for name, values in columns.items():
+            request = self._requests.get(name, _MISSING)
+            if request is None:  # kept as Python objects
+                out[name] = values
+                continue
+            array = None
+            if request is not _MISSING and self._structs != "flatten":
+                array = _try_array(values, request)
+            if array is None:
+                array = _try_array(values)
+                if array is not None:
+                    self._learn_field(name, array.type, replace=True)
+            if array is None:
+                out.update(self._coerce_raw(name, values))
+            else:
+                out.update(self._column_chunks(name, array, lambda v=values: v))
+        return out
+
+    def _column_chunks(
+        self, name: str, array: pa.Array, originals: Callable[[], list[Any]]
+    ) -> dict[str, Chunk]:
+        """Output chunks of one top-level field; redone in Python if they miss the schema."""
+        chunks = dict(self._shape(name, array, originals))
+        if all(self._fits_target(column, chunk) for column, chunk in chunks.items()):
+            return chunks
+        return self._coerce_raw(name, originals())  # e.g. a float among a page's ints
+
+    def _shape(
+        self, name: str, array: pa.Array, originals: Callable[[], list[Any]] | None
+    ) -> Iterator[tuple[str, Chunk]]:
+        kind = array.type
+        if pa.types.is_struct(kind) and kind.num_fields:
+            if self._structs == "flatten":
+                for index, field in enumerate(kind):
+                    child = pc.struct_field(array, [index])
+                    yield from self._shape(f"{name}.{field.name}", child, None)
+                return
+            index = kind.get_field_index("value")
+            if self._structs == "value" and index >= 0:
+                yield from self._shape(name, pc.struct_field(array, [index]), None)
+                return
+        if pa.types.is_nested(kind):
+            yield name, originals() if originals is not None else array.to_pylist()
+        elif kind == _STRICT_INT:
+            yield name, self._decimal_to_int64(name, array)
+        else:
+            yield name, array
+
+    def _decimal_to_int64(self, name: str, array: pa.Array) -> pa.Array:
+        try:
+            return array.cast(pa.int64())
+        except pa.ArrowInvalid:  # beyond int64: keep the rest, report the loss
+            values = [None if v is None else int(v) for v in array.to_pylist()]
+            return self._coerce(name, values, pa.int64())
+
+    # -- types ----------------------------------------------------------------------------
+
+    def _learn_field(self, name: str, arrow_type: pa.DataType, replace: bool = False) -> None:
+        """Remember how to request a top-level field (the schema's type is never replaced)."""
+        known = self._requests.get(name, _MISSING)
+        if known is None or (known is not _MISSING and pa.types.is_null(arrow_type)):
+            return  # kept as objects for good, or nothing new to learn
+        learned = known is not _MISSING and not pa.types.is_null(known)
+        if learned and (not replace or name in self._schema_names):
+            return
+        self._requests[name] = (
+            None if self._kept_whole(arrow_type) else _request(arrow_type, self._structs)
+        )
+        self._request_struct = None
+
+    def _kept_whole(self, arrow_type: pa.DataType) -> bool:
+        if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type):
+            return True
+        if not pa.types.is_struct(arrow_type) or self._structs == "flatten":
+            return False
+        return self._structs == "keep" or arrow_type.get_field_index("value") < 0
+
+    def _request_type(self) -> pa.StructType:
+        if self._request_struct is None:
+            fields = [(n, t) for n, t in self._requests.items() if t is not None]
+            self._request_struct = pa.struct(fields)
+        return self._request_struct
+
+    def _schema_outputs(
+        self, name: str, arrow_type: pa.DataType
+    ) -> Iterator[tuple[str, pa.DataType | str]]:
+        if self._kept_whole(arrow_type):
+            yield name, _KEEP
+        elif pa.types.is_struct(arrow_type) and self._structs == "flatten":
+            for field in arrow_type:
+                yield from self._schema_outputs(f"{name}.{field.name}", field.type)
+        elif pa.types.is_struct(arrow_type):
+            yield from self._schema_outputs(name, arrow_type.field("value").type)
+        else:
+            yield name, arrow_type
+
+    def _target(self, column: str) -> pa.DataType | None:
+        """The schema's type for an output column, None if it has none (or is objects)."""
+        target = self._targets.get(column)
+        if isinstance(target, pa.DataType) and not pa.types.is_null(target):
+            return target
+        return None
+
+    def _fits_target(self, column: str, chunk: Chunk) -> bool:
+        target = self._target(column)
+        if target is None or isinstance(chunk, list):
+            return True
+        kind, storage = chunk.type, _storage(target)
+        return (
+            kind == storage
+            or pa.types.is_null(kind)
+            or (pa.types.is_integer(kind) and pa.types.is_floating(storage))
+        )
+
+    # -- value-by-value cleaning (only for columns Arrow refused) -------------------------
+
+    def _coerce_raw(self, name: str, values: list[Any]) -> dict[str, Chunk]:
+        """Output chunks of one column from its raw values; what does not fit is missing."""
+        kinds = Counter(_kind(v) for v in values if v is not None)
+        if kinds.keys() == {"dict"} and self._structs == "flatten":
+            keys = dict.fromkeys(chain.from_iterable(v for v in values if v is not None))
+            out: dict[str, Chunk] = {}
+            for key in keys:
+                children = [None if v is None else v.get(key) for v in values]
+                out.update(self._coerce_raw(f"{name}.{key}", children))
+            return out
+        if "dict" in kinds and self._structs == "value":
+            unwrapped = [v.get("value", v) if type(v) is dict else v for v in values]
+            if any(type(v) is dict and "value" in v for v in values):
+                return self._coerce_raw(name, unwrapped)
+        if kinds.keys() & {"dict", "list", "other"} or self._targets.get(name) == _KEEP:
+            return {name: values}
+        target = self._target(name) or _majority_type(kinds, _is_time_name(name))
+        return {name: self._coerce(name, values, _storage(target))}
+
+    def _coerce(self, name: str, values: Sequence[Any], target: pa.DataType) -> pa.Array:
+        convert = _converter(target)
+        cleaned = [None if v is None else convert(v) for v in values]
+        lost = sum(v is _MISSING for v in cleaned)
+        if lost:
+            self._lost[name] += lost
+            cleaned = [None if v is _MISSING else v for v in cleaned]
+        return pa.array(cleaned, type=target)
+
+    # -- chunks -> pandas -----------------------------------------------------------------
+
+    def _finish_column(self, name: str, chunks: list[tuple[int, Chunk]]) -> tuple[Any, str]:
+        """The pandas column for name, and what its values are (for loss warnings)."""
+        by_page = dict(chunks)
+        pieces = [by_page.get(page) for page in range(len(self._sizes))]
+        if self._targets.get(name) == _KEEP or any(isinstance(p, list) for p in pieces):
+            return _object_column(pieces, self._sizes), "a Python object"
+        target = self._target(name)
+        if target is None:
+            target = _unify([p for p in pieces if p is not None], _is_time_name(name))
+            if target == pa.int64() and _is_time_name(name):
+                target = _UTC_US
+        storage = _storage(target)
+        arrays = [
+            pa.nulls(size, storage) if p is None else self._cast(name, p, storage)
+            for p, size in zip(pieces, self._sizes, strict=True)
+        ]
+        column = pa.chunked_array(arrays, type=storage)
+        if target == _UTC_US:
+            column = self._to_timestamp(name, column)
+        elif pa.types.is_date(target):
+            column = self._to_date(name, column)
+        series = column.to_pandas(types_mapper=_PANDAS_TYPES.get, date_as_object=False)
+        return series, _describe(target)
+
+    def _cast(self, name: str, array: pa.Array, target: pa.DataType) -> pa.Array:
+        if array.type == target:
+            return array
+        if pa.types.is_null(array.type):
+            return pa.nulls(len(array), target)
+        if pa.types.is_integer(array.type) and pa.types.is_floating(target):
+            return array.cast(target)
+        return self._coerce(name, array.to_pylist(), target)
+
+    def _to_date(self, name: str, column: pa.ChunkedArray) -> pa.ChunkedArray:
+        try:
+            return column.cast(pa.date32())
+        except pa.ArrowInvalid:
+            return pa.chunked_array([self._coerce(name, column.to_pylist(), pa.date32())])
+
+    def _to_timestamp(self, name: str, column: pa.ChunkedArray) -> pa.ChunkedArray:
+        # pandas reads the int64 minimum as NaT: report it rather than hide it
+        sentinel = pc.equal(column, _INT64_MIN)
+        lost = pc.sum(sentinel).as_py() or 0
+        if lost:
+            self._lost[name] += lost
+            column = pc.if_else(sentinel, pa.scalar(None, pa.int64()), column)
+        return column.cast(_UTC_US)
+
+
+def to_dataframe(
+    rows: list[Any],
+    schema: dict[str, Any] | None = None,
+    result_format: ResultFormat = "valuesDictionary",
+    structs: StructMode = "value",
+) -> pd.DataFrame:
+    """Convert one list of result rows to a typed DataFrame (see ``FrameBuilder``)."""
+    builder = FrameBuilder(schema=schema, result_format=result_format, structs=structs)
+    builder.add_page(rows)
+    return builder.to_dataframe()
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def _parse_schema(schema: Any) -> list[tuple[str, pa.DataType]]:
+    """Top-level (name, Arrow type) pairs of a results page's ``schema``."""
+    if schema is None:
+        return []
+    fields = schema.get("fields") if isinstance(schema, dict) else None
+    if not isinstance(fields, list) or not all(
+        isinstance(f, dict) and isinstance(f.get("name"), str) for f in fields
+    ):
+        raise QueryError(
+            "results schema is malformed: expected {'fields': [{'name': ..., 'type': ...}, ...]}"
+            f", got {str(schema)[:200]}; pass the 'schema' of a results page or None"
+        )
+    return [(f["name"], _schema_type(f)) for f in fields]
+
+
+def _schema_type(field: dict[str, Any]) -> pa.DataType:
+    """Arrow type of one schema field; null for a type name we do not know (then inferred)."""
+    kind = str(field.get("type", "")).upper()
+    if kind in ("RECORD", "STRUCT"):
+        children = [c for c in field.get("fields") or [] if isinstance(c, dict) and "name" in c]
+        arrow_type = pa.struct([(c["name"], _schema_type(c)) for c in children])
+    else:
+        arrow_type = _SCHEMA_TYPES.get(kind, pa.null())
+    if str(field.get("mode", "")).upper() == "REPEATED":
+        return pa.list_(arrow_type)
+    return arrow_type
+
+
+def _request(arrow_type: pa.DataType, structs: str) -> pa.DataType:
+    """The type to ask Arrow for when converting a field we know the type of."""
+    if pa.types.is_struct(arrow_type):
+        if structs == "value" and arrow_type.get_field_index("value") >= 0:
+            value = arrow_type.field("value")
+            return pa.struct([("value", _request(value.type, structs))])
+        return pa.struct([(f.name, _request(f.type, structs)) for f in arrow_type])
+    if pa.types.is_list(arrow_type):
+        return pa.list_(_request(arrow_type.value_type, structs))
+    if pa.types.is_integer(arrow_type) or pa.types.is_timestamp(arrow_type):
+        return _STRICT_INT
+    if pa.types.is_date(arrow_type):
+        return pa.string()
+    return arrow_type
+
+
+def _try_array(values: list[Any], arrow_type: pa.DataType | None = None) -> pa.Array | None:
+    try:
+        return pa.array(values, type=arrow_type)
+    except _ARROW_ERRORS:
+        return None
+
+
+def _gather(rows: list[dict[str, Any]], name: str) -> list[Any]:
+    """One column of the rows' own values; None where a row lacks the key."""
+    try:
+        return list(map(itemgetter(name), rows))
+    except KeyError:
+        return [row.get(name) for row in rows]
+
+
+def _check_rows(rows: Any, kind: type, page: int, wanted: str, other_format: str) -> None:
+    """Raise QueryError unless rows is a list whose items are all of kind."""
+    if not isinstance(rows, list):
+        raise QueryError(
+            f"results page {page}: rows must be a list (the page's 'result.data'), got "
+            f"{type(rows).__name__}; pass page['page']['result']['data'] of a DONE page"
+        )
+    if all(issubclass(t, kind) for t in set(map(type, rows))):
+        return
+    bad = next(i for i, row in enumerate(rows) if not isinstance(row, kind))
+    raise QueryError(
+        f"results page {page}, row {bad}: expected {wanted}, got {type(rows[bad]).__name__}; "
+        f"check the page's resultFormat (use result_format={other_format!r} if it is that)"
+    )
+
+
+def _kind(value: Any) -> str:
+    kind = type(value)
+    if kind in (bool, int, float, str, dict, list):
+        return kind.__name__
+    return "other"
+
+
+def _majority_type(kinds: Counter[str], prefer_int: bool = False) -> pa.DataType:
+    """The type most values of a mixed column have; ints and floats together are floats."""
+    if kinds.keys() == {"int", "float"} and not prefer_int:
+        return pa.float64()
+    kind = kinds.most_common(1)[0][0] if kinds else "str"
+    return {"bool": pa.bool_(), "int": pa.int64(), "float": pa.float64()}.get(kind, pa.string())
+
+
+def _unify(pieces: list[pa.Array], prefer_int: bool = False) -> pa.DataType:
+    """One type for a column whose pages were typed separately (int and float: float)."""
+    counts: Counter[pa.DataType] = Counter()
+    for piece in pieces:
+        if not pa.types.is_null(piece.type):
+            counts[piece.type] += len(piece) - piece.null_count
+    if not counts:
+        return pa.null()
+    if len(counts) > 1 and all(pa.types.is_integer(t) or pa.types.is_floating(t) for t in counts):
+        return pa.int64() if prefer_int else pa.float64()
+    return counts.most_common(1)[0][0]
+
+
+def _storage(target: pa.DataType) -> pa.DataType:
+    """The Arrow type a column is gathered in before its final cast."""
+    if target == _UTC_US:
+        return pa.int64()
+    if pa.types.is_date(target):
+        return pa.string()
+    return target
+
+
+def _converter(target: pa.DataType) -> Callable[[Any], Any]:
+    """A function giving a value fit for target, or _MISSING."""
+    if pa.types.is_integer(target):
+        return _to_int64
+    if pa.types.is_floating(target):
+        return lambda v: v if type(v) in (int, float) else _MISSING
+    if pa.types.is_boolean(target):
+        return lambda v: v if type(v) is bool else _MISSING
+    if pa.types.is_string(target):
+        return lambda v: v if type(v) is str else _MISSING
+    if pa.types.is_date(target):
+        return _parse_date
+    return lambda v: _MISSING
+
+
+def _to_int64(value: Any) -> Any:
+    if type(value) is float and value.is_integer():  # 2.0 is an int written as a float
+        value = int(value)
+    return value if type(value) is int and _INT64_MIN <= value <= _INT64_MAX else _MISSING
+
+
+def _parse_date(value: Any) -> Any:
+    try:
+        return dt.date.fromisoformat(value)
+    except (TypeError, ValueError):
+        return _MISSING
+
+
+def _describe(target: pa.DataType) -> str:
+    if target == _UTC_US:
+        return "a timestamp (int64 microseconds since the epoch)"
+    if pa.types.is_integer(target):
+        return "a 64-bit integer"
+    return {"double": "a float", "bool": "a boolean", "string": "a string"}.get(
+        str(target), str(target)
+    )
+
+
+def _is_time_name(name: str) -> bool:
+    leaf = name.rsplit(".", 1)[-1]
+    return leaf in TIMESTAMP_COLUMNS or leaf.endswith("_time")
+
+
+def _object_column(pieces: list[Chunk | None], sizes: list[int]) -> pd.Series:
+    values: list[Any] = []
+    for piece, size in zip(pieces, sizes, strict=True):
+        if piece is None:
+            values.extend([None] * size)
+        else:
+            values.extend(piece if isinstance(piece, list) else piece.to_pylist())
+    return pd.Series(values, dtype=object)
