@@ -61,6 +61,7 @@ _UTC_US = pa.timestamp("us", tz="UTC")
 _STRICT_INT = pa.decimal128(19, 0)
 _KEEP = "object"  # target of a column kept as Python objects
 _MISSING = object()
+_SCALAR_KINDS = {"bool", "int", "float", "str"}
 _SAMPLE_ROWS = 1000  # rows whose inferred types seed the request type of new columns
 _ARROW_ERRORS = (pa.ArrowException, OverflowError, TypeError, ValueError)
 _SCHEMA_TYPES = {
@@ -183,7 +184,7 @@ class FrameBuilder:
         for index, field in enumerate(table.type):
             self._learn_field(field.name, field.type, replace=True)
             originals = partial(_gather, rows, field.name)
-            columns.update(self._column_chunks(field.name, table.field(index), originals))
+            columns.update(self._shape(field.name, table.field(index), originals))
         return columns
 
     def _known_page(
@@ -199,7 +200,7 @@ class FrameBuilder:
                 columns[name] = originals()
             else:
                 array = table.field(table.type.get_field_index(name))
-                columns.update(self._column_chunks(name, array, originals))
+                columns.update(self._shape(name, array, originals))
         return columns
 
     def _array_page(self, rows: list[list[Any]], page: int) -> dict[str, Chunk]:
@@ -236,19 +237,14 @@ class FrameBuilder:
                 if array is not None:
                     self._learn_field(name, array.type, replace=True)
             if array is None:
-                out.update(self._coerce_raw(name, values))
+                chunks = self._coerce_raw(name, values)
+                cleaned = chunks.get(name)
+                if isinstance(cleaned, pa.Array) and self._structs != "flatten":
+                    self._learn_field(name, cleaned.type)  # so later pages take the fast path
+                out.update(chunks)
             else:
-                out.update(self._column_chunks(name, array, lambda v=values: v))
+                out.update(self._shape(name, array, lambda v=values: v))
         return out
-
-    def _column_chunks(
-        self, name: str, array: pa.Array, originals: Callable[[], list[Any]]
-    ) -> dict[str, Chunk]:
-        """Output chunks of one top-level field; redone in Python if they miss the schema."""
-        chunks = dict(self._shape(name, array, originals))
-        if all(self._fits_target(column, chunk) for column, chunk in chunks.items()):
-            return chunks
-        return self._coerce_raw(name, originals())  # e.g. a float among a page's ints
 
     def _shape(
         self, name: str, array: pa.Array, originals: Callable[[], list[Any]] | None
@@ -326,16 +322,12 @@ class FrameBuilder:
             return target
         return None
 
-    def _fits_target(self, column: str, chunk: Chunk) -> bool:
-        target = self._target(column)
-        if target is None or isinstance(chunk, list):
-            return True
-        kind, storage = chunk.type, _storage(target)
-        return (
-            kind == storage
-            or pa.types.is_null(kind)
-            or (pa.types.is_integer(kind) and pa.types.is_floating(storage))
-        )
+    def _learned_type(self, name: str) -> pa.DataType | None:
+        """The scalar type earlier pages gave a column, if any."""
+        request = self._requests.get(name)
+        if request is None or pa.types.is_nested(request) or pa.types.is_null(request):
+            return None
+        return pa.int64() if request == _STRICT_INT else request
 
     # -- value-by-value cleaning (only for columns Arrow refused) -------------------------
 
@@ -353,9 +345,10 @@ class FrameBuilder:
             unwrapped = [v.get("value", v) if type(v) is dict else v for v in values]
             if any(type(v) is dict and "value" in v for v in values):
                 return self._coerce_raw(name, unwrapped)
-        if kinds.keys() & {"dict", "list", "other"} or self._targets.get(name) == _KEEP:
+        if kinds.keys() - _SCALAR_KINDS or self._targets.get(name) == _KEEP:
             return {name: values}
-        target = self._target(name) or _majority_type(kinds, _is_time_name(name))
+        target = self._target(name) or self._learned_type(name)
+        target = target or _majority_type(kinds, _is_time_name(name))
         return {name: self._coerce(name, values, _storage(target))}
 
     def _coerce(self, name: str, values: Sequence[Any], target: pa.DataType) -> pa.Array:
@@ -468,8 +461,8 @@ def _request(arrow_type: pa.DataType, structs: str) -> pa.DataType:
             value = arrow_type.field("value")
             return pa.struct([("value", _request(value.type, structs))])
         return pa.struct([(f.name, _request(f.type, structs)) for f in arrow_type])
-    if pa.types.is_list(arrow_type):
-        return pa.list_(_request(arrow_type.value_type, structs))
+    if pa.types.is_list(arrow_type):  # a list inside a struct's value: read back as is
+        return arrow_type
     if pa.types.is_integer(arrow_type) or pa.types.is_timestamp(arrow_type):
         return _STRICT_INT
     if pa.types.is_date(arrow_type):
@@ -509,17 +502,16 @@ def _check_rows(rows: Any, kind: type, page: int, wanted: str, other_format: str
 
 
 def _kind(value: Any) -> str:
-    kind = type(value)
-    if kind in (bool, int, float, str, dict, list):
-        return kind.__name__
-    return "other"
+    return type(value).__name__
 
 
 def _majority_type(kinds: Counter[str], prefer_int: bool = False) -> pa.DataType:
-    """The type most values of a mixed column have; ints and floats together are floats."""
-    if kinds.keys() == {"int", "float"} and not prefer_int:
-        return pa.float64()
-    kind = kinds.most_common(1)[0][0] if kinds else "str"
+    """The type most values of a mixed column have; ints and floats count together."""
+    counts = Counter(kinds)
+    if "int" in counts and "float" in counts:
+        merged, into = ("float", "int") if prefer_int else ("int", "float")
+        counts[into] += counts.pop(merged)
+    kind = counts.most_common(1)[0][0] if counts else "str"
     return {"bool": pa.bool_(), "int": pa.int64(), "float": pa.float64()}.get(kind, pa.string())
 
 

@@ -177,6 +177,26 @@ def test_flatten_picks_up_subfields_first_seen_on_a_later_page() -> None:
     assert df["ip.hex"].tolist()[1] == "0b" and pd.isna(df["ip.hex"].iloc[0])
 
 
+def test_flatten_keeps_lists_inside_structs_as_lists() -> None:
+    df = build([{"app": {"name": "ssl", "tags": ["a", "b"]}}, {}], structs="flatten")
+    assert list(df.columns) == ["app.name", "app.tags"]
+    assert df["app.tags"].iloc[0] == ["a", "b"] and df["app.tags"].iloc[1] is None
+
+
+def test_flatten_with_mixed_types_inside_structs() -> None:
+    rows = [{"p": {"id": 1, "value": "tcp"}}, {"p": {"id": "x", "value": "udp"}}, {}]
+    with pytest.warns(ValueLostWarning, match=r"'p\.id': 1 value"):
+        df = build(rows, structs="flatten")
+    assert df["p.id"].tolist() == [1, pd.NA, pd.NA]
+    assert df["p.value"].tolist()[:2] == ["tcp", "udp"]
+
+
+def test_value_of_a_struct_may_be_a_list() -> None:
+    rows = [{"c": {"value": [1, 2]}}, {"c": {"value": []}}]
+    df = build(rows, [rows[0]])
+    assert df["c"].tolist() == [[1, 2], [], [1, 2]]
+
+
 # -- column order and pages --------------------------------------------------------------------
 
 
@@ -419,6 +439,20 @@ def test_float_is_never_truncated_into_an_int_column() -> None:
     assert df["x"].tolist() == [1, pd.NA]
 
 
+def test_big_ints_sharing_a_page_with_a_float_stay_exact_in_an_int_column() -> None:
+    schema = {"fields": [{"name": "x", "type": "INTEGER"}]}
+    with pytest.warns(ValueLostWarning, match="'x': 1 value"):
+        df = build([{"x": 1}], [{"x": 2**53 + 1}, {"x": 1.5}, {"x": 2.0}], schema=schema)
+    assert df["x"].tolist() == [1, 2**53 + 1, pd.NA, 2]
+
+
+def test_float_in_a_timestamp_column_without_schema_keeps_it_a_timestamp() -> None:
+    with pytest.warns(ValueLostWarning, match="'log_time': 1 value.*timestamp"):
+        df = build([{"log_time": T0}], [{"log_time": 1.5}, {"log_time": T0 + 1}])
+    assert str(df["log_time"].dtype) == "datetime64[us, UTC]"
+    assert df["log_time"].iloc[2] == us(T0 + 1) and pd.isna(df["log_time"].iloc[1])
+
+
 @pytest.mark.parametrize("bad", [2**64, INT64_MIN, "soon", 1.5e300])
 def test_timestamp_out_of_range_becomes_nat_with_warning(bad: object) -> None:
     with pytest.warns(ValueLostWarning, match=r"column 'time_generated': 1 value\(s\).*timestamp"):
@@ -440,6 +474,45 @@ def test_value_structs_with_mixed_value_types_use_the_majority() -> None:
     with pytest.warns(ValueLostWarning, match="'p': 1 value"):
         df = build([{"p": {"id": 1, "value": 7}}, {"p": {"value": 8}}, {"p": {"value": "x"}}])
     assert df["p"].tolist() == [7, 8, pd.NA]
+
+
+def test_mixed_scalars_without_schema_keep_the_majority_type() -> None:
+    with pytest.warns(ValueLostWarning) as record:
+        df = build([{"f": 1, "b": True, "s": "a"}, {"f": 2.5, "b": False, "s": "b"},
+                    {"f": "x", "b": 1, "s": 3}])
+    assert df["f"].tolist()[:2] == [1.0, 2.5] and np.isnan(df["f"].iloc[2])
+    assert df["b"].tolist() == [True, False, pd.NA]
+    assert df["s"].tolist()[:2] == ["a", "b"] and pd.isna(df["s"].iloc[2])
+    assert sorted(lost_warnings(record)) == [
+        f"column {c!r}: 1 value(s) could not be read as {kind} and are missing (NA) in the "
+        "DataFrame" for c, kind in [("b", "a boolean"), ("f", "a float"), ("s", "a string")]]
+
+
+def test_lists_mixed_with_scalars_stay_objects() -> None:
+    df = build([{"a": [1]}, {"a": "x"}, {"a": 2}])
+    assert df["a"].dtype == object and df["a"].tolist() == [[1], "x", 2]
+
+
+def test_schema_types_reject_other_kinds() -> None:
+    schema = {"fields": [{"name": "b", "type": "BOOL"}, {"name": "s", "type": "STRING"},
+                         {"name": "f", "type": "FLOAT64"}, {"name": "d", "type": "DATE"}]}
+    with pytest.warns(ValueLostWarning) as record:
+        df = build([{"b": True, "s": "a", "f": 0.5, "d": "2020-03-01"}],
+                   [{"b": "yes", "s": 5, "f": "big", "d": "March"}], schema=schema)
+    assert df.iloc[0].tolist() == [True, "a", 0.5, pd.Timestamp("2020-03-01")]
+    assert df.iloc[1].isna().all()
+    assert len(lost_warnings(record)) == 4
+
+
+def test_all_null_column_without_schema_is_kept_as_missing() -> None:
+    df = build([{"a": None, "b": 1}], [{"a": None, "b": 2}])
+    assert list(df.columns) == ["a", "b"] and df["a"].isna().all()
+
+
+def test_column_whose_first_page_needed_cleaning_still_converts_later_pages() -> None:
+    with pytest.warns(ValueLostWarning, match="'n': 3 value"):
+        df = build([{"n": 2**64}, {"n": 1}], [{"n": 2**63}, {"n": 2}], [{"n": "x"}, {"n": 3}])
+    assert df["n"].tolist() == [pd.NA, 1, pd.NA, 2, pd.NA, 3]
 
 
 def test_no_warning_when_nothing_is_lost() -> None:
