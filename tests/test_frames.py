@@ -28,10 +28,16 @@ IF_DETAILS = {"unit": 0, "type": {"id": 0, "value": "ethernet"}, "slot": 1, "por
 TRAFFIC_SCHEMA = {
     "fields": [
         {"name": "time_generated", "type": "TIMESTAMP"},
-        {"name": "source_ip", "type": "RECORD", "fields": [
-            {"name": "value", "type": "STRING"}, {"name": "hex", "type": "STRING"}]},
-        {"name": "protocol", "type": "RECORD", "fields": [
-            {"name": "id", "type": "INTEGER"}, {"name": "value", "type": "STRING"}]},
+        {
+            "name": "source_ip",
+            "type": "RECORD",
+            "fields": [{"name": "value", "type": "STRING"}, {"name": "hex", "type": "STRING"}],
+        },
+        {
+            "name": "protocol",
+            "type": "RECORD",
+            "fields": [{"name": "id", "type": "INTEGER"}, {"name": "value", "type": "STRING"}],
+        },
         {"name": "bytes_sent", "type": "INTEGER"},
         {"name": "ratio", "type": "FLOAT"},
         {"name": "is_nat", "type": "BOOLEAN"},
@@ -60,8 +66,15 @@ def lost_warnings(record: list[warnings.WarningMessage]) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    "name", ["time_generated", "log_time", "session_start_time", "event_time", "receive_time",
-             "custom_time"]
+    "name",
+    [
+        "time_generated",
+        "log_time",
+        "session_start_time",
+        "event_time",
+        "receive_time",
+        "custom_time",
+    ],
 )
 def test_known_timestamp_columns_become_utc_microseconds(name: str) -> None:
     df = build([{name: T0}, {name: T0 + 1}, {}])
@@ -75,7 +88,10 @@ def test_known_timestamp_columns_become_utc_microseconds(name: str) -> None:
 def test_time_suffix_rule_needs_ints_and_names() -> None:
     df = build([{"total_time_elapsed": 5, "start_time": "yesterday", "timeout": 7}])
     assert df.dtypes.astype(str).to_dict() == {
-        "total_time_elapsed": "Int64", "start_time": "str", "timeout": "Int64"}
+        "total_time_elapsed": "Int64",
+        "start_time": "str",
+        "timeout": "Int64",
+    }
 
 
 def test_ints_are_nullable_int64() -> None:
@@ -88,8 +104,13 @@ def test_ints_without_nulls_are_int64_too() -> None:
     assert str(build([{"n": 1}, {"n": 2}])["n"].dtype) == "Int64"
 
 
-@pytest.mark.parametrize("pages", [[[{"f": INT64_MIN}, {"f": INT64_MAX}, {"f": 0}]],
-                                   [[{"f": 1}], [{"f": INT64_MIN}, {"f": INT64_MAX}, {"f": 0}]]])
+@pytest.mark.parametrize(
+    "pages",
+    [
+        [[{"f": INT64_MIN}, {"f": INT64_MAX}, {"f": 0}]],
+        [[{"f": 1}], [{"f": INT64_MIN}, {"f": INT64_MAX}, {"f": 0}]],
+    ],
+)
 def test_int64_extremes_survive_exactly(pages: list) -> None:
     column = build(*pages)["f"]
     assert str(column.dtype) == "Int64"
@@ -160,9 +181,15 @@ def test_structs_flatten_mode_makes_typed_dotted_columns() -> None:
     row = {"source_ip": IP, "protocol": ENUM, "inbound_if_details": IF_DETAILS, "port": 1}
     df = build([row, {"port": 2}], structs="flatten")
     assert list(df.columns) == [
-        "source_ip.value", "source_ip.hex", "protocol.id", "protocol.value",
-        "inbound_if_details.unit", "inbound_if_details.type.id",
-        "inbound_if_details.type.value", "inbound_if_details.slot", "inbound_if_details.port",
+        "source_ip.value",
+        "source_ip.hex",
+        "protocol.id",
+        "protocol.value",
+        "inbound_if_details.unit",
+        "inbound_if_details.type.id",
+        "inbound_if_details.type.value",
+        "inbound_if_details.slot",
+        "inbound_if_details.port",
         "port",
     ]
     assert df["source_ip.hex"].iloc[0] == IP["hex"]
@@ -227,14 +254,18 @@ def test_many_pages_concatenate_in_order() -> None:
 
 def test_pages_disagreeing_on_types_are_unified() -> None:
     df = build(
-        [{"a": 1}, {"a": 2}],                      # b absent, c ints
-        [{"a": 3, "b": 10, "c": None}],            # b appears, c explicit null
-        [{"b": None, "c": 2.5}, {"d": [1]}],       # b null, c float, d list
-        [],                                        # an empty page
+        [{"a": 1}, {"a": 2}],  # b absent, c ints
+        [{"a": 3, "b": 10, "c": None}],  # b appears, c explicit null
+        [{"b": None, "c": 2.5}, {"d": [1]}],  # b null, c float, d list
+        [],  # an empty page
         [{"a": 4, "b": 11, "c": 1}],
     )
-    assert df.dtypes.astype(str).to_dict() == {"a": "Int64", "b": "Int64", "c": "float64",
-                                                "d": "object"}
+    assert df.dtypes.astype(str).to_dict() == {
+        "a": "Int64",
+        "b": "Int64",
+        "c": "float64",
+        "d": "object",
+    }
     assert df["b"].tolist() == [pd.NA, pd.NA, 10, pd.NA, pd.NA, 11]
     assert df["c"].tolist()[3] == 2.5 and df["c"].tolist()[5] == 1.0
     assert df["d"].tolist()[4] == [1] and df["d"].iloc[0] is None
@@ -269,11 +300,27 @@ def test_page_dicts_are_not_kept_after_add_page() -> None:
 
 
 def test_schema_types_drive_dtypes() -> None:
-    row = {"time_generated": T0, "source_ip": IP, "protocol": ENUM, "bytes_sent": 5,
-           "ratio": 1, "is_nat": False, "app": "ssl", "characteristics_of_app": ["a"]}
+    row = {
+        "time_generated": T0,
+        "source_ip": IP,
+        "protocol": ENUM,
+        "bytes_sent": 5,
+        "ratio": 1,
+        "is_nat": False,
+        "app": "ssl",
+        "characteristics_of_app": ["a"],
+    }
     df = build([row, {}], schema=TRAFFIC_SCHEMA)
     assert df.dtypes.astype(str).tolist() == [
-        "datetime64[us, UTC]", "str", "str", "Int64", "float64", "boolean", "str", "object"]
+        "datetime64[us, UTC]",
+        "str",
+        "str",
+        "Int64",
+        "float64",
+        "boolean",
+        "str",
+        "object",
+    ]
     assert df.iloc[0].tolist() == [us(T0), "10.154.1.20", "tcp", 5, 1.0, False, "ssl", ["a"]]
 
 
@@ -286,8 +333,12 @@ def test_schema_date_and_unknown_types() -> None:
 
 
 def test_schema_timestamp_wins_over_name_rule_and_integer_wins_too() -> None:
-    schema = {"fields": [{"name": "created", "type": "TIMESTAMP"},
-                         {"name": "log_time", "type": "INTEGER"}]}
+    schema = {
+        "fields": [
+            {"name": "created", "type": "TIMESTAMP"},
+            {"name": "log_time", "type": "INTEGER"},
+        ]
+    }
     df = build([{"created": T0, "log_time": 7}], schema=schema)
     assert df["created"].iloc[0] == us(T0)
     assert str(df["log_time"].dtype) == "Int64"
@@ -325,8 +376,10 @@ def test_rows_of_empty_objects_keep_their_count() -> None:
 
 
 def test_values_array_rows_follow_schema() -> None:
-    rows = [[T0, IP, ENUM, 5, 0.5, True, "ssl", ["a"]],
-            [None, None, None, None, None, None, None, None]]
+    rows = [
+        [T0, IP, ENUM, 5, 0.5, True, "ssl", ["a"]],
+        [None, None, None, None, None, None, None, None],
+    ]
     df = build(rows, [rows[0]], schema=TRAFFIC_SCHEMA, result_format="valuesArray")
     assert list(df.columns) == [f["name"] for f in TRAFFIC_SCHEMA["fields"]]
     assert df.iloc[0].tolist() == [us(T0), "10.154.1.20", "tcp", 5, 0.5, True, "ssl", ["a"]]
@@ -344,8 +397,9 @@ def test_values_array_empty_without_schema_is_fine() -> None:
 
 
 def test_values_array_row_length_mismatch_names_page_and_row() -> None:
-    builder = FrameBuilder(schema={"fields": [{"name": "a", "type": "INTEGER"}]},
-                           result_format="valuesArray")
+    builder = FrameBuilder(
+        schema={"fields": [{"name": "a", "type": "INTEGER"}]}, result_format="valuesArray"
+    )
     builder.add_page([[1]])
     with pytest.raises(QueryError, match=r"results page 1, row 2: 2 values but the schema has 1"):
         builder.add_page([[1], [2], [3, 4]])
@@ -411,13 +465,19 @@ def test_int_beyond_int64_becomes_missing_with_warning() -> None:
     assert df["n"].tolist() == [1, pd.NA, INT64_MIN, pd.NA, 5]
     assert lost_warnings(record) == [
         "column 'n': 2 value(s) could not be read as a 64-bit integer and are missing (NA) "
-        "in the DataFrame"]
+        "in the DataFrame"
+    ]
 
 
 def test_string_in_int_column_becomes_missing_with_warning() -> None:
     with pytest.warns(ValueLostWarning, match=r"column 'port': 1 value\(s\)"):
-        df = build([{"port": 1, "app": "x", "ip": IP}, {"port": "n/a", "app": "y", "ip": IP},
-                    {"port": 3, "app": "z"}])
+        df = build(
+            [
+                {"port": 1, "app": "x", "ip": IP},
+                {"port": "n/a", "app": "y", "ip": IP},
+                {"port": 3, "app": "z"},
+            ]
+        )
     assert df["port"].tolist() == [1, pd.NA, 3]
     assert df["app"].tolist() == ["x", "y", "z"]  # the rest of the page is unharmed
     assert df["ip"].tolist()[:2] == ["10.154.1.20"] * 2
@@ -456,9 +516,11 @@ def test_float_in_a_timestamp_column_without_schema_keeps_it_a_timestamp() -> No
 @pytest.mark.parametrize("bad", [2**64, INT64_MIN, "soon", 1.5e300])
 def test_timestamp_out_of_range_becomes_nat_with_warning(bad: object) -> None:
     with pytest.warns(ValueLostWarning, match=r"column 'time_generated': 1 value\(s\).*timestamp"):
-        df = build([{"time_generated": T0}, {"time_generated": T0 + 1}],
-                   [{"time_generated": bad}, {"time_generated": T0 + 2}],
-                   schema={"fields": [{"name": "time_generated", "type": "TIMESTAMP"}]})
+        df = build(
+            [{"time_generated": T0}, {"time_generated": T0 + 1}],
+            [{"time_generated": bad}, {"time_generated": T0 + 2}],
+            schema={"fields": [{"name": "time_generated", "type": "TIMESTAMP"}]},
+        )
     assert str(df["time_generated"].dtype) == "datetime64[us, UTC]"
     assert pd.isna(df["time_generated"].iloc[2])
     assert df["time_generated"].iloc[3] == us(T0 + 2)
@@ -478,14 +540,21 @@ def test_value_structs_with_mixed_value_types_use_the_majority() -> None:
 
 def test_mixed_scalars_without_schema_keep_the_majority_type() -> None:
     with pytest.warns(ValueLostWarning) as record:
-        df = build([{"f": 1, "b": True, "s": "a"}, {"f": 2.5, "b": False, "s": "b"},
-                    {"f": "x", "b": 1, "s": 3}])
+        df = build(
+            [
+                {"f": 1, "b": True, "s": "a"},
+                {"f": 2.5, "b": False, "s": "b"},
+                {"f": "x", "b": 1, "s": 3},
+            ]
+        )
     assert df["f"].tolist()[:2] == [1.0, 2.5] and np.isnan(df["f"].iloc[2])
     assert df["b"].tolist() == [True, False, pd.NA]
     assert df["s"].tolist()[:2] == ["a", "b"] and pd.isna(df["s"].iloc[2])
     assert sorted(lost_warnings(record)) == [
         f"column {c!r}: 1 value(s) could not be read as {kind} and are missing (NA) in the "
-        "DataFrame" for c, kind in [("b", "a boolean"), ("f", "a float"), ("s", "a string")]]
+        "DataFrame"
+        for c, kind in [("b", "a boolean"), ("f", "a float"), ("s", "a string")]
+    ]
 
 
 def test_lists_mixed_with_scalars_stay_objects() -> None:
@@ -494,11 +563,20 @@ def test_lists_mixed_with_scalars_stay_objects() -> None:
 
 
 def test_schema_types_reject_other_kinds() -> None:
-    schema = {"fields": [{"name": "b", "type": "BOOL"}, {"name": "s", "type": "STRING"},
-                         {"name": "f", "type": "FLOAT64"}, {"name": "d", "type": "DATE"}]}
+    schema = {
+        "fields": [
+            {"name": "b", "type": "BOOL"},
+            {"name": "s", "type": "STRING"},
+            {"name": "f", "type": "FLOAT64"},
+            {"name": "d", "type": "DATE"},
+        ]
+    }
     with pytest.warns(ValueLostWarning) as record:
-        df = build([{"b": True, "s": "a", "f": 0.5, "d": "2020-03-01"}],
-                   [{"b": "yes", "s": 5, "f": "big", "d": "March"}], schema=schema)
+        df = build(
+            [{"b": True, "s": "a", "f": 0.5, "d": "2020-03-01"}],
+            [{"b": "yes", "s": 5, "f": "big", "d": "March"}],
+            schema=schema,
+        )
     assert df.iloc[0].tolist() == [True, "a", 0.5, pd.Timestamp("2020-03-01")]
     assert df.iloc[1].isna().all()
     assert len(lost_warnings(record)) == 4
@@ -540,12 +618,18 @@ def test_one_shot_to_dataframe_matches_builder() -> None:
 
 def test_public_names() -> None:
     assert sorted(frames.__all__) == [
-        "FrameBuilder", "TIMESTAMP_COLUMNS", "ValueLostWarning", "to_dataframe"]
+        "FrameBuilder",
+        "TIMESTAMP_COLUMNS",
+        "ValueLostWarning",
+        "to_dataframe",
+    ]
     assert all(hasattr(frames, name) for name in frames.__all__)
     assert issubclass(ValueLostWarning, UserWarning)
 
 
 def test_importing_the_package_does_not_import_frames() -> None:
-    code = "import sys, cortex_nb; print('cortex_nb.frames' in sys.modules, 'pyarrow' in sys.modules)"
+    code = (
+        "import sys, cortex_nb; print('cortex_nb.frames' in sys.modules, 'pyarrow' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
