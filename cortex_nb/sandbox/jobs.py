@@ -22,6 +22,7 @@ of cancelled jobs.
 from __future__ import annotations
 
 import collections
+import contextlib
 import re
 import threading
 import time
@@ -103,7 +104,8 @@ class Job:
                 self.finished.set()
         self.stopped.set()
         if cursor is not None:
-            cursor.interrupt()
+            with contextlib.suppress(duckdb.Error):  # the query may have just ended
+                cursor.interrupt()
 
     def detail(self, state: str) -> dict:
         """The job detail object as reported in ``state``."""
@@ -193,10 +195,12 @@ class JobManager:
             job.state, job.start_ms, job.cursor = RUNNING, now_ms(), cursor
         timer = self._timeout_timer(job)
         result = self._execute(job, cursor)
+        with job.lock:  # nothing may interrupt a cursor once it is closed
+            job.cursor = None
+        cursor.close()
         job.stopped.wait(self.job_delay_ms / 2000)
         if timer:
             timer.cancel()
-        cursor.close()
         self._finish(job, result)
 
     def _timeout_timer(self, job: Job) -> threading.Timer | None:
@@ -225,7 +229,7 @@ class JobManager:
 
     def _finish(self, job: Job, result: ResultSet | None) -> None:
         with job.lock:
-            reason, job.cursor, job.end_ms = job.stop_reason, None, now_ms()
+            reason, job.end_ms = job.stop_reason, now_ms()
             elapsed = job.end_ms - (job.start_ms or job.end_ms)
             if reason is None and job.timeout_ms is not None and elapsed > job.timeout_ms:
                 reason = TIMEDOUT
