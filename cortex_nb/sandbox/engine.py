@@ -12,7 +12,8 @@ cell. Timestamps become microsecond integers, structs nested objects, lists arra
 columns are left out of the row (``concat_ws`` skips NULL parts).
 
 Table names: `` `<instance_id>.firewall.traffic` `` or `` `firewall.traffic` ``, quoted or not.
-Columns without a name get BigQuery's ``f0_``, ``f1_``... The session time zone is UTC, so
+Columns without a name get BigQuery's ``f0_``, ``f1_``... (Timestamps nested inside structs
+or arrays of a result stay ISO strings; the logs have none.) The session time zone is UTC, so
 ``TIMESTAMP("2020-03-01 00:00:00")`` and ``CURRENT_TIMESTAMP`` compare with ``time_generated``
 as the service does. File access is disabled and the configuration locked after loading.
 """

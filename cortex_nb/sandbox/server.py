@@ -135,7 +135,16 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class Sandbox:
-    """An offline Cortex Data Lake (OAuth2 + Query Service v2) on a local port, in a thread."""
+    """An offline Cortex Data Lake (OAuth2 + Query Service v2) on a local port, in a thread.
+
+    ``rows`` traffic rows (other tables proportional) generated from ``seed``, timestamps in
+    the week before ``anchor`` (epoch seconds; default the start of the current UTC hour).
+    ``latency_ms`` delays every request; ``fail_rate`` answers that fraction of API requests
+    with a random 502/503/504 (reproducible for a seed). Access tokens live ``token_ttl``
+    seconds. Jobs spend ``job_delay_ms`` in PENDING and RUNNING on top of the query itself,
+    run on ``threads`` workers (also DuckDB's thread count), and at most ``query_rate_limit``
+    jobs an hour are accepted (then 429). Tables are named `` `<instance_id>.firewall.traffic` ``.
+    """
 
     def __init__(
         self,
@@ -150,6 +159,7 @@ class Sandbox:
         job_delay_ms: float = 20,
         anchor: int | None = None,
         threads: int = 2,
+        query_rate_limit: int = 5000,
     ) -> None:
         if rows < 100:
             raise ValueError(f"rows must be at least 100, not {rows}")
@@ -157,6 +167,7 @@ class Sandbox:
             raise ValueError(f"latency_ms must not be negative, not {latency_ms}")
         self.host, self.rows, self.seed = host, rows, seed
         self.latency_ms, self.job_delay_ms, self.threads = latency_ms, job_delay_ms, threads
+        self.query_rate_limit = query_rate_limit
         self.instance_id = instance_id
         # data ends at the start of the current UTC hour unless told otherwise (see logs.py)
         self.anchor = int(time.time()) // 3600 * 3600 if anchor is None else int(anchor)
@@ -181,7 +192,7 @@ class Sandbox:
 
         self.engine = Engine(self.rows, self.seed, self.anchor, self.instance_id, self.threads)
         self.jobs = JobManager(self.engine, self.job_delay_ms, workers=self.threads)
-        self.api = Api(self.engine, self.jobs, self.tokens, self.instance_id)
+        self.api = Api(self.engine, self.jobs, self.tokens, self.instance_id, self.query_rate_limit)
         try:
             self._server = _Server((self.host, self._requested_port), self)
         except OSError:
