@@ -91,8 +91,8 @@ def test_job_passes_through_pending_and_running_before_done(sandbox_api):
     while states[-1] != "DONE":
         states.append(sandbox_api.job(job_id).json()["state"])
         assert len(states) < 500
-    assert states[:1] == ["PENDING"] and "RUNNING" in states
-    assert states.index("RUNNING") < states.index("DONE")
+    distinct = [s for i, s in enumerate(states) if i == 0 or s != states[i - 1]]
+    assert distinct == ["PENDING", "RUNNING", "DONE"]  # never skipped, whatever the timing
     done = sandbox_api.job(job_id).json()
     assert done["endTime"] >= done["startTime"] >= done["submitTime"]
     assert done["progress"] == {"completionPct": 100}

@@ -8,11 +8,14 @@ States, as the service reports them::
        └───────────┴──────> CANCELLED  DELETE /query/v2/jobs/<id>
 
 A worker thread waits ``job_delay_ms / 2`` in PENDING, runs the query in DuckDB (RUNNING),
-waits the other half and finishes. So that every client sees the intermediate states the real
-service shows, *reads* are also floored: the first status read of a job (job detail, or results
-without ``maxWait``) reports PENDING, the second at most RUNNING, later reads the true state.
-A results request with ``maxWait`` holds the request up to that many ms (at most 2000) for the
-job to finish and then reports the true state. Cancelling a finished job changes nothing.
+waits the other half and finishes. So that every polling client sees the intermediate states
+the real service shows, whatever the timing, reports never skip a state: the first status read
+of a job (job detail, results without ``maxWait``) says PENDING, and each later read moves the
+reported state at most one step along PENDING -> RUNNING -> final state. CANCELLED is reported
+at once, and so is the final state of a job that finished more than a second ago. A results
+request with ``maxWait`` holds the request up to that many ms (at most 2000) for the job to
+finish and then reports the true state. Job lists show the last reported state without moving
+it. Cancelling a finished job changes nothing.
 
 ``timeoutMs`` counts from the start of RUNNING. Results of the most recent ``keep_results``
 finished jobs are kept; older ones are dropped (their results answer 404), as are the results
@@ -38,6 +41,7 @@ FAILED, CANCELLED, TIMEDOUT = "FAILED", "CANCELLED", "TIMEDOUT"
 STATES = (PENDING, RUNNING, DONE, FAILED, CANCELLED, TIMEDOUT)
 FINISHED = frozenset({DONE, FAILED, CANCELLED, TIMEDOUT})
 MAX_WAIT_MS = 2000
+STALE_MS = 1000  # a job finished this long ago reports its final state at once
 JOB_ID = re.compile(r"[A-Za-z0-9-]{1,1000}")
 
 
@@ -64,7 +68,7 @@ class Job:
     end_ms: int | None = None
     errors: list | None = None
     result: ResultSet | None = None
-    reads: int = 0
+    reported: str | None = None  # what the last status read said
     stop_reason: str | None = None
     finished: threading.Event = field(default_factory=threading.Event)
     stopped: threading.Event = field(default_factory=threading.Event)
@@ -72,25 +76,27 @@ class Job:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def observe(self, waited: bool = False) -> str:
-        """The state to report for one status read (see the module doc on floored reads)."""
+        """The state to report for one status read (see the module doc: no skipped states)."""
         with self.lock:
-            if waited and self.state in FINISHED:
-                self.reads = max(self.reads, 3)
-                return self.state
-            self.reads += 1
-            return self._floored(self.reads)
+            if self.state == CANCELLED or (self.state in FINISHED and (waited or self._stale())):
+                self.reported = self.state
+            elif self.reported is None:
+                self.reported = PENDING
+            elif self.reported == PENDING:
+                self.reported = PENDING if self.state == PENDING else RUNNING
+            else:
+                self.reported = self.state
+            return self.reported
 
     def peek(self) -> str:
         """The state to report without counting a read (job lists)."""
         with self.lock:
-            return self._floored(self.reads)
+            if self.state == CANCELLED or (self.state in FINISHED and self._stale()):
+                return self.state
+            return self.reported or PENDING
 
-    def _floored(self, reads: int) -> str:
-        if self.state == CANCELLED or reads >= 3:
-            return self.state
-        if reads <= 1:
-            return PENDING
-        return PENDING if self.state == PENDING else RUNNING
+    def _stale(self) -> bool:
+        return self.end_ms is not None and now_ms() - self.end_ms > STALE_MS
 
     def stop(self, reason: str) -> None:
         """Ask the worker to stop (cancel, timeout, shutdown) and interrupt DuckDB."""
