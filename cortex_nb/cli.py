@@ -6,6 +6,7 @@ and exit with status 2, without a traceback.
 
     cortex-nb sandbox [--host 127.0.0.1] [--port 8080] [--rows N] [--seed S]
                       [--latency-ms MS] [--fail-rate P]
+    cortex-nb profiles list | show NAME | delete NAME
 """
 
 from __future__ import annotations
@@ -92,12 +93,25 @@ def _start_sandbox(args: argparse.Namespace) -> Any:
         raise CommandError(f"cannot listen on {args.host}:{args.port}: {reason}") from None
 
 
+def add_profiles_arguments(parser: argparse.ArgumentParser) -> None:
+    """``cortex-nb profiles`` passes its words on to ``cortex_nb.profiles.main``."""
+    parser.add_argument("words", nargs=argparse.REMAINDER, help="list | show NAME | delete NAME")
+
+
+def run_profiles(args: argparse.Namespace) -> int:
+    """Stored credential profiles (the command lives in cortex_nb.profiles)."""
+    from cortex_nb.profiles import main as profiles_main
+
+    return profiles_main(args.words)
+
+
 _SUBCOMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "sandbox": (
         "serve an offline Cortex Data Lake on this machine",
         add_sandbox_arguments,
         run_sandbox,
     ),
+    "profiles": ("list, show or delete stored profiles", add_profiles_arguments, run_profiles),
 }
 
 

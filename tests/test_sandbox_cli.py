@@ -85,3 +85,8 @@ def test_usage_errors_are_one_line_and_exit_2(capsys, argv):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "error:" in err and "Traceback" not in err
+
+
+def test_profiles_subcommand_is_wired_to_the_profiles_module(capsys):
+    assert main(["profiles", "bogus"]) == 2
+    assert capsys.readouterr().err.startswith("cortex-nb profiles: error:")
