@@ -60,6 +60,8 @@ REGION_OPTIONS = (
 )
 _LABEL_WIDTH = "9.5em"
 _FIELD_LAYOUT = {"width": "100%", "max_width": "36em"}
+# buttons start where the fields do: after the label column and the label's margin
+_BUTTON_ROW = {"margin": f"2px 0 2px calc({_LABEL_WIDTH} + 8px)"}
 
 
 # -- pure logic ------------------------------------------------------------------------------------
@@ -253,7 +255,7 @@ class CredentialsPanel(widgets.VBox):
         return (
             title, self._region, self._url, self._token_url, self._instance_id,
             self._client_id, self._client_secret, self._refresh_token, self._access_token,
-            widgets.HBox([self._connect, self._disconnect]),
+            widgets.HBox([self._connect, self._disconnect], layout=widgets.Layout(**_BUTTON_ROW)),
             widgets.HBox([self._profile, self._save, self._load]),
             self._status, self._message,
         )
@@ -288,7 +290,7 @@ class CredentialsPanel(widgets.VBox):
             raise ConfigurationError(problem)
         sandbox = self._ensure_sandbox() if fields.region == "sandbox" else None
         target = region_target(fields.region, fields.url, fields.token_url, sandbox)
-        instance = fields.instance_id.strip() or getattr(sandbox, "instance_id", None)
+        instance = getattr(sandbox, "instance_id", None) or fields.instance_id.strip() or None
         self._session.connect(
             credentials_from_fields(fields, target), url=target.url, instance_id=instance
         )
