@@ -245,7 +245,7 @@ def _locked(path: Path) -> Iterator[None]:
     """Create the directory (0700); hold a lock so that concurrent saves lose no edits."""
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        handle = open(path.parent / ".profiles.lock", "a")  # noqa: SIM115 - closed below
+        fd = os.open(path.parent / ".profiles.lock", os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as exc:
         raise ConfigurationError(
             f"Cannot create the config directory {path.parent}: {exc.strerror}. "
@@ -255,10 +255,10 @@ def _locked(path: Path) -> Iterator[None]:
         with contextlib.suppress(ImportError):
             import fcntl
 
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
-        handle.close()
+        os.close(fd)  # releases the lock
 
 
 # -- the keyring ---------------------------------------------------------------------------------

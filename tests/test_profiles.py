@@ -87,6 +87,7 @@ def test_save_without_keyring_warns_and_writes_0600(config):
     assert path == config / "profiles.json"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(config.stat().st_mode) == 0o700
+    assert stat.S_IMODE((config / ".profiles.lock").stat().st_mode) == 0o600
     entry = json.loads(path.read_text())["profiles"]["prod"]
     assert entry["secret_store"] == "file"
     assert entry["client_secret"] == SECRET
