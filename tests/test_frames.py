@@ -138,6 +138,21 @@ def test_strings_are_pandas_strings_with_missing() -> None:
     assert pd.isna(df["app"].iloc[1])
 
 
+def test_lists_of_ints_and_mixed_lists_are_exact() -> None:
+    pages = [[{"l": [1, INT64_MIN]}, {"l": [None]}], [{"l": [2, 3]}], [{"l": [2**64, 1.5, "x"]}]]
+    df = build(*pages, [{"l": [4]}, {"l": None}], [{"l": [2**63, None]}])
+    assert df["l"].tolist() == [
+        [1, INT64_MIN],
+        [None],
+        [2, 3],
+        [2**64, 1.5, "x"],
+        [4],
+        None,
+        [2**63, None],
+    ]
+    assert [type(v) for v in df["l"].iloc[2]] == [int, int]
+
+
 def test_lists_stay_python_lists() -> None:
     df = build([{"c": ["a", "b"]}, {"c": []}, {}])
     assert df["c"].dtype == object
