@@ -23,6 +23,11 @@ _LAZY = {
     "TransportError": "exceptions",
     "Credentials": "credentials",
     "HTTPClient": "httpclient",
+    "QueryService": "query",
+    "Result": "query",
+    "get_session": "session",
+    "CredentialsPanel": "panel",
+    "panel": "panel",  # the module is callable: cortex_nb.panel() shows the panel
 }
 
 __all__ = [*sorted(_LAZY), "__version__", "load_ipython_extension"]

@@ -7,18 +7,26 @@ and exit with status 2, without a traceback.
     cortex-nb sandbox [--host 127.0.0.1] [--port 8080] [--rows N] [--seed S]
                       [--latency-ms MS] [--fail-rate P]
     cortex-nb profiles list | show NAME | delete NAME
+    cortex-nb lab [--dir notebooks] [--port 8888] [--no-browser] [JUPYTER ARGS...]
+    cortex-nb query SQL [--sandbox | --profile NAME | --url URL] [--instance ID]
+                        [--limit N] [--output FILE.csv|.json|.parquet]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import ipaddress
+import importlib.util
+import os
 import signal
+import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
+
+from cortex_nb.security import is_loopback
 
 PROG = "cortex-nb"
 
@@ -53,7 +61,7 @@ def add_sandbox_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_sandbox(args: argparse.Namespace) -> int:
     """Serve the sandbox until Ctrl-C (SIGINT) or SIGTERM."""
-    if not _is_loopback(args.host):
+    if not is_loopback(args.host):
         print(
             f"{PROG}: warning: listening on {args.host}: the sandbox is reachable from other "
             "machines and its demo credentials are public",
@@ -105,6 +113,105 @@ def run_profiles(args: argparse.Namespace) -> int:
     return profiles_main(args.words)
 
 
+def add_lab_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``cortex-nb lab``."""
+    parser.add_argument("--dir", help="folder to open (default: ./notebooks when it exists)")
+    parser.add_argument("--port", type=int, default=8888, help="JupyterLab port")
+    parser.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    parser.set_defaults(passes_unknown_options=True)  # the rest goes to JupyterLab
+
+
+def run_lab(args: argparse.Namespace) -> int:
+    """JupyterLab on the notebooks; each notebook starts its sandbox (%cortex connect sandbox)."""
+    if importlib.util.find_spec("jupyterlab") is None:
+        raise CommandError('JupyterLab is not installed; run: pip install -e ".[lab]"')
+    folder = Path(args.dir) if args.dir else Path("notebooks")
+    if args.dir and not folder.is_dir():
+        raise CommandError(f"no folder {folder}; give --dir an existing folder")
+    folder = folder if folder.is_dir() else Path.cwd()
+    command = [
+        sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={folder.resolve()}",
+        "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={args.port}",
+        *(["--no-browser"] if args.no_browser else []),
+        *(["--allow-root"] if _is_root() else []),  # containers (CI, Docker) often run as root
+        *args.unknown_options,
+    ]
+    print(
+        f"Starting JupyterLab on {folder.resolve()} (its URL follows). Notebooks connect to an "
+        "offline sandbox with `%cortex connect sandbox`; Ctrl-C stops.",
+        flush=True,
+    )
+    with _stop_signals() as stop:  # Ctrl-C or SIGTERM: stop JupyterLab too, then leave
+        lab = subprocess.Popen(command)
+        while lab.poll() is None and not stop.wait(0.5):
+            pass
+        if lab.poll() is None:
+            lab.terminate()
+            lab.wait(timeout=30)
+            return 0
+    return lab.returncode
+
+
+def _is_root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def add_query_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``cortex-nb query``."""
+    parser.add_argument("sql", help="the csql query (table names may omit the instance id)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--sandbox", action="store_true", help="run against an in-process sandbox")
+    where.add_argument("--profile", help="stored profile to connect with")
+    where.add_argument("--url", help="API URL (credentials from PAN_* variables)")
+    parser.add_argument("--instance", help="instance id to complete table names with")
+    parser.add_argument("--limit", type=int, help="fetch at most N rows")
+    parser.add_argument("--output", type=Path, help="write .csv, .json or .parquet instead")
+
+
+def run_query(args: argparse.Namespace) -> int:
+    """Run one query and print the table (or write it to --output)."""
+    from cortex_nb.exceptions import CortexError
+
+    try:
+        df = _query_frame(args)
+    except CortexError as error:
+        raise CommandError(str(error)) from None
+    if args.output is None:
+        print(df.to_string(max_rows=60, max_colwidth=40))
+        return 0
+    writers = {".csv": df.to_csv, ".json": df.to_json, ".parquet": df.to_parquet}
+    writer = writers.get(args.output.suffix.lower())
+    if writer is None:
+        raise CommandError(f"--output must end in .csv, .json or .parquet, not {args.output}")
+    writer(args.output)
+    print(f"wrote {len(df):,} rows to {args.output}", file=sys.stderr)
+    return 0
+
+
+def _query_frame(args: argparse.Namespace) -> Any:
+    from cortex_nb.credentials import Credentials
+    from cortex_nb.session import Session
+    from cortex_nb.sqlparams import qualify_tables
+
+    session = Session()
+    try:
+        if args.sandbox:
+            session.connect_sandbox(rows=10_000)
+        else:
+            session.connect(Credentials(profile=args.profile), url=args.url)
+        sql = qualify_tables(args.sql, args.instance or session.instance_id)
+        progress = _stderr_progress if sys.stderr.isatty() else None
+        return session.require().query(sql, max_rows=args.limit, progress=progress).df
+    finally:
+        session.disconnect()
+        session.stop_sandbox()
+
+
+def _stderr_progress(progress: Any) -> None:
+    end = "\n" if progress.done else "\r"
+    print(progress.line(), end=end, file=sys.stderr, flush=True)
+
+
 _SUBCOMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "sandbox": (
         "serve an offline Cortex Data Lake on this machine",
@@ -112,6 +219,8 @@ _SUBCOMMANDS: dict[str, tuple[str, Callable, Callable]] = {
         run_sandbox,
     ),
     "profiles": ("list, show or delete stored profiles", add_profiles_arguments, run_profiles),
+    "lab": ("open JupyterLab on the notebooks", add_lab_arguments, run_lab),
+    "query": ("run one query and print or save the result", add_query_arguments, run_query),
 }
 
 
@@ -130,9 +239,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``cortex-nb`` console script; returns the exit status."""
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, unknown = parser.parse_known_args(argv)
+        if unknown and not getattr(args, "passes_unknown_options", False):
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     except SystemExit as leaving:  # argparse has printed usage and the error line
         return int(leaving.code or 0)
+    args.unknown_options = unknown
     try:
         return args.run(args)
     except CommandError as error:
@@ -168,15 +280,6 @@ def _stop_signals() -> Iterator[threading.Event]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 if __name__ == "__main__":

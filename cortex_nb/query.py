@@ -433,25 +433,29 @@ class _Run:
             yield page
 
     def pages_by_offset(self, start: int, wanted: int) -> Iterator[dict[str, Any]]:
+        # Threads only download; pages are decoded here, one at a time and in order, so at most
+        # one page of Python objects is alive while the others wait as compact bytes.
         offsets = iter(range(start, wanted, self.page_size))
         with ThreadPoolExecutor(self.parallel, thread_name_prefix="cortex-page") as pool:
             in_flight: list[Future] = []
             try:
                 for offset in offsets:
-                    in_flight.append(pool.submit(self.fetch, offset=offset))
+                    in_flight.append(pool.submit(self.download, offset=offset))
                     if len(in_flight) >= self.parallel:
-                        yield in_flight.pop(0).result()  # order preserved: oldest first
+                        yield self.service._checked_page(in_flight.pop(0).result(), self.job_id)
                 while in_flight:
-                    yield in_flight.pop(0).result()
+                    yield self.service._checked_page(in_flight.pop(0).result(), self.job_id)
             finally:
                 for future in in_flight:
                     future.cancel()
 
-    def fetch(self, **where: Any) -> dict[str, Any]:
-        response = self.service.get_job_results(
+    def download(self, **where: Any) -> requests.Response:
+        return self.service.get_job_results(
             self.job_id, page_size=self.page_size, result_format=self.result_format, **where
         )
-        return self.service._checked_page(response, self.job_id)
+
+    def fetch(self, **where: Any) -> dict[str, Any]:
+        return self.service._checked_page(self.download(**where), self.job_id)
 
     def add(self, page: dict[str, Any]) -> None:
         data = page["page"]["result"]["data"]
