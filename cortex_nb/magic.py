@@ -187,10 +187,12 @@ class CortexMagics(Magics):
         if args.target == "sandbox":
             kwargs = {k: v for k, v in (("rows", args.rows), ("seed", args.seed)) if v is not None}
             self.session.connect_sandbox(**kwargs)
+        elif args.profile:
+            self.session.connect_profile(args.profile, url=args.url)
         else:
             from cortex_nb.credentials import Credentials
 
-            credentials = Credentials(profile=args.profile, region=args.region)
+            credentials = Credentials(region=args.region)
             self.session.connect(credentials, url=args.url, instance_id=args.instance)
         print(self.session.describe())
 

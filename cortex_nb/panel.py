@@ -298,11 +298,7 @@ class CredentialsPanel(widgets.VBox):
 
     def _ensure_sandbox(self) -> Any:
         """The session's in-process sandbox, started now if none runs (nothing is connected)."""
-        if self._session.sandbox is None:
-            from cortex_nb.sandbox import Sandbox
-
-            self._session.sandbox = Sandbox().start()
-        return self._session.sandbox
+        return self._session.start_sandbox()
 
     def _disconnect_session(self) -> str:
         self._session.disconnect()

@@ -73,8 +73,8 @@ class Session:
         self._notify()
         return self
 
-    def connect_sandbox(self, **sandbox_kwargs: Any) -> Session:
-        """Start an in-process sandbox (once) and connect to it."""
+    def start_sandbox(self, **sandbox_kwargs: Any) -> Any:
+        """The in-process sandbox, started now if none runs (connects nothing)."""
         from cortex_nb.sandbox import Sandbox
 
         with self._lock:
@@ -82,9 +82,28 @@ class Session:
                 sandbox = Sandbox(**sandbox_kwargs)
                 sandbox.start()
                 self.sandbox = sandbox
-            sandbox = self.sandbox
+            return self.sandbox
+
+    def connect_sandbox(self, **sandbox_kwargs: Any) -> Session:
+        """Start an in-process sandbox (once) and connect to it with its demo credentials."""
+        sandbox = self.start_sandbox(**sandbox_kwargs)
         return self.connect(
             Credentials(**sandbox.credentials()), url=sandbox.url, instance_id=sandbox.instance_id
+        )
+
+    def connect_profile(self, name: str, *, url: str | None = None) -> Session:
+        """Connect with a stored profile: its region or URL, instance id and credentials."""
+        from cortex_nb import profiles
+
+        stored = profiles.load_profile(name)
+        if stored.get("region") == "sandbox":  # the sandbox's port changes: start one now
+            sandbox = self.start_sandbox()
+            credentials = Credentials(profile=name, token_url=sandbox.token_url)
+            return self.connect(credentials, url=sandbox.url, instance_id=sandbox.instance_id)
+        return self.connect(
+            Credentials(profile=name),
+            url=url or stored.get("url"),
+            instance_id=stored.get("instance_id"),
         )
 
     def disconnect(self) -> None:

@@ -199,3 +199,46 @@ def test_load_ext_is_quick_and_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_connect_from_pan_environment(ip, sandbox, monkeypatch):
+    creds = sandbox.credentials()
+    monkeypatch.setenv("PAN_CLIENT_ID", creds["client_id"])
+    monkeypatch.setenv("PAN_CLIENT_SECRET", creds["client_secret"])
+    monkeypatch.setenv("PAN_REFRESH_TOKEN", creds["refresh_token"])
+    monkeypatch.setenv("PAN_TOKEN_URL", creds["token_url"])
+    try:
+        with capture_output() as cap:
+            ip.run_line_magic("cortex", f"connect --url {sandbox.url} --instance {sandbox.instance_id}")
+        assert f"Connected to {sandbox.url} as {creds['client_id']}" in cap.stdout
+        assert creds["client_secret"] not in cap.stdout
+        result, _ = run(ip, "%%cortex\nSELECT COUNT(*) AS n FROM firewall.url")
+        assert result.success
+    finally:
+        get_session().disconnect()
+
+
+def test_connect_with_a_stored_sandbox_profile(ip, tmp_path, monkeypatch):
+    from cortex_nb import profiles
+
+    monkeypatch.setenv("CORTEX_NB_CONFIG_DIR", str(tmp_path))
+    monkeypatch.setenv("CORTEX_NB_KEYRING", "0")
+    session = get_session()
+    sandbox = session.start_sandbox(rows=150)
+    try:
+        demo = sandbox.credentials()
+        with pytest.warns(profiles.SecretsInFileWarning):
+            profiles.save_profile(
+                "lab", region="sandbox", client_id=demo["client_id"],
+                client_secret=demo["client_secret"], refresh_token=demo["refresh_token"],
+            )
+        with capture_output() as cap:
+            ip.run_line_magic("cortex", "connect --profile lab")
+        assert f"Connected to {sandbox.url}" in cap.stdout
+        result, _ = run(ip, "%%cortex -o n\nSELECT COUNT(*) AS n FROM firewall.traffic")
+        assert result.success and int(ip.user_ns["n"]["n"][0]) == 150
+        missing, cap = run(ip, "%cortex connect --profile nope")
+        assert "nope" in failed_with(missing, cap)
+    finally:
+        session.disconnect()
+        session.stop_sandbox()
