@@ -99,6 +99,8 @@ class Engine:
         self.instance_id = instance_id
         self._con = duckdb.connect(config={"threads": threads})
         self._con.execute("SET TimeZone = 'UTC'")
+        # no progress bar: DuckDB would print it into the user's terminal or notebook
+        self._con.execute("SET enable_progress_bar = false")
         # a compressed in-memory catalog holds the logs in a tenth of the memory
         self._con.execute(f"ATTACH ':memory:' AS {CATALOG} (COMPRESS)")
         self._con.execute(f"USE {CATALOG}")  # for loading only: cursors start elsewhere
