@@ -236,7 +236,7 @@ def print_table(results: list[dict]) -> None:
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for size_results in _by_size(results):
-        floor = next(r["seconds"] for r in size_results if r["way"] == "floor")
+        floor = next((r["seconds"] for r in size_results if r["way"] == "floor"), None)
         for r in size_results:
             frame = r["frame_mb"]
             cells = [
@@ -244,7 +244,7 @@ def print_table(results: list[dict]) -> None:
                 r["way"],
                 f"{r['seconds']:.2f}",
                 f"{r['rows'] / r['seconds']:,.0f}",
-                f"{r['seconds'] / floor:.2f}",
+                "-" if floor is None else f"{r['seconds'] / floor:.2f}",
                 f"{r['peak_mb']:,.0f}",
                 "-" if frame is None else f"{frame:,.0f}",
                 "-" if frame is None else f"{r['peak_mb'] / frame:.2f}",

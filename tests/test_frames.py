@@ -233,6 +233,13 @@ def test_flatten_with_mixed_types_inside_structs() -> None:
     assert df["p.value"].tolist()[:2] == ["tcp", "udp"]
 
 
+def test_value_of_a_struct_may_be_a_struct() -> None:
+    rows = [{"c": {"value": {"a": 1, "b": "x"}}}, {"c": {"value": {"a": INT64_MIN}}}]
+    df = build(rows, rows)
+    assert df["c"].tolist()[2:] == [{"a": 1, "b": "x"}, {"a": INT64_MIN, "b": None}]
+    assert type(df["c"].iloc[3]["a"]) is int
+
+
 def test_value_of_a_struct_may_be_a_list() -> None:
     rows = [{"c": {"value": [1, 2]}}, {"c": {"value": []}}]
     df = build(rows, [rows[0]])
