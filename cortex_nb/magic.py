@@ -2,7 +2,7 @@
 
 Thin by design: parse (``parse_cell``) -> run through the library (``session``/``query``) ->
 display. Options are traitlets (``%config CortexMagics.page_size = 5000``). Every
-``CortexError`` reaches the notebook as one ``UsageError`` line, so the cell fails (papermill
+``CortexError`` reaches the notebook as one line (``CortexCellError``), so the cell fails (papermill
 and nbval stop) without a traceback and without a secret.
 
 Line magic::
@@ -41,19 +41,32 @@ from cortex_nb.security import scrub
 from cortex_nb.session import Session, get_session
 from cortex_nb.sqlparams import qualify_tables, render_parameters
 
-__all__ = ["CellCommand", "CortexMagics", "load_ipython_extension", "parse_cell"]
+__all__ = ["CellCommand", "CortexCellError", "CortexMagics", "load_ipython_extension", "parse_cell"]
 
 HTTP_METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD")
 
 
+class CortexCellError(UsageError):
+    """One clear line in the notebook, and the cell fails.
+
+    A plain ``UsageError`` only prints to stderr: papermill sees the failed reply but nbval,
+    which watches for error outputs, does not. A subclass takes IPython's ordinary traceback
+    path, where ``_render_traceback_`` replaces the traceback with this one line, and the
+    kernel publishes a real error output that every runner sees.
+    """
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"\x1b[0;31m{self}\x1b[0m"]
+
+
 class _ArgumentParser(argparse.ArgumentParser):
-    """argparse that raises a UsageError instead of exiting the kernel."""
+    """argparse that raises a one-line cell error instead of exiting the kernel."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"%{self.prog}: {message}")
+        raise CortexCellError(f"%{self.prog}: {message}")
 
     def exit(self, status: int = 0, message: str | None = None) -> None:  # type: ignore[override]
-        raise UsageError(message or f"%{self.prog}: see %{self.prog}? for help")
+        raise CortexCellError(message or f"%{self.prog}: see %{self.prog}? for help")
 
 
 def _cell_parser() -> _ArgumentParser:
@@ -89,7 +102,7 @@ def parse_cell(line: str, cell: str) -> CellCommand:
     try:
         args = _cell_parser().parse_args(shlex.split(line))
     except ValueError as exc:
-        raise UsageError(f"%%cortex: {exc}") from None
+        raise CortexCellError(f"%%cortex: {exc}") from None
     request, body = list(args.request), cell
     if not request:  # REST mode may also be given on the cell's first line
         first, _, rest = cell.strip().partition("\n")
@@ -101,11 +114,11 @@ def parse_cell(line: str, cell: str) -> CellCommand:
     }
     if not request:
         if not cell.strip():
-            raise UsageError("%%cortex: the cell is empty; write a SQL query or 'GET /path'")
+            raise CortexCellError("%%cortex: the cell is empty; write a SQL query or 'GET /path'")
         return CellCommand(mode="sql", text=cell.strip(), **options)
     method_ok = request[0].upper() in HTTP_METHODS
     if len(request) != 2 or not method_ok or not request[1].startswith("/"):
-        raise UsageError(f"%%cortex: expected 'METHOD /path', got {' '.join(request)!r}")
+        raise CortexCellError(f"%%cortex: expected 'METHOD /path', got {' '.join(request)!r}")
     return CellCommand(
         mode="rest", text=body.strip(), method=request[0].upper(), path=request[1], **options
     )
@@ -296,7 +309,7 @@ def _json_body(text: str) -> Any:
     try:
         return json.loads(text)
     except ValueError as exc:
-        raise UsageError(f"%%cortex: the cell body is not valid JSON ({exc})") from None
+        raise CortexCellError(f"%%cortex: the cell body is not valid JSON ({exc})") from None
 
 
 def _rest_output(response: Any, raw: bool, limit: int | None) -> Any:
@@ -332,12 +345,12 @@ class _PrettyJSON:
 
 @contextlib.contextmanager
 def _one_line_errors(session: Session) -> Iterator[None]:
-    """Turn a CortexError into one scrubbed ``UsageError`` line (the cell still fails)."""
+    """Turn a CortexError into one scrubbed line (``CortexCellError``); the cell still fails."""
     try:
         yield
     except CortexError as exc:
         secrets = session.credentials.secrets() if session.credentials else []
-        raise UsageError(scrub(f"{type(exc).__name__}: {exc}", secrets)) from None
+        raise CortexCellError(scrub(f"{type(exc).__name__}: {exc}", secrets)) from None
 
 
 def load_ipython_extension(ipython: Any) -> None:

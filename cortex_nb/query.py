@@ -314,6 +314,10 @@ class QueryService:
         """Run ``sql`` as a job and return a ``Result`` holding the typed DataFrame."""
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise QueryError(f"page_size must be 1..{MAX_PAGE_SIZE}, not {page_size}.")
+        if max_rows is not None:
+            if max_rows < 1:
+                raise QueryError(f"max_rows must be at least 1, not {max_rows}.")
+            page_size = min(page_size, max_rows)  # fetch no more than asked for
         run = _Run(self, sql, page_size, result_format, structs, max_rows, parallel, progress)
         run.job_id = self.submit(sql, job_id=job_id, **properties)
         try:

@@ -242,3 +242,19 @@ def test_connect_with_a_stored_sandbox_profile(ip, tmp_path, monkeypatch):
     finally:
         session.disconnect()
         session.stop_sandbox()
+
+
+def test_a_failing_cell_is_an_error_output_that_notebook_runners_see(tmp_path):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    book = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    book.cells = [
+        nbformat.v4.new_code_cell("%load_ext cortex_nb"),
+        nbformat.v4.new_code_cell("%%cortex\nSELECT 1"),
+    ]
+    client = nbclient.NotebookClient(book, timeout=60, allow_errors=True)
+    client.execute()
+    errors = [o for o in book.cells[1].outputs if o.output_type == "error"]
+    assert len(errors) == 1 and errors[0].ename == "CortexCellError"
+    assert len(errors[0].traceback) == 1 and "Not connected" in errors[0].traceback[0]
+    assert "Traceback" not in "".join(errors[0].traceback)
