@@ -210,14 +210,15 @@ class QueryService:
         **kwargs: Any,
     ) -> Iterator[requests.Response]:
         """Yield each DONE results page, following ``pageCursor``; raise on FAILED and the like."""
-        params = _params(
-            kwargs.pop("params", None), maxWait=max_wait or MAX_WAIT_MS, offset=offset,
-            pageCursor=page_cursor, pageNumber=page_number, pageSize=page_size,
-            resultFormat=result_format,
-        )
+        where: dict[str, Any] = {
+            "offset": offset, "page_cursor": page_cursor, "page_number": page_number
+        }
         poll = _Poller()
         while True:
-            response = self.get_job_results(job_id, params=params, **kwargs)
+            response = self.get_job_results(
+                job_id, max_wait=max_wait or MAX_WAIT_MS, page_size=page_size,
+                result_format=result_format, **where, **kwargs,
+            )
             page = self._checked_page(response, job_id)
             if page["state"] in PENDING_STATES:
                 poll.wait(response)
@@ -226,8 +227,7 @@ class QueryService:
             cursor = page["page"].get("pageCursor")
             if not cursor:
                 return
-            params = {k: v for k, v in params.items() if k not in ("offset", "pageNumber")}
-            params["pageCursor"] = cursor
+            where = {"page_cursor": cursor}  # a cursor excludes offset and page number
 
     # -- validation ----------------------------------------------------------------------------
     def _checked_page(self, response: requests.Response, job_id: str) -> dict[str, Any]:

@@ -9,6 +9,8 @@ import time
 
 from werkzeug import Request, Response
 
+from cortex_nb import Credentials
+
 CLIENT_ID = "test-client"
 CLIENT_SECRET = "cs-SECRET-4f1d9e"
 REFRESH_TOKEN = "rt-SECRET-77aa01"
@@ -76,3 +78,10 @@ def _json(body: object, status: int = 200, headers: dict | None = None) -> Respo
 def json_response(body: object, status: int = 200, headers: dict | None = None) -> Response:
     """A werkzeug JSON response with an x-request-id header."""
     return _json(body, status, {"x-request-id": "req-123", **(headers or {})})
+
+
+def refresh_credentials(server, **overrides: object) -> Credentials:
+    """Credentials that refresh against ``server``'s token endpoint (no PAN_* leaks in)."""
+    values = dict(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, refresh_token=REFRESH_TOKEN)
+    values.update(overrides)
+    return Credentials(token_url=server.url_for("/"), environ={}, **values)

@@ -14,7 +14,14 @@ from cortex_nb import Credentials, CredentialsError
 from cortex_nb.credentials import DEFAULT_TOKEN_URL, jwt_expiry
 from cortex_nb.exceptions import ConfigurationError
 
-from .support import CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN, TokenAuthority, make_jwt
+from .support import (
+    CLIENT_ID,
+    CLIENT_SECRET,
+    REFRESH_TOKEN,
+    TokenAuthority,
+    make_jwt,
+    refresh_credentials,
+)
 
 
 @pytest.fixture()
@@ -24,10 +31,7 @@ def authority(httpserver: HTTPServer) -> TokenAuthority:
     return auth
 
 
-def creds_for(httpserver: HTTPServer, **kw) -> Credentials:
-    values = dict(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, refresh_token=REFRESH_TOKEN)
-    values.update(kw)
-    return Credentials(token_url=httpserver.url_for("/"), environ={}, **values)
+creds_for = refresh_credentials
 
 
 def test_arguments_win_over_environment_field_by_field():

@@ -23,12 +23,12 @@ from cortex_nb import (
 from cortex_nb.httpclient import DEFAULT_URL, build_url
 
 from .support import (
-    CLIENT_ID,
     CLIENT_SECRET,
     REFRESH_TOKEN,
     TokenAuthority,
     json_response,
     make_jwt,
+    refresh_credentials,
 )
 
 
@@ -60,10 +60,7 @@ def authority(server) -> TokenAuthority:
     return auth
 
 
-def creds(server: HTTPServer, **kw) -> Credentials:
-    values = dict(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, refresh_token=REFRESH_TOKEN)
-    values.update(kw)
-    return Credentials(token_url=server.url_for("/"), environ={}, **values)
+creds = refresh_credentials
 
 
 # -- construction ------------------------------------------------------------------------------
