@@ -43,8 +43,12 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
+
+try:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+except ImportError as error:  # pragma: no cover - pyarrow is a dependency
+    raise ImportError("cortex_nb.frames needs pyarrow: pip install 'pyarrow>=14'") from error
 
 from cortex_nb.exceptions import ConfigurationError, CortexError, QueryError
 

@@ -318,6 +318,18 @@ def test_page_dicts_are_not_kept_after_add_page() -> None:
     assert builder.to_dataframe()["ip"].iloc[99] == "10.154.1.20"
 
 
+@pytest.mark.parametrize("enabled", [True, False])
+def test_garbage_collector_state_is_restored(enabled: bool) -> None:
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        df = build([{"tags": ["a"], "d": IF_DETAILS}])
+        assert gc.isenabled() is enabled
+        assert df["tags"].iloc[0] == ["a"] and df["d"].iloc[0] == IF_DETAILS
+    finally:
+        (gc.enable if was else gc.disable)()
+
+
 # -- schema ----------------------------------------------------------------------------------
 
 
