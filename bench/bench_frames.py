@@ -51,6 +51,7 @@ WAYS = ("floor", "ours", "sdk")
 
 
 def ip(rng: random.Random) -> dict:
+    """An IP struct: dotted value and 16-byte IPv4-mapped hex."""
     octets = (10, rng.randrange(256), rng.randrange(256), rng.randrange(1, 255))
     return {
         "value": ".".join(map(str, octets)),
@@ -59,6 +60,7 @@ def ip(rng: random.Random) -> dict:
 
 
 def enum(rng: random.Random, name: str) -> dict:
+    """An enumeration struct ``{"id", "value"}``."""
     index = rng.randrange(len(ENUMS[name]))
     return {"id": index, "value": ENUMS[name][index]}
 
@@ -146,6 +148,7 @@ def ensure_pages(data_dir: Path, rows: int, seed: int = 1) -> Path:
 
 
 def iter_pages(path: Path) -> Iterator[bytes]:
+    """The pages of a data file, one JSON document each (standing in for the download)."""
     with path.open("rb") as pages:
         yield from pages
 
@@ -154,6 +157,7 @@ def iter_pages(path: Path) -> Iterator[bytes]:
 
 
 def run_floor(path: Path) -> dict:
+    """Parse every page with orjson and keep nothing."""
     import orjson
 
     rows = 0
@@ -163,6 +167,7 @@ def run_floor(path: Path) -> dict:
 
 
 def run_ours(path: Path) -> dict:
+    """Parse every page and hand its rows to FrameBuilder; build the frame."""
     import orjson
 
     from cortex_nb.frames import FrameBuilder
@@ -174,6 +179,7 @@ def run_ours(path: Path) -> dict:
 
 
 def run_sdk(path: Path) -> dict:
+    """Parse every page, collect all rows, then pandas.json_normalize them."""
     import orjson
     import pandas as pd
 
@@ -207,11 +213,13 @@ def measure(way: str, path: Path) -> dict:
 
 
 def rss_mb() -> float:
+    """Current resident set size in MiB."""
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def peak_mb() -> float:
+    """Peak resident set size of this process so far, in MiB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -219,6 +227,7 @@ def peak_mb() -> float:
 
 
 def run_in_subprocess(way: str, path: Path) -> dict:
+    """Measure one way in a fresh interpreter (so its peak RSS is its own)."""
     root = Path(__file__).resolve().parents[1]
     env = {
         **os.environ,
@@ -232,6 +241,7 @@ def run_in_subprocess(way: str, path: Path) -> dict:
 
 
 def print_table(results: list[dict]) -> None:
+    """Print the results as a Markdown table."""
     header = ("rows", "way", "wall s", "rows/s", "x floor", "peak RSS MB", "frame MB", "RSS/frame")
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
@@ -253,11 +263,13 @@ def print_table(results: list[dict]) -> None:
 
 
 def _by_size(results: list[dict]) -> list[list[dict]]:
+    """Results grouped by row count, in run order."""
     sizes = dict.fromkeys(r["rows"] for r in results)
     return [[r for r in results if r["rows"] == size] for size in sizes]
 
 
 def main() -> None:
+    """Generate the data if needed, measure each way, print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--ways", nargs="+", choices=WAYS, default=list(WAYS))
