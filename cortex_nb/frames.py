@@ -37,6 +37,7 @@ import gc
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from itertools import chain
 from operator import itemgetter
 from typing import Any, Literal
@@ -52,7 +53,14 @@ except ImportError as error:  # pragma: no cover - pyarrow is a dependency
 
 from cortex_nb.exceptions import ConfigurationError, CortexError, QueryError
 
-__all__ = ["TIMESTAMP_COLUMNS", "FrameBuilder", "ValueLostWarning", "to_dataframe"]
+__all__ = [
+    "TIMESTAMP_COLUMNS",
+    "ArrowPage",
+    "FrameBuilder",
+    "ValueLostWarning",
+    "parse_page",
+    "to_dataframe",
+]
 
 ResultFormat = Literal["valuesDictionary", "valuesArray"]
 StructMode = Literal["value", "keep", "flatten"]
@@ -148,6 +156,27 @@ class FrameBuilder:
         self._sizes.append(len(rows))
         for name, chunk in columns.items():
             self._chunks.setdefault(name, []).append((page, chunk))
+
+    def add_arrow_page(self, rows: pa.StructArray) -> None:
+        """Keep the column chunks of one ``valuesDictionary`` page already parsed by Arrow.
+
+        ``rows`` comes from ``parse_page``: the same columns ``add_page`` would make from the
+        decoded rows, without a Python object per value on the way.
+        """
+        if self._finished:
+            raise CortexError(
+                "FrameBuilder.add_arrow_page() after to_dataframe(): start a new FrameBuilder"
+            )
+        page = len(self._sizes)
+        for field, array in zip(rows.type, rows.flatten(), strict=True):
+            self._learn_field(field.name, field.type)
+            if self._requests.get(field.name) is None:  # kept whole: objects at the end
+                chunks: Iterator[tuple[str, Chunk]] = iter([(field.name, array)])
+            else:
+                chunks = self._shape(field.name, array)
+            for name, chunk in chunks:
+                self._chunks.setdefault(name, []).append((page, chunk))
+        self._sizes.append(len(rows))
 
     def to_dataframe(self) -> pd.DataFrame:
         """Build the final typed DataFrame (once, after the last page)."""
@@ -414,6 +443,73 @@ class FrameBuilder:
             self._lost[name] += lost
             column = pc.if_else(sentinel, pa.scalar(None, pa.int64()), column)
         return column.cast(_UTC_US)
+
+
+@dataclass
+class ArrowPage:
+    """A results page parsed by Arrow: its envelope and its rows as one ``StructArray``."""
+
+    state: str
+    rows: pa.StructArray
+    rows_in_page: int | None
+    page_cursor: str | None
+
+
+def parse_page(content: bytes) -> ArrowPage | None:
+    """Parse a DONE ``valuesDictionary`` results page with Arrow's JSON reader, or return None.
+
+    Arrow's reader is C++ and releases the GIL, so pages parse in the download threads without
+    a Python object per value: about 2.5x less work than ``orjson`` + ``add_page``. None means
+    "use the ordinary path": a page Arrow cannot read (mixed types in a column), or one whose
+    values the strict path must see (any float: Arrow reads an int beyond int64 as a float;
+    empty structs), or not a DONE page of objects.
+    """
+    import pyarrow.json as pj
+
+    options = pj.ReadOptions(use_threads=False, block_size=len(content) + 1)
+    try:
+        table = pj.read_json(pa.BufferReader(content), read_options=options)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return None
+    names = table.column_names
+    if table.num_rows != 1 or "page" not in names or "state" not in names:
+        return None
+    envelope = {name: table.column(name)[0] for name in ("state", "rowsInPage") if name in names}
+    page = table.column("page").chunk(0)
+    rows = _page_rows(page)
+    if rows is None or envelope["state"].as_py() != "DONE":
+        return None
+    cursor_index = page.type.get_field_index("pageCursor")
+    cursor = page.field(cursor_index)[0].as_py() if cursor_index >= 0 else None
+    in_page = envelope["rowsInPage"].as_py() if "rowsInPage" in envelope else None
+    return ArrowPage("DONE", rows, in_page, cursor)
+
+
+def _page_rows(page: pa.StructArray) -> pa.StructArray | None:
+    """``page.result.data`` as a StructArray of rows, or None if it is not a list of objects."""
+    if page.type.get_field_index("result") < 0:
+        return None
+    result = page.field("result")
+    if result.type.get_field_index("data") < 0:
+        return None
+    data = result.field("data")
+    if not pa.types.is_list(data.type) or data.null_count:
+        return None
+    if pa.types.is_null(data.type.value_type):  # an empty page
+        return pa.array([], type=pa.struct([]))
+    if not pa.types.is_struct(data.type.value_type) or _needs_strict_path(data.type.value_type):
+        return None
+    return data.flatten()
+
+
+def _needs_strict_path(arrow_type: pa.DataType) -> bool:
+    if pa.types.is_floating(arrow_type):
+        return True
+    if pa.types.is_struct(arrow_type):
+        return arrow_type.num_fields == 0 or any(_needs_strict_path(f.type) for f in arrow_type)
+    if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type):
+        return _needs_strict_path(arrow_type.value_type)
+    return False
 
 
 def to_dataframe(

@@ -353,6 +353,21 @@ class _Poller:
             self.delay = min(self.delay * 2, MAX_BACKOFF)
 
 
+@dataclass
+class _Page:
+    """One DONE results page: decoded rows (``data``), or an Arrow ``StructArray`` of them."""
+
+    size: int
+    cursor: str | None
+    data: Any
+    arrow: bool = False
+
+
+def _page_of(payload: dict[str, Any]) -> _Page:
+    data = payload["page"]["result"]["data"]
+    return _Page(len(data), payload["page"].get("pageCursor"), data)
+
+
 class _Run:
     """One query() call: poll to DONE, fetch pages (in parallel when possible), build the frame."""
 
@@ -387,10 +402,10 @@ class _Run:
         rows_in_job = int(first.get("rowsInJob", len(first["page"]["result"]["data"])))
         self.progress.rows_in_job = rows_in_job
         self.builder = self.builder_factory(first.get("schema"))
-        for page in self.pages(first, rows_in_job):
+        wanted = rows_in_job if self.max_rows is None else min(rows_in_job, self.max_rows)
+        for page in self.pages(first, wanted):
             self.add(page)
-        expected = rows_in_job if self.max_rows is None else min(rows_in_job, self.max_rows)
-        self.check_count(expected)
+        self.check_count(wanted)
         self.report("DONE", done=True)
         df = self.builder.to_dataframe()
         if self.max_rows is not None and len(df) > self.max_rows:
@@ -415,30 +430,26 @@ class _Run:
             self.report(page["state"])
             poll.wait(response)
 
-    def wanted(self, rows_in_job: int) -> int:
-        return rows_in_job if self.max_rows is None else min(rows_in_job, self.max_rows)
-
-    def pages(self, first: dict[str, Any], rows_in_job: int) -> Iterator[dict[str, Any]]:
-        received = len(first["page"]["result"]["data"])  # read before add() frees the rows
-        yield first
-        wanted = self.wanted(rows_in_job)
-        if received >= wanted:
+    def pages(self, first: dict[str, Any], wanted: int) -> Iterator[_Page]:
+        page = _page_of(first)
+        yield page
+        if page.size >= wanted:
             return
         if self.parallel > 1 and "rowsInJob" in first:
-            yield from self.pages_by_offset(received, wanted)
+            yield from self.pages_by_offset(page.size, wanted)
         else:
-            yield from self.pages_by_cursor(first["page"].get("pageCursor"), received, wanted)
+            yield from self.pages_by_cursor(page.cursor, page.size, wanted)
 
-    def pages_by_cursor(self, cursor: str | None, received: int, wanted: int) -> Iterator[dict]:
+    def pages_by_cursor(self, cursor: str | None, received: int, wanted: int) -> Iterator[_Page]:
         while cursor and received < wanted:
-            page = self.fetch(page_cursor=cursor)
-            received += len(page["page"]["result"]["data"])
-            cursor = page["page"].get("pageCursor")
+            page = self.read(*self.download(page_cursor=cursor))
+            received += page.size
+            cursor = page.cursor
             yield page
 
-    def pages_by_offset(self, start: int, wanted: int) -> Iterator[dict[str, Any]]:
-        # Threads only download; pages are decoded here, one at a time and in order, so at most
-        # one page of Python objects is alive while the others wait as compact bytes.
+    def pages_by_offset(self, start: int, wanted: int) -> Iterator[_Page]:
+        # Threads download (and parse, when Arrow can: its reader releases the GIL); pages are
+        # checked and added here, in order, a bounded number in flight.
         offsets = iter(range(start, wanted, self.page_size))
         with ThreadPoolExecutor(self.parallel, thread_name_prefix="cortex-page") as pool:
             in_flight: list[Future] = []
@@ -446,27 +457,44 @@ class _Run:
                 for offset in offsets:
                     in_flight.append(pool.submit(self.download, offset=offset))
                     if len(in_flight) >= self.parallel:
-                        yield self.service._checked_page(in_flight.pop(0).result(), self.job_id)
+                        yield self.read(*in_flight.pop(0).result())
                 while in_flight:
-                    yield self.service._checked_page(in_flight.pop(0).result(), self.job_id)
+                    yield self.read(*in_flight.pop(0).result())
             finally:
                 for future in in_flight:
                     future.cancel()
 
-    def download(self, **where: Any) -> requests.Response:
-        return self.service.get_job_results(
+    def download(self, **where: Any) -> tuple[requests.Response, Any]:
+        response = self.service.get_job_results(
             self.job_id, page_size=self.page_size, result_format=self.result_format, **where
         )
+        parsed = None
+        if self.result_format == "valuesDictionary" and response.ok:
+            from cortex_nb.frames import parse_page
 
-    def fetch(self, **where: Any) -> dict[str, Any]:
-        return self.service._checked_page(self.download(**where), self.job_id)
+            parsed = parse_page(response.content)
+        return response, parsed
 
-    def add(self, page: dict[str, Any]) -> None:
-        data = page["page"]["result"]["data"]
-        self.builder.add_page(data)
-        self.progress.rows += len(data)
+    def read(self, response: requests.Response, parsed: Any) -> _Page:
+        """The page from Arrow's parse when it is sound, else through the strict checks."""
+        if parsed is not None and parsed.rows_in_page in (None, len(parsed.rows)):
+            return _Page(len(parsed.rows), parsed.page_cursor, parsed.rows, arrow=True)
+        payload = self.service._checked_page(response, self.job_id)
+        if payload["state"] != "DONE":
+            raise QueryError(
+                f"Job {self.job_id}: a results page came back {payload['state']} after the job "
+                "was DONE. Run the query again.", self.job_id,
+            )
+        return _page_of(payload)
+
+    def add(self, page: _Page) -> None:
+        if page.arrow:
+            self.builder.add_arrow_page(page.data)
+        else:
+            self.builder.add_page(page.data)
+        page.data = None  # let the page go as soon as its columns are kept
+        self.progress.rows += page.size
         self.progress.pages += 1
-        page["page"]["result"]["data"] = None  # let the decoded rows go as soon as they are typed
         self.report("DONE")
 
     def check_count(self, expected: int) -> None:

@@ -652,9 +652,11 @@ def test_one_shot_to_dataframe_matches_builder() -> None:
 
 def test_public_names() -> None:
     assert sorted(frames.__all__) == [
+        "ArrowPage",
         "FrameBuilder",
         "TIMESTAMP_COLUMNS",
         "ValueLostWarning",
+        "parse_page",
         "to_dataframe",
     ]
     assert all(hasattr(frames, name) for name in frames.__all__)
@@ -667,3 +669,74 @@ def test_importing_the_package_does_not_import_frames() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+# -- pages parsed by Arrow (parse_page + add_arrow_page) ---------------------------------------
+
+
+def page_bytes(rows, state="DONE", cursor=None, rows_in_page=None) -> bytes:
+    import orjson
+
+    body = {
+        "jobId": "j", "state": state, "rowsInJob": 99,
+        "rowsInPage": len(rows) if rows_in_page is None and rows is not None else rows_in_page,
+        "page": {"pageCursor": cursor, "result": {"data": rows}},
+    }
+    return orjson.dumps(body)
+
+
+RICH_ROWS = [
+    {"time_generated": T0, "source_ip": IP, "protocol": ENUM, "dest_port": 443, "is_nat": True,
+     "characteristics_of_app": ["evasive", "tunnel"], "action_flags": -(2**63),
+     "if_details": {"unit": 0, "type": ENUM, "slot": 1}, "app": "ssl"},
+    {"time_generated": T0 + 1, "source_ip": IP, "protocol": ENUM, "is_nat": False,
+     "characteristics_of_app": [], "action_flags": 2**63 - 1, "app": "caf\u00e9 \"x\""},
+    {"time_generated": T0 + 2, "dest_port": 53, "if_details": {"unit": 1, "type": ENUM, "slot": 2}},
+]
+
+
+@pytest.mark.parametrize("structs", ["value", "keep", "flatten"])
+def test_arrow_pages_give_the_same_frame_as_decoded_rows(structs) -> None:
+    import orjson
+
+    pages = [RICH_ROWS, RICH_ROWS[1:], [{"late_column": "x", "dest_port": 1}]]
+    by_rows, by_arrow = FrameBuilder(structs=structs), FrameBuilder(structs=structs)
+    for rows in pages:
+        content = page_bytes(rows)
+        by_rows.add_page(orjson.loads(content)["page"]["result"]["data"])
+        parsed = frames.parse_page(content)
+        assert parsed is not None and len(parsed.rows) == len(rows)
+        by_arrow.add_arrow_page(parsed.rows)
+    pd.testing.assert_frame_equal(by_rows.to_dataframe(), by_arrow.to_dataframe())
+
+
+def test_parse_page_reads_the_envelope() -> None:
+    parsed = frames.parse_page(page_bytes(RICH_ROWS, cursor="next-1"))
+    assert (parsed.state, parsed.page_cursor, parsed.rows_in_page) == ("DONE", "next-1", 3)
+    empty = frames.parse_page(page_bytes([]))
+    assert empty is not None and len(empty.rows) == 0
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        page_bytes([{"n": 1}, {"n": 1.5}]),  # floats go the strict way (no silent truncation)
+        page_bytes([{"n": 2**63}]),  # Arrow would read it as a float
+        page_bytes([{"n": 1}, {"n": "x"}]),  # mixed kinds: Arrow refuses
+        page_bytes([{"s": {}}]),  # empty struct
+        page_bytes(None, state="RUNNING"),
+        page_bytes([[1, "a"], [2, "b"]]),  # valuesArray rows
+        b"not json",
+        b'[{"state": "DONE"}]',
+    ],
+)
+def test_parse_page_leaves_what_it_cannot_read_exactly_to_the_strict_path(content) -> None:
+    assert frames.parse_page(content) is None
+
+
+def test_add_arrow_page_after_to_dataframe_is_an_error() -> None:
+    builder = FrameBuilder()
+    builder.add_arrow_page(frames.parse_page(page_bytes(RICH_ROWS)).rows)
+    assert len(builder.to_dataframe()) == 3
+    with pytest.raises(CortexError, match="new FrameBuilder"):
+        builder.add_arrow_page(frames.parse_page(page_bytes(RICH_ROWS)).rows)

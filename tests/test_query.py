@@ -248,3 +248,16 @@ def test_page_size_out_of_range_is_refused(httpserver, fake):
     with pytest.raises(QueryError, match="page_size"):
         fake.query("SELECT 1", page_size=0)
     assert httpserver.log == []  # refused before anything was sent
+
+
+def test_pages_parsed_by_arrow_match_the_strict_path(sandbox, service):
+    from cortex_nb.frames import to_dataframe
+
+    sql = q(sandbox, "SELECT * FROM {T} ORDER BY session_id")
+    fast = service.query(sql, page_size=400, parallel=3)
+    job = service.submit(sql)
+    rows = [r for page in service.iter_job_results(job, page_size=400)
+            for r in page.json()["page"]["result"]["data"]]
+    strict = to_dataframe(rows, schema=fast.schema)
+    pd.testing.assert_frame_equal(fast.df, strict)
+    assert fast.pages > 2
