@@ -9,13 +9,15 @@
 
 Each way runs in a fresh subprocess (so peak RSS is its own) against a sandbox started as a
 separate process (`cortex-nb sandbox`) on the other core. Prints wall seconds, rows/s, the
-ratio to the floor, peak RSS above the interpreter baseline (after imports), and for (b) the
-final DataFrame's deep memory use. Not a test: run by hand, quote the table.
+ratio to the floor and to the SDK, peak RSS above the interpreter baseline (after imports), the
+final DataFrame's deep memory use (`df MB`) and the RSS still held when only the frame is alive
+(`held MB`: deep memory use leaves out what list and dict cells hold). Not a test: run by hand.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import re
@@ -90,7 +92,8 @@ def run_sdk(url: str, sql: str) -> dict:
     for r in service.iter_job_results(job_id=job, page_size=PAGE, result_format="valuesDictionary"):
         rows.extend(r.json()["page"]["result"]["data"])
     df = pd.json_normalize(rows)
-    return {"rows": len(df), "df_mb": df.memory_usage(deep=True).sum() / 2**20}
+    del rows
+    return {"rows": len(df), "df": df}
 
 
 def run_ours(url: str, sql: str) -> dict:
@@ -98,8 +101,9 @@ def run_ours(url: str, sql: str) -> dict:
     from cortex_nb.query import QueryService
 
     client = HTTPClient(url=url, credentials=Credentials(**demo_credentials(url)))
-    result = QueryService(session=client).query(sql, page_size=PAGE)
-    return {"rows": len(result.df), "df_mb": result.df.memory_usage(deep=True).sum() / 2**20}
+    df = QueryService(session=client).query(sql, page_size=PAGE).df
+    client.close()
+    return {"rows": len(df), "df": df}
 
 
 WAYS = {"sdk": run_sdk, "ours": run_ours, "floor": run_floor}
@@ -119,6 +123,12 @@ def worker(way: str, url: str, sql: str) -> None:
     started = time.perf_counter()
     out = WAYS[way](url, sql)
     out.update(seconds=time.perf_counter() - started, peak_mb=peak_mb() - baseline)
+    df = out.pop("df", None)
+    if df is not None:
+        # deep memory_usage counts a list or dict cell's container, not what it holds; the RSS
+        # still held once only the frame is alive is its full size in memory
+        gc.collect()
+        out.update(df_mb=df.memory_usage(deep=True).sum() / 2**20, held_mb=rss_mb() - baseline)
     print(json.dumps(out))
 
 
@@ -162,7 +172,7 @@ def main() -> None:
         worker(args.worker, args.url, SQL.format(instance=args.instance))
         return
     print(f"{'rows':>9} {'latency':>7} {'way':<6} {'seconds':>8} {'rows/s':>10} "
-          f"{'x floor':>7} {'x sdk':>6} {'peak MB':>8} {'df MB':>7}")
+          f"{'x floor':>7} {'x sdk':>6} {'peak MB':>8} {'df MB':>7} {'held MB':>8}")
     for rows in args.rows or [100_000, 1_000_000]:
         for latency in args.latency or [0, 50]:
             with sandbox(rows, latency) as url:
@@ -178,7 +188,8 @@ def main() -> None:
                     f"{r['rows'] / r['seconds']:>10,.0f} "
                     f"{r['seconds'] / floor if floor else float('nan'):>7.2f} "
                     f"{sdk / r['seconds'] if sdk else float('nan'):>6.2f} "
-                    f"{r['peak_mb']:>8.0f} {r.get('df_mb', float('nan')):>7.0f}",
+                    f"{r['peak_mb']:>8.0f} {r.get('df_mb', float('nan')):>7.0f} "
+                    f"{r.get('held_mb', float('nan')):>8.0f}",
                     flush=True,
                 )
 

@@ -468,7 +468,11 @@ def parse_page(content: bytes) -> ArrowPage | None:
 
     options = pj.ReadOptions(use_threads=False, block_size=len(content) + 1)
     try:
-        table = pj.read_json(pa.BufferReader(content), read_options=options)
+        # The system allocator, not Arrow's per-thread pool: pages parse in download threads
+        # and are freed in another, which per-thread pools keep as retained memory.
+        table = pj.read_json(
+            pa.BufferReader(content), read_options=options, memory_pool=pa.system_memory_pool()
+        )
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
         return None
     names = table.column_names
