@@ -349,6 +349,7 @@ class _Poller:
         self.delay = FIRST_BACKOFF
 
     def wait(self, response: requests.Response) -> None:
+        """Sleep before the next poll, unless the server already held the request."""
         held = response.elapsed.total_seconds()
         if held < MAX_WAIT_MS / 2000:  # the server did not hold the request for long
             time.sleep(self.delay)
@@ -415,6 +416,7 @@ class _Run:
         self.builder: Any = None
 
     def report(self, state: str, done: bool = False) -> None:
+        """Update the progress record and hand it to the callback."""
         p = self.progress
         p.job_id, p.state, p.done = self.job_id, state, done
         p.elapsed = time.monotonic() - self.started
@@ -422,6 +424,7 @@ class _Run:
             self.callback(p)
 
     def execute(self) -> Result:
+        """Poll to DONE, fetch every wanted page, check the count, build the Result."""
         first = self.first_page()
         rows_in_job = int(first.get("rowsInJob", len(first["page"]["result"]["data"])))
         self.progress.rows_in_job = rows_in_job
@@ -441,6 +444,7 @@ class _Run:
         )
 
     def first_page(self) -> dict[str, Any]:
+        """Poll with ``maxWait`` (and a short backoff) until the first DONE page."""
         poll = _Poller()
         self.report("PENDING")
         while True:
@@ -455,6 +459,7 @@ class _Run:
             poll.wait(response)
 
     def pages(self, first: dict[str, Any], wanted: int) -> Iterator[_Page]:
+        """The first page, then the rest by offset (in parallel) or by cursor."""
         page = _page_of(first)
         yield page
         if page.size >= wanted:
@@ -465,6 +470,7 @@ class _Run:
             yield from self.pages_by_cursor(page.cursor, page.size, wanted)
 
     def pages_by_cursor(self, cursor: str | None, received: int, wanted: int) -> Iterator[_Page]:
+        """Follow ``pageCursor`` one page at a time."""
         while cursor and received < wanted:
             page = self.read(*self.download(page_cursor=cursor))
             received += page.size
@@ -472,6 +478,7 @@ class _Run:
             yield page
 
     def pages_by_offset(self, start: int, wanted: int) -> Iterator[_Page]:
+        """Fetch pages by ``offset``, a few at once, yielding them in order."""
         # Threads download (and parse, when Arrow can: its reader releases the GIL); pages are
         # checked and added here, in order, a bounded number in flight.
         offsets = iter(range(start, wanted, self.page_size))
@@ -489,6 +496,7 @@ class _Run:
                     future.cancel()
 
     def download(self, **where: Any) -> tuple[requests.Response, Any]:
+        """One results page (runs in a worker thread), parsed by Arrow when it can be."""
         response = self.service.get_job_results(
             self.job_id, page_size=self.page_size, result_format=self.result_format, **where
         )
@@ -512,6 +520,7 @@ class _Run:
         return _page_of(payload)
 
     def add(self, page: _Page) -> None:
+        """Hand a page's rows to the frame builder and count them."""
         if page.arrow:
             self.builder.add_arrow_page(page.data)
         else:
@@ -523,6 +532,7 @@ class _Run:
         self.report("DONE")
 
     def check_count(self, expected: int) -> None:
+        """Raise unless exactly the expected number of rows arrived."""
         got = self.progress.rows
         if got < expected or (self.max_rows is None and got != expected):
             raise QueryError(
@@ -531,6 +541,7 @@ class _Run:
             )
 
     def traces(self) -> list[Trace]:
+        """The traces of this job's requests."""
         return [
             t for t in self.service.traces
             if self.job_id in t.url or (t.request_body and self.job_id in t.request_body)
