@@ -737,4 +737,32 @@ def _object_column(pieces: list[Chunk | None], sizes: list[int]) -> pd.Series:
                 values.extend([None] * size)
             else:
                 values.extend(piece if isinstance(piece, list) else piece.to_pylist())
+        _share_strings(values)
         return pd.Series(values, dtype=object)
+
+
+_SHARED_STRINGS_MAX = 100_000  # distinct strings worth sharing; beyond that they are not repeats
+
+
+def _share_strings(cells: list[Any]) -> None:
+    """Make equal strings inside list and dict cells one object, in place.
+
+    Arrow builds a new ``str`` for every occurrence ("ethernet" once per row); sharing them,
+    as pyarrow's own ``to_pandas(deduplicate_objects=True)`` does for string columns, saves
+    about a tenth of a traffic frame. Stops early when the strings are mostly distinct.
+    """
+    shared: dict[str, str] = {}
+    for cell in cells:
+        if type(cell) is list or type(cell) is dict:
+            _share_in(cell, shared)
+            if len(shared) > _SHARED_STRINGS_MAX:
+                return
+
+
+def _share_in(container: list[Any] | dict[str, Any], shared: dict[str, str]) -> None:
+    items = enumerate(container) if type(container) is list else container.items()
+    for key, item in items:
+        if type(item) is str:
+            container[key] = shared.setdefault(item, item)  # type: ignore[index]
+        elif type(item) is list or type(item) is dict:
+            _share_in(item, shared)

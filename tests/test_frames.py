@@ -740,3 +740,18 @@ def test_add_arrow_page_after_to_dataframe_is_an_error() -> None:
     assert len(builder.to_dataframe()) == 3
     with pytest.raises(CortexError, match="new FrameBuilder"):
         builder.add_arrow_page(frames.parse_page(page_bytes(RICH_ROWS)).rows)
+
+
+def test_equal_strings_in_list_and_dict_cells_are_shared_not_aliased() -> None:
+    rows = [
+        {"tags": ["evasive", "tunnel"], "if": {"type": {"id": 1, "value": "ethernet"}, "slot": 1}}
+        for _ in range(3)
+    ]
+    df = to_dataframe([dict(r, tags=list(r["tags"])) for r in rows])
+    tags, ifs = df["tags"].tolist(), df["if"].tolist()
+    assert tags == [["evasive", "tunnel"]] * 3
+    assert tags[0][0] is tags[2][0]  # one str object for equal values
+    assert ifs[0]["type"]["value"] is ifs[1]["type"]["value"]
+    tags[0].append("x")  # cells stay separate objects: changing one changes no other
+    ifs[0]["slot"] = 9
+    assert df["tags"].iloc[1] == ["evasive", "tunnel"] and df["if"].iloc[1]["slot"] == 1
