@@ -34,7 +34,15 @@ from cortex_nb.exceptions import (
 )
 from cortex_nb.security import MASK, check_secure_url, redact_headers, scrub
 
-__all__ = ["DEFAULT_URL", "REGIONS", "HTTPClient", "build_url", "default_retry"]
+__all__ = [
+    "DEFAULT_URL",
+    "REGIONS",
+    "HTTPClient",
+    "build_url",
+    "default_retry",
+    "http_error_message",
+    "service_message",
+]
 
 DEFAULT_URL = "https://api.us.cdl.paloaltonetworks.com"
 REGIONS = {
@@ -269,7 +277,7 @@ class HTTPClient:
 
     def _check_response(self, response: requests.Response, call: _Call) -> None:
         if call.options["raise_for_status"] and not response.ok:
-            raise HTTPError(_http_error_message(response, self._secrets(call)), response)
+            raise HTTPError(http_error_message(response, self._secrets(call)), response)
         if call.options["enforce_json"] and response.status_code != 204:
             try:
                 response.json()
@@ -346,28 +354,28 @@ def _check_no_plain_http_secret(prepared: requests.PreparedRequest) -> None:
         check_secure_url(prepared.url or "", "the API")
 
 
-def _service_message(response: requests.Response) -> str:
-    """The service's own explanation from an error body, if any."""
-    try:
-        body = response.json()
-    except ValueError:
-        return ""
+def service_message(body: Any) -> str:
+    """The service's own explanation in a decoded error body (``errors`` items or IdP keys)."""
     items = body.get("errors") if isinstance(body, dict) else body
-    if isinstance(items, list) and items and isinstance(items[0], dict):
-        return str(items[0].get("message") or "")
+    if isinstance(items, list):
+        return "; ".join(str(i.get("message") or i) for i in items if isinstance(i, dict))
     if isinstance(body, dict):
         return str(body.get("error_description") or body.get("message") or body.get("error") or "")
     return ""
 
 
-def _http_error_message(response: requests.Response, secrets: list[str]) -> str:
+def http_error_message(response: requests.Response, secrets: list[str]) -> str:
+    """Status, reason, method, URL, request id, the service's explanation and a hint; scrubbed."""
     request = response.request
     method = request.method if request is not None else "?"
     rid = response.headers.get("x-request-id") or "none"
     status = response.status_code
     text = f"HTTP {status} {response.reason or ''}".rstrip()
     text += f" for {method} {response.url} (x-request-id: {rid})"
-    detail = _service_message(response)
+    try:
+        detail = service_message(response.json())
+    except ValueError:  # not JSON: a glimpse of what came back instead
+        detail = response.text[:200]
     if detail:
         text += f": {detail[:500]}"
     hint = _HINTS.get(status) or ("service error; try again later" if status >= 500 else "")

@@ -31,8 +31,7 @@ import requests
 
 from cortex_nb import __version__
 from cortex_nb.exceptions import CortexError, QueryCancelled, QueryError
-from cortex_nb.httpclient import HTTPClient
-from cortex_nb.security import scrub
+from cortex_nb.httpclient import HTTPClient, http_error_message, service_message
 from cortex_nb.tracing import Trace, TraceLog
 
 __all__ = ["TERMINAL_STATES", "Progress", "QueryService", "Result"]
@@ -111,14 +110,6 @@ def _decode(response: requests.Response) -> Any:
     response.cortex_json = payload
     response.json = lambda **_: payload  # the SDK decodes pages twice; we decode once
     return payload
-
-
-def _service_errors(payload: Any) -> str:
-    items = payload.get("errors") if isinstance(payload, dict) else payload
-    if isinstance(items, list):
-        messages = [str(i.get("message", i)) for i in items if isinstance(i, dict)]
-        return "; ".join(messages)
-    return ""
 
 
 def _job_id() -> str:
@@ -260,7 +251,7 @@ class QueryService:
         return page
 
     def _raise_for_state(self, state: str, job_id: str, payload: Any) -> None:
-        detail = _service_errors(payload)
+        detail = service_message(payload)
         detail = f": {detail}" if detail else ""
         if state == "CANCELLED":
             raise QueryCancelled(f"Job {job_id} was cancelled{detail}.", job_id, payload)
@@ -274,17 +265,8 @@ class QueryService:
         raise QueryError(f"Job {job_id} is in an unknown state {state!r}.", job_id, payload)
 
     def _raise_for_reply(self, response: requests.Response, doing: str, job_id: str | None) -> None:
-        try:
-            detail = _service_errors(_decode(response))
-        except QueryError:
-            detail = response.text[:200]
         secrets = self.session.credentials.secrets() if self.session.credentials else []
-        rid = response.headers.get("x-request-id") or "none"
-        text = f"{doing} failed: HTTP {response.status_code} {response.reason or ''}".rstrip()
-        text += f" (x-request-id: {rid})"
-        if detail:
-            text += f": {detail}"
-        raise QueryError(scrub(text, secrets), job_id)
+        raise QueryError(f"{doing} failed: {http_error_message(response, secrets)}", job_id)
 
     # -- high level ----------------------------------------------------------------------------
     def submit(self, sql: str, job_id: str | None = None, **properties: Any) -> str:
