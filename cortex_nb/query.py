@@ -383,8 +383,6 @@ class _Run:
         structs: str, max_rows: int | None, parallel: int,
         progress: Callable[[Progress], None] | None,
     ) -> None:
-        from cortex_nb.frames import FrameBuilder  # pandas loads only when a query runs
-
         self.service, self.sql, self.page_size = service, sql, page_size
         self.result_format, self.max_rows = result_format, max_rows
         self.parallel = max(1, parallel)
@@ -392,9 +390,7 @@ class _Run:
         self.job_id = ""
         self.started = time.monotonic()
         self.progress = Progress(job_id="", state="PENDING")
-        self.builder_factory = lambda schema: FrameBuilder(
-            schema=schema, result_format=result_format, structs=structs
-        )
+        self.structs = structs
         self.builder: Any = None
 
     def report(self, state: str, done: bool = False) -> None:
@@ -410,7 +406,11 @@ class _Run:
         first = self.first_page()
         rows_in_job = int(first.get("rowsInJob", len(first["page"]["result"]["data"])))
         self.progress.rows_in_job = rows_in_job
-        self.builder = self.builder_factory(first.get("schema"))
+        from cortex_nb.frames import FrameBuilder  # pandas loads only when a query runs
+
+        self.builder = FrameBuilder(
+            schema=first.get("schema"), result_format=self.result_format, structs=self.structs
+        )
         wanted = rows_in_job if self.max_rows is None else min(rows_in_job, self.max_rows)
         for page in self.pages(first, wanted):
             self.add(page)
