@@ -349,8 +349,7 @@ def _one_line_errors(session: Session) -> Iterator[None]:
     try:
         yield
     except CortexError as exc:
-        secrets = session.credentials.secrets() if session.credentials else []
-        raise CortexCellError(scrub(f"{type(exc).__name__}: {exc}", secrets)) from None
+        raise CortexCellError(scrub(f"{type(exc).__name__}: {exc}", session.secrets())) from None
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -337,7 +337,7 @@ class CredentialsPanel(widgets.VBox):
         try:
             self._message.value = _message("ok", action())
         except Exception as exc:  # the panel is the notebook's boundary: one line, no traceback
-            held = self._session.credentials.secrets() if self._session.credentials else []
+            held = self._session.secrets()
             known = [*secrets, *held]
             self._message.value = _message("error", one_line(exc, known))
         finally:

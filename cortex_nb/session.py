@@ -36,11 +36,12 @@ class Session:
         self.credentials: Credentials | None = None
         self.instance_id: str | None = None
         self.sandbox: Any = None
-        self.traces = TraceLog(secrets=self._secrets)
+        self.traces = TraceLog(secrets=self.secrets)
         self.listeners: list[Callable[[Session], None]] = []
         self._lock = threading.RLock()
 
-    def _secrets(self) -> list[str]:
+    def secrets(self) -> list[str]:
+        """The secret values of the connected credentials, for scrubbing text before showing it."""
         return self.credentials.secrets() if self.credentials is not None else []
 
     @property
