@@ -281,10 +281,10 @@ class CortexMagics(Magics):
         if command.dry_run:
             return self._dry_run(command.method or "GET", command.path or "/", body)
         client = self.session.require().session
-        before = len(self.session.traces)
-        response = client.request(method=command.method, path=command.path, json=body)
+        with self.session.traces.collect() as seen:
+            response = client.request(method=command.method, path=command.path, json=body)
         if command.trace or self.show_trace:
-            self._show_traces(self.session.traces.last(len(self.session.traces) - before))
+            self._show_traces(seen)
         return _rest_output(response, command.raw, command.limit)
 
     def _dry_run(self, method: str, path: str, body: Any) -> None:

@@ -303,15 +303,21 @@ class QueryService:
                 raise QueryError(f"max_rows must be at least 1, not {max_rows}.")
             page_size = min(page_size, max_rows)  # fetch no more than asked for
         run = _Run(self, sql, page_size, result_format, structs, max_rows, parallel, progress)
-        run.job_id = self.submit(sql, job_id=job_id, **properties)
-        try:
-            return run.execute()
-        except KeyboardInterrupt:
-            self._cancel_quietly(run.job_id)
-            raise QueryCancelled(
-                f"Interrupted: job {run.job_id} was cancelled on the server "
-                f"({run.progress.rows:,} rows had arrived).", run.job_id,
-            ) from None
+        with self.traces.collect() as seen:
+            run.job_id = self.submit(sql, job_id=job_id, **properties)
+            try:
+                result = run.execute()
+            except KeyboardInterrupt:
+                self._cancel_quietly(run.job_id)
+                raise QueryCancelled(
+                    f"Interrupted: job {run.job_id} was cancelled on the server "
+                    f"({run.progress.rows:,} rows had arrived).", run.job_id,
+                ) from None
+        # other threads' requests may have been seen too: keep this job's
+        result.traces = [
+            t for t in seen if run.job_id in t.url or run.job_id in (t.request_body or "")
+        ]
+        return result
 
     def _cancel_quietly(self, job_id: str) -> None:
         with contextlib.suppress(CortexError):  # best effort: the interrupt message still shows
@@ -422,7 +428,6 @@ class _Run:
         return Result(
             df=df, job_id=self.job_id, rows_in_job=rows_in_job, pages=self.progress.pages,
             elapsed=self.progress.elapsed, sql=self.sql, schema=first.get("schema"),
-            traces=self.traces(),
         )
 
     def first_page(self) -> dict[str, Any]:
@@ -522,9 +527,3 @@ class _Run:
                 "refusing to return a partial result. Run the query again.", self.job_id,
             )
 
-    def traces(self) -> list[Trace]:
-        """The traces of this job's requests."""
-        return [
-            t for t in self.service.traces
-            if self.job_id in t.url or (t.request_body and self.job_id in t.request_body)
-        ]

@@ -19,7 +19,7 @@ import json
 import shlex
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -199,6 +199,16 @@ class TraceLog:
         for listener in list(self.listeners):
             listener(trace)
         return trace
+
+    @contextlib.contextmanager
+    def collect(self) -> Iterator[list[Trace]]:
+        """Gather every trace recorded while inside, however many the bounded history keeps."""
+        found: list[Trace] = []
+        self.listeners.append(found.append)
+        try:
+            yield found
+        finally:
+            self.listeners.remove(found.append)
 
     def __len__(self) -> int:
         return len(self._traces)

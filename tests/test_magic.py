@@ -258,3 +258,17 @@ def test_a_failing_cell_is_an_error_output_that_notebook_runners_see(tmp_path):
     assert len(errors) == 1 and errors[0].ename == "CortexCellError"
     assert len(errors[0].traceback) == 1 and "Not connected" in errors[0].traceback[0]
     assert "Traceback" not in "".join(errors[0].traceback)
+
+
+def test_rest_trace_shows_even_when_the_history_is_full(connected):
+    traces = get_session().traces
+    full = traces._traces
+    traces._traces = type(full)(full, maxlen=3)
+    try:
+        for _ in range(4):
+            run(connected, "%cortex GET /query/v2/jobs?maxJobs=1")
+        _, cap = run(connected, "%%cortex --trace\nGET /query/v2/jobs?maxJobs=1")
+    finally:
+        traces._traces = full
+    html = "".join(o.data.get("text/html", "") for o in cap.outputs)
+    assert html.count("<details") == 1 and "maxJobs=1" in html

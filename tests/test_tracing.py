@@ -114,3 +114,15 @@ def test_long_bodies_are_truncated_and_still_scrubbed(httpserver):
 def test_history_is_bounded():
     log = TraceLog(maxlen=3)
     assert len(log) == 0 and log.last(5) == []
+
+
+def test_collect_gathers_everything_even_past_the_history_bound(httpserver):
+    httpserver.expect_request("/x").respond_with_json({})
+    client = HTTPClient(url="http://127.0.0.1", port=httpserver.port)
+    log = TraceLog(maxlen=2)
+    log.attach(client.session)
+    with log.collect() as seen:
+        for _ in range(5):
+            client.request(method="GET", path="/x")
+    client.request(method="GET", path="/x")
+    assert len(seen) == 5 and len(log) == 2 and log.listeners == []
