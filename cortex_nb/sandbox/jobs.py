@@ -110,8 +110,25 @@ class Job:
                 self.finished.set()
         self.stopped.set()
         if cursor is not None:
-            with contextlib.suppress(duckdb.Error):  # the query may have just ended
-                cursor.interrupt()
+            threading.Thread(
+                target=self._interrupt_until_stopped, args=(cursor,), daemon=True
+            ).start()
+
+    def _interrupt_until_stopped(self, cursor: duckdb.DuckDBPyConnection) -> None:
+        """Interrupt DuckDB until the worker lets go of ``cursor``.
+
+        One interrupt is not enough: one that lands before DuckDB starts executing (or between
+        two statements) is lost, and the query then runs to its end (forever, for a cross
+        join). The lock keeps the worker from closing the cursor while it is interrupted.
+        """
+        while True:
+            with self.lock:
+                if self.cursor is not cursor:
+                    return
+                with contextlib.suppress(duckdb.Error):  # the query may have just ended
+                    cursor.interrupt()
+            if self.finished.wait(0.02):
+                return
 
     def detail(self, state: str) -> dict:
         """The job detail object as reported in ``state``."""
