@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
+from cortex_nb._version import __version__
 
 # public name -> module that defines it
 _LAZY = {
@@ -22,10 +22,14 @@ _LAZY = {
     "QueryError": "exceptions",
     "TransportError": "exceptions",
     "Credentials": "credentials",
+    "Endpoint": "endpoints",
     "HTTPClient": "httpclient",
+    "QueryJob": "query",
     "QueryService": "query",
     "Result": "query",
-    "get_session": "session",
+    "Connection": "connection",
+    "get_connection": "connection",
+    "get_session": "session",  # the old name of get_connection
     "CredentialsPanel": "panel",
     "panel": "panel",  # the module is callable: cortex_nb.panel() shows the panel
 }

@@ -189,22 +189,23 @@ def run_query(args: argparse.Namespace) -> int:
 
 
 def _query_frame(args: argparse.Namespace) -> Any:
-    from cortex_nb.credentials import Credentials
-    from cortex_nb.session import Session
+    from cortex_nb.connection import Connection
     from cortex_nb.sqlparams import qualify_tables
 
-    session = Session()
+    connection = Connection()
     try:
         if args.sandbox:
-            session.connect_sandbox(rows=10_000)
+            connection.connect_sandbox(rows=10_000)
+        elif args.profile:
+            connection.connect_profile(args.profile)
         else:
-            session.connect(Credentials(profile=args.profile), url=args.url)
-        sql = qualify_tables(args.sql, args.instance or session.instance_id)
+            connection.connect(endpoint=connection.endpoint_for(url=args.url))
+        sql = qualify_tables(args.sql, args.instance or connection.instance_id)
         progress = _stderr_progress if sys.stderr.isatty() else None
-        return session.require().query(sql, max_rows=args.limit, progress=progress).df
+        return connection.require().query(sql, max_rows=args.limit, progress=progress).df
     finally:
-        session.disconnect()
-        session.stop_sandbox()
+        connection.disconnect()
+        connection.stop_sandbox()
 
 
 def _stderr_progress(progress: Any) -> None:

@@ -19,18 +19,17 @@ import json
 import os
 import threading
 import time
+import warnings
 from typing import Any
-from urllib.parse import urlsplit
 
 import requests
 
+from cortex_nb.endpoints import DEFAULT_TOKEN_URL, TOKEN_PATH, normalize_token_url
 from cortex_nb.exceptions import ConfigurationError, CredentialsError
-from cortex_nb.security import MASK, check_secure_url, scrub
+from cortex_nb.security import MASK, SECRET_FIELDS, check_secure_url, scrub
 
 __all__ = ["DEFAULT_TOKEN_URL", "ENV_VARS", "TOKEN_PATH", "Credentials", "jwt_expiry"]
 
-TOKEN_PATH = "/api/oauth2/RequestToken"
-DEFAULT_TOKEN_URL = "https://api.paloaltonetworks.com" + TOKEN_PATH
 # field -> environment variable, in the order the official SDKs read them
 ENV_VARS = {
     "access_token": "PAN_ACCESS_TOKEN",
@@ -38,9 +37,7 @@ ENV_VARS = {
     "client_secret": "PAN_CLIENT_SECRET",
     "refresh_token": "PAN_REFRESH_TOKEN",
     "token_url": "PAN_TOKEN_URL",
-    "region": "PAN_REGION",
 }
-SECRET_FIELDS = ("access_token", "client_secret", "refresh_token")
 # Refresh this many seconds before the token's ``exp`` so a request never lands with a dead token.
 DEFAULT_LEEWAY = 60.0
 TOKEN_TIMEOUT = (10.0, 30.0)
@@ -58,19 +55,6 @@ def jwt_expiry(token: str | None) -> float | None:
     except (binascii.Error, ValueError, UnicodeDecodeError, AttributeError):
         return None
     return float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
-
-
-def normalize_token_url(url: str) -> str:
-    """Return the token endpoint for ``url``; a URL with no path gets ``TOKEN_PATH``."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigurationError(
-            f"token_url {url!r} is not an http(s) URL; give the token endpoint, e.g. "
-            f"{DEFAULT_TOKEN_URL!r}"
-        )
-    if parts.path in ("", "/"):
-        return url.rstrip("/") + TOKEN_PATH
-    return url
 
 
 class Credentials:
@@ -97,13 +81,14 @@ class Credentials:
             "client_secret": client_secret,
             "refresh_token": refresh_token,
             "token_url": token_url,
-            "region": region,
         }
+        if region is not None:
+            _warn_region_is_not_credentials()
         values = _resolve(given, os.environ if environ is None else environ, profile)
         self.profile = profile
         self.client_id: str | None = values["client_id"]
-        self.region: str | None = values["region"]
-        self.token_url = normalize_token_url(values["token_url"] or DEFAULT_TOKEN_URL)
+        # None until chosen (argument, PAN_TOKEN_URL, profile): a connection may then set it
+        self._token_url = normalize_token_url(values["token_url"]) if values["token_url"] else None
         self._access_token: str | None = values["access_token"]
         self._client_secret: str | None = values["client_secret"]
         self._refresh_token: str | None = values["refresh_token"]
@@ -113,6 +98,20 @@ class Credentials:
         self.refresh_count = 0
         self._lock = threading.Lock()
         self.http = requests.Session()  # its own session, so response hooks can trace refreshes
+
+    @property
+    def token_url(self) -> str:
+        """The OAuth2 token endpoint these credentials refresh against."""
+        return self._token_url or DEFAULT_TOKEN_URL
+
+    def adopt_token_url(self, url: str) -> None:
+        """Refresh against ``url`` unless a token URL was chosen (argument, environment, profile).
+
+        A connection calls this with its endpoint's token URL, so that credentials built
+        without one follow the place they connect to.
+        """
+        if self._token_url is None:
+            self._token_url = normalize_token_url(url)
 
     # -- secrets: readable by code, never shown -------------------------------------------
     @property
@@ -241,7 +240,6 @@ class Credentials:
             "refresh_token": self._refresh_token,
             "access_token": self._access_token,
             "token_url": self.token_url,
-            "region": self.region,
             "profile": self.profile,
         }
         parts = [
@@ -264,8 +262,7 @@ class Credentials:
 
         fields: dict[str, str | None] = {
             "client_id": self.client_id,
-            "token_url": self.token_url,
-            "region": self.region,
+            "token_url": self._token_url,
             "client_secret": self._client_secret,
             "refresh_token": self._refresh_token,
             "access_token": None if self.can_refresh else self._access_token,
@@ -287,6 +284,17 @@ def _resolve(
             value = environ.get(ENV_VARS[field]) or stored.get(field)
         values[field] = value or None
     return values
+
+
+def _warn_region_is_not_credentials() -> None:
+    # every region shares one token endpoint, so the region never changed what credentials do
+    warnings.warn(
+        "Credentials(region=...) is deprecated and ignored: credentials do not choose the API. "
+        "Give the region to the connection (`%cortex connect --region R`, "
+        "Connection.connect(endpoint=Endpoint.for_region(R))).",
+        DeprecationWarning,
+        stacklevel=3,
+    )
 
 
 def _profile_values(name: str) -> dict[str, str]:

@@ -23,8 +23,9 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from cortex_nb import __version__
+from cortex_nb._version import __version__
 from cortex_nb.credentials import Credentials
+from cortex_nb.endpoints import DEFAULT_URL, check_url
 from cortex_nb.exceptions import (
     ConfigurationError,
     CredentialsError,
@@ -36,7 +37,7 @@ from cortex_nb.security import MASK, check_secure_url, redact_headers, scrub
 
 __all__ = [
     "DEFAULT_URL",
-    "REGIONS",
+    "USE_CLIENT_DEFAULT",
     "HTTPClient",
     "build_url",
     "default_retry",
@@ -44,30 +45,19 @@ __all__ = [
     "service_message",
 ]
 
-DEFAULT_URL = "https://api.us.cdl.paloaltonetworks.com"
-REGIONS = {
-    "americas": DEFAULT_URL,
-    "europe": "https://api.nl.cdl.paloaltonetworks.com",
-    "uk": "https://api.uk.cdl.paloaltonetworks.com",
-}
 DEFAULT_TIMEOUT = (10.0, 60.0)  # (connect, read) seconds; requests has no default at all
-CLIENT_DEFAULTS: dict[str, Any] = {
-    "auto_refresh": True,
-    "auto_retry": True,
-    "credentials": None,
-    "enforce_json": False,
-    "force_trace": False,
-    "port": 443,
-    "raise_for_status": False,
-    "url": DEFAULT_URL,
-    "timeout": DEFAULT_TIMEOUT,
-}
+Timeout = float | tuple[float, float] | None
+# the client options a request may override, in the seed document's order (plus timeout)
+CLIENT_OPTIONS = (
+    "auto_refresh", "auto_retry", "credentials", "enforce_json", "force_trace", "port",
+    "raise_for_status", "url", "timeout",
+)
 SESSION_ATTRS = (
     "auth", "cert", "cookies", "headers", "params", "proxies", "stream", "trust_env", "verify",
 )
 ADAPTER_PARAMS = ("pool_connections", "pool_maxsize", "pool_block", "max_retries")
 REQUEST_ARGS = frozenset({
-    "params", "json", "data", "files", "headers", "cookies", "auth", "timeout",
+    "params", "json", "data", "files", "headers", "cookies", "auth",
     "allow_redirects", "proxies", "stream", "verify", "cert", "hooks",
 })
 RETRY_STATUSES = (429, 502, 503, 504)
@@ -131,23 +121,26 @@ class _RetryingAdapter(HTTPAdapter):
 
 def build_url(url: str, port: int | None, path: str = "") -> str:
     """Join ``url``, ``:port`` (unless the URL names one or it is the default) and ``path``."""
-    parts = urlsplit(url)
-    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
-        raise ConfigurationError(
-            f"url {url!r} is not an http(s) URL; give the API base, e.g. {DEFAULT_URL!r}"
-        )
+    base = check_url(url, "url")
+    parts = urlsplit(base)
     if path and not path.startswith("/"):
         if urlsplit(path).scheme:
             raise ConfigurationError(f"path {path!r} is a URL; pass the base as url= instead")
         path = "/" + path
-    base = url.rstrip("/")
-    try:
-        named_port = parts.port
-    except ValueError:
-        raise ConfigurationError(f"url {url!r} has an invalid port") from None
-    if named_port is None and port is not None and port != _DEFAULT_PORTS[parts.scheme]:
-        base = f"{parts.scheme}://{parts.netloc}:{int(port)}{parts.path.rstrip('/')}"
+    if parts.port is None and port is not None and port != _DEFAULT_PORTS[parts.scheme]:
+        base = f"{parts.scheme}://{parts.netloc}:{int(port)}{parts.path}"
     return base + path
+
+
+class _UseClientDefault:
+    """The type of ``USE_CLIENT_DEFAULT``: "not given here, use the client's value"."""
+
+    def __repr__(self) -> str:
+        return "USE_CLIENT_DEFAULT"
+
+
+# distinct from None, which is a real value for some options (credentials=None, timeout=None)
+USE_CLIENT_DEFAULT: Any = _UseClientDefault()
 
 
 @dataclass
@@ -162,60 +155,105 @@ class _Call:
 
 
 class HTTPClient:
-    """HTTP client for the Cortex Data Lake REST API (the seed document's ``HTTPClient``)."""
+    """HTTP client for the Cortex Data Lake REST API (the seed document's ``HTTPClient``).
 
-    def __init__(self, **kwargs: Any) -> None:
-        known = set(CLIENT_DEFAULTS) | set(SESSION_ATTRS) | set(ADAPTER_PARAMS)
-        _reject_unknown(kwargs, known, "HTTPClient()")
-        self._init_kwargs = dict(kwargs)
-        for name, default in CLIENT_DEFAULTS.items():
-            setattr(self, name, kwargs.get(name, default))
-        if "url" not in kwargs and getattr(self.credentials, "region", None):
-            self.url = _region_url(self.credentials.region)
-        self.session = self._build_session(kwargs)
+    Keywords are the seed's (``auto_refresh``, ``auto_retry``, ``credentials``,
+    ``enforce_json``, ``force_trace``, ``port``, ``raise_for_status``, ``url``) plus
+    ``timeout``; ``options`` takes the requests ``Session`` attributes (auth, cert, cookies,
+    headers, params, proxies, stream, trust_env, verify) and the ``HTTPAdapter`` parameters
+    (pool_connections, pool_maxsize, pool_block, max_retries). Anything else is refused.
+    """
+
+    def __init__(
+        self,
+        *,
+        auto_refresh: bool = True,
+        auto_retry: bool = True,
+        credentials: Credentials | None = None,
+        enforce_json: bool = False,
+        force_trace: bool = False,
+        port: int = 443,
+        raise_for_status: bool = False,
+        url: str = DEFAULT_URL,
+        timeout: Timeout = DEFAULT_TIMEOUT,
+        **options: Any,
+    ) -> None:
+        _reject_unknown(options, _CLIENT_KEYWORDS, "HTTPClient()")
+        self.auto_refresh, self.auto_retry = auto_refresh, auto_retry
+        self.credentials = credentials
+        self.enforce_json, self.force_trace = enforce_json, force_trace
+        self.port, self.raise_for_status, self.url = port, raise_for_status, url
+        self.timeout = timeout
+        self._options = dict(options)
+        self.session = self._build_session(options)
         build_url(self.url, self.port)  # fail now, not at the first request
 
-    def _build_session(self, kwargs: Mapping[str, Any]) -> requests.Session:
+    def _build_session(self, options: Mapping[str, Any]) -> requests.Session:
         session = requests.Session()
         session.headers.update(
             {"Accept": "application/json", "User-Agent": f"cortex-nb/{__version__}"}
         )
         for name in SESSION_ATTRS:
-            if name == "headers" and kwargs.get("headers"):
-                session.headers.update(kwargs["headers"])
-            elif name in kwargs and name != "headers":
-                setattr(session, name, kwargs[name])
-        adapter = _RetryingAdapter(**{k: kwargs[k] for k in ADAPTER_PARAMS if k in kwargs})
+            if name == "headers" and options.get("headers"):
+                session.headers.update(options["headers"])
+            elif name in options and name != "headers":
+                setattr(session, name, options[name])
+        adapter = _RetryingAdapter(**{k: options[k] for k in ADAPTER_PARAMS if k in options})
         session.mount("https://", adapter)
         session.mount("http://", adapter)
         self.adapter = adapter
         return session
 
     # -- the request path -------------------------------------------------------------------
-    def request(self, **kwargs: Any) -> requests.Response:
+    def request(
+        self,
+        *,
+        method: str | None = None,
+        path: str | None = None,
+        endpoint: str | None = None,
+        auto_refresh: bool = USE_CLIENT_DEFAULT,
+        auto_retry: bool = USE_CLIENT_DEFAULT,
+        credentials: Credentials | None = USE_CLIENT_DEFAULT,
+        enforce_json: bool = USE_CLIENT_DEFAULT,
+        force_trace: bool = USE_CLIENT_DEFAULT,
+        port: int = USE_CLIENT_DEFAULT,
+        raise_for_status: bool = USE_CLIENT_DEFAULT,
+        url: str = USE_CLIENT_DEFAULT,
+        timeout: Timeout = USE_CLIENT_DEFAULT,
+        idempotent: bool = False,
+        **request_args: Any,
+    ) -> requests.Response:
         """Send one request and return the ``requests.Response``.
 
-        Keywords: ``method`` (required), ``path`` (or ``endpoint``), any client option as a
-        per-request override, ``idempotent`` (resend a POST on transient failures), and
-        requests' own (``params``, ``json``, ``data``, ``headers``, ``timeout``, ...).
+        ``method`` is required; ``path`` (or ``endpoint``, the SDK's old name) is appended to
+        ``url:port``. Every client option may be overridden for this request; ``idempotent``
+        lets a POST be resent on transient failures; the rest are requests' own keywords
+        (``params``, ``json``, ``data``, ``headers``, ``allow_redirects``, ...).
         """
-        call = self._resolve(kwargs)
+        given = {
+            "auto_refresh": auto_refresh, "auto_retry": auto_retry, "credentials": credentials,
+            "enforce_json": enforce_json, "force_trace": force_trace, "port": port,
+            "raise_for_status": raise_for_status, "url": url, "timeout": timeout,
+        }
+        call = self._resolve(method, _one_path(path, endpoint), given, idempotent, request_args)
         prepared = self._prepare(call)
         response = self._send_handling_auth(prepared, call)
         self._check_response(response, call)
         return response
 
-    def _resolve(self, kwargs: dict[str, Any]) -> _Call:
-        kwargs = dict(kwargs)
-        method = kwargs.pop("method", None)
+    def _resolve(
+        self, method: str | None, path: str, given: dict[str, Any], idempotent: bool,
+        request_args: dict[str, Any],
+    ) -> _Call:
         if not method or not isinstance(method, str):
             raise ConfigurationError("request() needs method=, e.g. method='GET'")
-        path = _pop_path(kwargs)
-        options = {name: kwargs.pop(name, getattr(self, name)) for name in CLIENT_DEFAULTS}
-        idempotent = bool(kwargs.pop("idempotent", False))
-        _reject_unknown(kwargs, REQUEST_ARGS, "request()")
+        _reject_unknown(request_args, _REQUEST_KEYWORDS, "request()")
+        options = {
+            name: getattr(self, name) if value is USE_CLIENT_DEFAULT else value
+            for name, value in given.items()
+        }
         url = build_url(options["url"], options["port"], path)
-        return _Call(method.upper(), url, options, kwargs, idempotent)
+        return _Call(method.upper(), url, options, request_args, bool(idempotent))
 
     def _prepare(self, call: _Call) -> requests.PreparedRequest:
         args = {k: v for k, v in call.request_args.items() if k in _PREPARE_ARGS}
@@ -268,7 +306,7 @@ class HTTPClient:
         try:
             return self.session.send(
                 prepared,
-                timeout=args.get("timeout", call.options["timeout"]),
+                timeout=call.options["timeout"],
                 allow_redirects=args.get("allow_redirects", True),
                 **settings,
             )
@@ -303,8 +341,9 @@ class HTTPClient:
         self.close()
 
     def __repr__(self) -> str:
-        shown = []
-        for key, value in self._init_kwargs.items():
+        shown = [f"url={self.url!r}", f"port={self.port!r}"]
+        shown += [f"credentials={self.credentials!r}"] if self.credentials is not None else []
+        for key, value in self._options.items():
             if key == "headers" and isinstance(value, Mapping):
                 value = redact_headers(value)
             elif key in ("auth", "cookies"):
@@ -313,14 +352,18 @@ class HTTPClient:
         return f"HTTPClient({', '.join(shown)})"
 
 
+# every keyword each call takes (named in the error for an unknown one)
+_CLIENT_KEYWORDS = frozenset({*CLIENT_OPTIONS, *SESSION_ATTRS, *ADAPTER_PARAMS})
+_REQUEST_KEYWORDS = frozenset(
+    {*REQUEST_ARGS, *CLIENT_OPTIONS, "method", "path", "endpoint", "idempotent"}
+)
 _PREPARE_ARGS = frozenset(
     {"params", "json", "data", "files", "headers", "cookies", "auth", "hooks"}
 )
 
 
-def _pop_path(kwargs: dict[str, Any]) -> str:
-    path = kwargs.pop("path", None)
-    endpoint = kwargs.pop("endpoint", None)  # the official SDK's name for it
+def _one_path(path: str | None, endpoint: str | None) -> str:
+    """``path``, or ``endpoint`` (the official SDK's name for it), not two different ones."""
     if path is not None and endpoint is not None and path != endpoint:
         raise ConfigurationError("give path= or endpoint= (its old name), not both")
     return path if path is not None else (endpoint or "")
@@ -333,15 +376,6 @@ def _reject_unknown(kwargs: Mapping[str, Any], known: Collection[str], where: st
             f"{where} got unexpected keyword argument(s): {', '.join(unknown)}. "
             f"Known: {', '.join(sorted(known))}."
         )
-
-
-def _region_url(region: str) -> str:
-    try:
-        return REGIONS[region.lower()]
-    except KeyError:
-        raise ConfigurationError(
-            f"Unknown region {region!r}; use one of {', '.join(REGIONS)} or pass url="
-        ) from None
 
 
 def _authorize(prepared: requests.PreparedRequest, token: str) -> None:

@@ -1,6 +1,6 @@
 """The ``%cortex`` line magic and ``%%cortex`` cell magic.
 
-Thin by design: parse (``parse_cell``) -> run through the library (``session``/``query``) ->
+Thin by design: parse (``parse_cell``) -> run through the library (``connection``/``query``) ->
 display. Options are traitlets (``%config CortexMagics.page_size = 5000``). Every
 ``CortexError`` reaches the notebook as one line (``CortexCellError``), so the cell fails (papermill
 and nbval stop) without a traceback and without a secret.
@@ -36,9 +36,10 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.display import HTML, display
 from traitlets import Bool, Enum, Int
 
-from cortex_nb.exceptions import CortexError, QueryCancelled
+from cortex_nb.connection import Connection, get_connection
+from cortex_nb.exceptions import CortexError
+from cortex_nb.query import JOBS
 from cortex_nb.security import scrub
-from cortex_nb.session import Session, get_session
 from cortex_nb.sqlparams import qualify_tables, render_parameters
 
 __all__ = ["CellCommand", "CortexCellError", "CortexMagics", "load_ipython_extension", "parse_cell"]
@@ -181,58 +182,57 @@ class CortexMagics(Magics):
     progress = Bool(True, help="Show a live progress line while a query runs.").tag(config=True)
 
     @property
-    def session(self) -> Session:
-        """The shared session."""
-        return get_session()
+    def connection(self) -> Connection:
+        """The shared connection."""
+        return get_connection()
 
     # -- line magic ----------------------------------------------------------------------------
     @line_magic
     def cortex(self, line: str) -> Any:
-        """Manage the shared session (connect, status, ...) or send one REST request (GET /x)."""
+        """Manage the shared connection (connect, status, ...) or send one REST request (GET /x)."""
         words = shlex.split(line)
         if words and words[0].upper() in HTTP_METHODS:
             return self.cortex_cell(line, "")  # IPython refuses a cell magic with no body
         args = _line_parser().parse_args(words or ["status"])
-        with _one_line_errors(self.session):
+        with _one_line_errors(self.connection):
             return getattr(self, f"_do_{args.command}")(args)
 
     def _do_connect(self, args: argparse.Namespace) -> None:
+        connection = self.connection
         if args.target == "sandbox":
             kwargs = {k: v for k, v in (("rows", args.rows), ("seed", args.seed)) if v is not None}
-            self.session.connect_sandbox(**kwargs)
+            connection.connect_sandbox(**kwargs)
         elif args.profile:
-            self.session.connect_profile(args.profile, url=args.url)
+            connection.connect_profile(args.profile, url=args.url)
         else:
-            from cortex_nb.credentials import Credentials
-
-            credentials = Credentials(region=args.region)
-            self.session.connect(credentials, url=args.url, instance_id=args.instance)
-        print(self.session.describe())
+            endpoint = connection.endpoint_for(args.region, args.url, instance_id=args.instance)
+            connection.connect(endpoint=endpoint)
+        print(connection.describe())
 
     def _do_disconnect(self, args: argparse.Namespace) -> None:
-        self.session.disconnect()
+        self.connection.disconnect()
         print("Disconnected.")
 
     def _do_status(self, args: argparse.Namespace) -> None:
-        print(self.session.describe())
+        print(self.connection.describe())
 
     def _do_panel(self, args: argparse.Namespace) -> Any:
         from cortex_nb.panel import CredentialsPanel
 
-        return CredentialsPanel(session=self.session)
+        return CredentialsPanel(connection=self.connection)
 
     def _do_history(self, args: argparse.Namespace) -> Any:
-        return self.session.traces.to_frame()
+        return self.connection.traces.to_frame()
 
     def _do_trace(self, args: argparse.Namespace) -> None:
-        self._show_traces(self.session.traces.last(args.n))
+        self._show_traces(self.connection.traces.last(args.n))
 
     # -- cell magic ----------------------------------------------------------------------------
     @cell_magic("cortex")
     def cortex_cell(self, line: str, cell: str) -> Any:
         """Run a SQL query job (default) or a REST request ('METHOD /path' + JSON body)."""
         command = parse_cell(line, cell)
-        with _one_line_errors(self.session):
+        with _one_line_errors(self.connection):
             run = self._run_rest if command.mode == "rest" else self._run_sql
             result = run(command)
         if command.output and result is not None:
@@ -241,54 +241,39 @@ class CortexMagics(Magics):
 
     def _final_sql(self, command: CellCommand) -> str:
         sql = render_parameters(command.text, self.shell.user_ns)
-        return qualify_tables(sql, self.session.instance_id)
+        return qualify_tables(sql, self.connection.instance_id)
 
     def _run_sql(self, command: CellCommand) -> Any:
         sql = self._final_sql(command)
         if command.dry_run:
-            return self._dry_run("POST", "/query/v2/jobs", {"params": {"query": sql}})
-        service = self.session.require()
+            return self._dry_run("POST", JOBS, {"params": {"query": sql}})
+        service = self.connection.require()
+        options = {
+            "page_size": command.page_size or self.page_size, "parallel": self.parallel,
+            "progress": _ProgressLine(self.progress),
+        }
         if command.raw:
-            return self._raw_rows(service, sql, command)
-        result = service.query(
-            sql, page_size=command.page_size or self.page_size, structs=self.structs,
-            max_rows=command.limit, parallel=self.parallel,
-            progress=_ProgressLine(self.progress),
-        )
+            job = service.start(sql, limit=command.limit, **options)
+            with job.cancel_on_interrupt():
+                return job.rows()
+        result = service.query(sql, structs=self.structs, max_rows=command.limit, **options)
         if command.trace or self.show_trace:
             self._show_traces(result.traces)
         return result.df
-
-    def _raw_rows(self, service: Any, sql: str, command: CellCommand) -> list[Any]:
-        job_id = service.submit(sql)
-        rows: list[Any] = []
-        try:
-            for response in service.iter_job_results(
-                job_id, page_size=command.page_size or self.page_size
-            ):
-                rows.extend(response.json()["page"]["result"]["data"])
-                if command.limit is not None and len(rows) >= command.limit:
-                    return rows[: command.limit]
-        except KeyboardInterrupt:
-            service.cancel_job(job_id)
-            raise QueryCancelled(
-                f"Interrupted: job {job_id} was cancelled on the server.", job_id
-            ) from None
-        return rows
 
     def _run_rest(self, command: CellCommand) -> Any:
         body = _json_body(command.text)
         if command.dry_run:
             return self._dry_run(command.method or "GET", command.path or "/", body)
-        client = self.session.require().session
-        with self.session.traces.collect() as seen:
+        client = self.connection.require().client
+        with self.connection.traces.collect() as seen:
             response = client.request(method=command.method, path=command.path, json=body)
         if command.trace or self.show_trace:
             self._show_traces(seen)
         return _rest_output(response, command.raw, command.limit)
 
     def _dry_run(self, method: str, path: str, body: Any) -> None:
-        client = self.session.client
+        client = self.connection.client
         base = client.url if client is not None else "<not connected>"
         print(f"{method} {base}{path}")
         print("Authorization: Bearer $TOKEN")
@@ -344,12 +329,13 @@ class _PrettyJSON:
 
 
 @contextlib.contextmanager
-def _one_line_errors(session: Session) -> Iterator[None]:
+def _one_line_errors(connection: Connection) -> Iterator[None]:
     """Turn a CortexError into one scrubbed line (``CortexCellError``); the cell still fails."""
     try:
         yield
     except CortexError as exc:
-        raise CortexCellError(scrub(f"{type(exc).__name__}: {exc}", session.secrets())) from None
+        message = f"{type(exc).__name__}: {exc}"
+        raise CortexCellError(scrub(message, connection.secrets())) from None
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -1,8 +1,8 @@
-"""The credentials panel: connect the shared session by filling fields, not by pasting secrets.
+"""The credentials panel: connect the shared connection by filling fields, not by pasting secrets.
 
 ``CredentialsPanel`` *is* an ipywidgets ``VBox`` (plain widgets, no front-end code of its own,
 so it works in JupyterLab, Notebook 7 and VS Code). Its children are private; handlers are
-named ``_on_<child>_<event>`` and stay short; the decisions (which URLs a region means, what is
+named ``_on_<child>_<event>`` and stay short; the decisions (what the fields mean, what is
 missing, what a profile holds) are pure functions below, tested without widgets.
 
 Secrets typed into the panel are cleared from the widgets as soon as a button has read them,
@@ -24,39 +24,33 @@ import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import ipywidgets as widgets
 
 from cortex_nb import profiles
-from cortex_nb.credentials import DEFAULT_TOKEN_URL, TOKEN_PATH, Credentials
+from cortex_nb.connection import Connection, get_connection
+from cortex_nb.credentials import Credentials
+from cortex_nb.endpoints import REGIONS, SANDBOX, Endpoint
 from cortex_nb.exceptions import ConfigurationError
-from cortex_nb.httpclient import REGIONS
 from cortex_nb.security import scrub
-from cortex_nb.session import Session, get_session
 
 __all__ = [
     "REGION_OPTIONS",
     "CredentialsPanel",
     "PanelFields",
-    "Target",
     "credentials_from_fields",
-    "default_token_url",
     "fields_from_profile",
     "missing_fields_message",
     "one_line",
     "panel",
-    "profile_fields",
-    "region_target",
     "status_html",
 ]
 
+CUSTOM = "custom"
 REGION_OPTIONS = (
-    ("Americas", "americas"),
-    ("Europe", "europe"),
-    ("UK", "uk"),
-    ("Sandbox (offline, on this machine)", "sandbox"),
-    ("Custom URL", "custom"),
+    *((region.label, region.name) for region in REGIONS.values()),
+    ("Sandbox (offline, on this machine)", SANDBOX),
+    ("Custom URL", CUSTOM),
 )
 _LABEL_WIDTH = "9.5em"
 _FIELD_LAYOUT = {"width": "100%", "max_width": "36em"}
@@ -83,46 +77,6 @@ class PanelFields:
         return [s for s in (self.client_secret, self.refresh_token, self.access_token) if s]
 
 
-@dataclass(frozen=True)
-class Target:
-    """Where to connect: the API base URL, the token endpoint, and the region name if any."""
-
-    url: str
-    token_url: str
-    region: str | None = None
-
-
-def default_token_url(api_url: str) -> str:
-    """The token endpoint on the API's own host: ``scheme://host[:port]/api/oauth2/RequestToken``."""
-    parts = urlsplit(api_url)
-    return f"{parts.scheme}://{parts.netloc}{TOKEN_PATH}"
-
-
-def _check_url(url: str, what: str) -> str:
-    url = url.strip()
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        shown = f" ({url!r} is not one)" if url else ""
-        raise ConfigurationError(f"Type the {what} as an http(s) URL, e.g. https://api.example.com{shown}.")
-    return url.rstrip("/")
-
-
-def region_target(region: str, url: str = "", token_url: str = "", sandbox: Any = None) -> Target:
-    """The API and token URLs meant by a region choice ("custom" reads ``url``; "sandbox" the
-    running ``sandbox``). A filled ``token_url`` wins over the default, except for the sandbox."""
-    if region == "sandbox":
-        if sandbox is None:
-            raise ConfigurationError("The sandbox is not running; choose the Sandbox region again.")
-        return Target(sandbox.url, sandbox.token_url)
-    token = _check_url(token_url, "token URL") if token_url.strip() else None
-    if region in REGIONS:
-        return Target(REGIONS[region], token or DEFAULT_TOKEN_URL, region)
-    if region == "custom":
-        api = _check_url(url, "API URL")
-        return Target(api, token or default_token_url(api))
-    raise ConfigurationError(f"Unknown region {region!r}; choose one from the list.")
-
-
 def missing_fields_message(fields: PanelFields) -> str | None:
     """The one-line reason these fields cannot connect, or None when they can try."""
     if fields.access_token.strip():
@@ -140,26 +94,38 @@ def missing_fields_message(fields: PanelFields) -> str | None:
     return None
 
 
-def credentials_from_fields(fields: PanelFields, target: Target) -> Credentials:
+def credentials_from_fields(fields: PanelFields, endpoint: Endpoint) -> Credentials:
     """Credentials from the typed fields only (the ``PAN_*`` environment is not consulted)."""
     return Credentials(
         access_token=fields.access_token.strip() or None,
         client_id=fields.client_id.strip() or None,
         client_secret=fields.client_secret.strip() or None,
         refresh_token=fields.refresh_token.strip() or None,
-        token_url=target.token_url,
-        region=target.region,
+        token_url=endpoint.token_url,
         environ={},
+    )
+
+
+def endpoint_from_fields(fields: PanelFields, connection: Connection) -> Endpoint:
+    """The endpoint the region choice and URL fields mean (the sandbox region starts it)."""
+    custom = fields.region == CUSTOM
+    if custom and not fields.url.strip():
+        raise ConfigurationError("Type the API URL (Custom URL needs one).")
+    return connection.endpoint_for(
+        None if custom else fields.region,
+        fields.url if custom else None,
+        fields.token_url.strip() or None,
+        fields.instance_id.strip() or None,
     )
 
 
 def fields_from_profile(stored: dict[str, str]) -> PanelFields:
     """Panel fields (secrets included, for connecting only) from a stored profile."""
-    region = stored.get("region") or ("custom" if stored.get("url") else "americas")
+    region = stored.get("region") or (CUSTOM if stored.get("url") else "americas")
     return PanelFields(
         region=region.lower(),
         url=stored.get("url", ""),
-        token_url="" if region == "sandbox" else stored.get("token_url", ""),
+        token_url="" if region == SANDBOX else stored.get("token_url", ""),
         instance_id=stored.get("instance_id", ""),
         client_id=stored.get("client_id", ""),
         client_secret=stored.get("client_secret", ""),
@@ -168,27 +134,19 @@ def fields_from_profile(stored: dict[str, str]) -> PanelFields:
     )
 
 
-def profile_fields(url: str, instance_id: str | None, sandbox: Any = None) -> dict[str, str | None]:
-    """Where-to fields of a profile for a session connected to ``url``: the sandbox by name
-    (its port changes), a known region by name, anything else by URL."""
-    if sandbox is not None and url == sandbox.url:
-        return {"region": "sandbox", "url": None, "token_url": None, "instance_id": None}
-    region = next((name for name, address in REGIONS.items() if address == url), None)
-    return {"region": region, "url": None if region else url, "instance_id": instance_id}
-
-
 def one_line(error: BaseException, secrets: Iterable[str] = ()) -> str:
     """An error as one line for the panel, with every known secret masked."""
     text = re.sub(r"\s+", " ", str(error)).strip() or type(error).__name__
     return scrub(text, secrets)
 
 
-def status_html(session: Session, now: float | None = None) -> str:
-    """The live status line: a state mark, where the session is connected and until when."""
-    if not session.connected:
+def status_html(connection: Connection, now: float | None = None) -> str:
+    """The live status line: a state mark, where the connection goes and until when."""
+    if not connection.connected:
         return _status("disconnected", "○ Not connected.")
-    text = "● " + session.describe()
-    expires = session.credentials.expires_at if session.credentials is not None else None
+    text = "● " + connection.describe()
+    credentials = connection.credentials
+    expires = credentials.expires_at if credentials is not None else None
     if expires is not None:
         minutes = int((expires - (time.time() if now is None else now)) // 60)
         text += f" ({minutes} min left)" if minutes >= 0 else " (expired; reconnect)"
@@ -204,18 +162,25 @@ def _status(state: str, text: str) -> str:
 
 # -- the widget ------------------------------------------------------------------------------------
 class CredentialsPanel(widgets.VBox):
-    """Connect, save, load and disconnect the shared session from a notebook."""
+    """Connect, save, load and disconnect the shared connection from a notebook.
 
-    def __init__(self, session: Session | None = None, **kwargs: Any) -> None:
-        self._session = session if session is not None else get_session()
+    ``connection`` defaults to the shared one; ``session=`` is its old name.
+    """
+
+    def __init__(
+        self, connection: Connection | None = None, *, session: Connection | None = None,
+        **kwargs: Any,
+    ) -> None:
+        connection = connection if connection is not None else session
+        self._connection = connection if connection is not None else get_connection()
         self._make_fields()
         self._make_buttons()
         super().__init__(children=self._rows(), **kwargs)
         self.add_class("cortex-panel")
         self._region.observe(self._on_region_change, names="value")
         self._on_region_change()
-        self._session.listeners.append(self._on_session_change)
-        self._on_session_change(self._session)
+        self._connection.listeners.append(self._on_connection_change)
+        self._on_connection_change(self._connection)
 
     # -- building ----------------------------------------------------------------------------------
     def _make_fields(self) -> None:
@@ -263,16 +228,16 @@ class CredentialsPanel(widgets.VBox):
     # -- handlers ----------------------------------------------------------------------------------
     def _on_region_change(self, change: dict[str, Any] | None = None) -> None:
         region = self._region.value
-        self._url.layout.display = "" if region == "custom" else "none"
+        self._url.layout.display = "" if region == CUSTOM else "none"
         for child in (self._token_url, self._instance_id):
-            child.layout.display = "none" if region == "sandbox" else ""
+            child.layout.display = "none" if region == SANDBOX else ""
 
     def _on_connect_click(self, _button: widgets.Button) -> None:
         fields = self._take_fields()
         self._act("Connecting…", lambda: self._connect_with(fields), fields.secrets())
 
     def _on_disconnect_click(self, _button: widgets.Button) -> None:
-        self._act("Disconnecting…", self._disconnect_session)
+        self._act("Disconnecting…", self._forget_connection)
 
     def _on_save_click(self, _button: widgets.Button) -> None:
         self._act("Saving profile…", self._save_profile)
@@ -280,39 +245,32 @@ class CredentialsPanel(widgets.VBox):
     def _on_load_click(self, _button: widgets.Button) -> None:
         self._act("Loading profile…", self._load_profile)
 
-    def _on_session_change(self, session: Session) -> None:
-        self._status.value = status_html(session)
+    def _on_connection_change(self, connection: Connection) -> None:
+        self._status.value = status_html(connection)
 
     # -- actions (each returns the message to show) ------------------------------------------------
     def _connect_with(self, fields: PanelFields) -> str:
         problem = missing_fields_message(fields)
         if problem:
             raise ConfigurationError(problem)
-        sandbox = self._ensure_sandbox() if fields.region == "sandbox" else None
-        target = region_target(fields.region, fields.url, fields.token_url, sandbox)
-        instance = getattr(sandbox, "instance_id", None) or fields.instance_id.strip() or None
-        self._session.connect(
-            credentials_from_fields(fields, target), url=target.url, instance_id=instance
-        )
+        endpoint = endpoint_from_fields(fields, self._connection)
+        credentials = credentials_from_fields(fields, endpoint)
+        self._connection.connect(credentials, endpoint=endpoint)
         return "Connected. The secrets were cleared from the fields."
 
-    def _ensure_sandbox(self) -> Any:
-        """The session's in-process sandbox, started now if none runs (nothing is connected)."""
-        return self._session.start_sandbox()
-
-    def _disconnect_session(self) -> str:
-        self._session.disconnect()
+    def _forget_connection(self) -> str:
+        self._connection.disconnect()
         return "Disconnected."
 
     def _save_profile(self) -> str:
         name = profiles.check_name(self._profile.value.strip())
-        session = self._session
-        if not session.connected or session.credentials is None or session.client is None:
+        connection = self._connection
+        if not connection.connected or connection.credentials is None or not connection.endpoint:
             raise ConfigurationError("Connect first: a profile is saved from a working connection.")
-        extra = profile_fields(session.client.url, session.instance_id, session.sandbox)
+        extra = connection.endpoint.profile_fields()
         with warnings.catch_warnings():  # said in the panel's message instead
             warnings.simplefilter("ignore", profiles.SecretsInFileWarning)
-            path = session.credentials.save_profile(name, **extra)
+            path = connection.credentials.save_profile(name, **extra)
         self._profile.options = tuple(_known_profiles())
         where = profiles.show_profile(name)["secret_store"]
         note = {"keyring": "secrets in the OS keyring",
@@ -337,12 +295,12 @@ class CredentialsPanel(widgets.VBox):
         try:
             self._message.value = _message("ok", action())
         except Exception as exc:  # the panel is the notebook's boundary: one line, no traceback
-            held = self._session.secrets()
+            held = self._connection.secrets()
             known = [*secrets, *held]
             self._message.value = _message("error", one_line(exc, known))
         finally:
             self._set_busy(False)
-            self._on_session_change(self._session)
+            self._on_connection_change(self._connection)
 
     def _set_busy(self, busy: bool, text: str = "") -> None:
         for button in (self._connect, self._disconnect, self._save, self._load):
@@ -365,20 +323,20 @@ class CredentialsPanel(widgets.VBox):
     def _show_fields(self, fields: PanelFields) -> None:
         """Show a profile's public fields; its secrets never enter a widget."""
         known = fields.region in (value for _, value in REGION_OPTIONS)
-        self._region.value = fields.region if known else "custom"
+        self._region.value = fields.region if known else CUSTOM
         self._url.value, self._token_url.value = fields.url, fields.token_url
         self._instance_id.value, self._client_id.value = fields.instance_id, fields.client_id
 
     def close(self) -> None:
-        """Stop following the session, then close the widgets."""
-        if self._on_session_change in self._session.listeners:
-            self._session.listeners.remove(self._on_session_change)
+        """Stop following the connection, then close the widgets."""
+        if self._on_connection_change in self._connection.listeners:
+            self._connection.listeners.remove(self._on_connection_change)
         for child in self.children:
             child.close()
         super().close()
 
     def __repr__(self) -> str:
-        state = "connected" if self._session.connected else "not connected"
+        state = "connected" if self._connection.connected else "not connected"
         region, client = self._region.value, self._client_id.value
         return f"CredentialsPanel(region={region!r}, client_id={client!r}, {state})"
 
@@ -424,16 +382,16 @@ def _known_profiles() -> list[str]:
         return []
 
 
-def panel(session: Session | None = None) -> CredentialsPanel:
-    """A new credentials panel bound to ``session`` (default: the shared session)."""
-    return CredentialsPanel(session=session)
+def panel(connection: Connection | None = None) -> CredentialsPanel:
+    """A new credentials panel bound to ``connection`` (default: the shared one)."""
+    return CredentialsPanel(connection)
 
 
 class _CallableModule(types.ModuleType):
     """Makes ``cortex_nb.panel()`` work whether that name is this module or its ``panel``."""
 
-    def __call__(self, session: Session | None = None) -> CredentialsPanel:
-        return panel(session)
+    def __call__(self, connection: Connection | None = None) -> CredentialsPanel:
+        return panel(connection)
 
 
 sys.modules[__name__].__class__ = _CallableModule

@@ -27,10 +27,10 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
+from cortex_nb.endpoints import REGION_NAMES, check_url
 from cortex_nb.exceptions import ConfigurationError, CortexError
-from cortex_nb.security import MASK
+from cortex_nb.security import MASK, SECRET_FIELDS
 
 __all__ = [
     "CONFIG_ENV",
@@ -55,9 +55,7 @@ KEYRING_SERVICE = "cortex_nb"
 FILE_NAME = "profiles.json"
 FORMAT_VERSION = 1
 PUBLIC_FIELDS = ("region", "url", "client_id", "token_url", "instance_id")
-SECRET_FIELDS = ("client_secret", "refresh_token", "access_token")
 FIELDS = PUBLIC_FIELDS + SECRET_FIELDS
-REGION_NAMES = ("americas", "europe", "uk", "sandbox")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 USAGE = "usage: cortex-nb profiles list | show NAME | delete NAME"
 
@@ -167,9 +165,8 @@ def _clean_fields(fields: dict[str, str | None]) -> dict[str, str]:
             f"Unknown region {region!r}; use one of {', '.join(REGION_NAMES)}, or url=."
         )
     for key in ("url", "token_url"):
-        parts = urlsplit(values.get(key, "https://ok"))
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ConfigurationError(f"Profile {key} {values[key]!r} is not an http(s) URL.")
+        if key in values:
+            values[key] = check_url(values[key], f"profile's {key}")
     return values
 
 

@@ -3,22 +3,22 @@
 Low level, with the official SDK's names and parameters (each returns ``requests.Response``):
 ``create_query``, ``get_job``, ``list_jobs``, ``cancel_job``, ``get_job_results`` and the
 generator ``iter_job_results``. Unlike the SDK, ``iter_job_results`` handles every job state
-(PENDING, RUNNING, DONE, FAILED, CANCELLED, TIMEDOUT), polls adaptively with ``maxWait`` instead
-of sleeping a fixed second, and decodes each page once (``response.json()`` returns the cached
-decode).
+(PENDING, RUNNING, DONE, FAILED, CANCELLED, TIMEDOUT) and polls adaptively with ``maxWait``
+instead of sleeping a fixed second.
 
-High level: ``query(sql) -> Result``. The job is created idempotently (a client-chosen
-``jobId``; a 409 on a transport resend means "already created"), polled with ``maxWait`` and a
-short client backoff, then paged: by cursor, or, once ``rowsInJob`` is known, by ``offset`` with
-a few pages in flight at once (order preserved). Rows received must equal ``rowsInJob``, or the
-call raises: nothing is silently cut. Ctrl-C cancels the job on the server and says so.
+A ``QueryJob`` is one job on the service: ``QueryService.start(sql)`` creates it (idempotently:
+a client-chosen ``jobId``, so a 409 on a transport resend means "already created") and
+``QueryService.job(job_id)`` takes up an existing one. It polls with ``maxWait`` and a short
+client backoff, then pages: by cursor, or, once ``rowsInJob`` is known, by ``offset`` with a few
+pages in flight at once (order preserved). Every page is checked in one place, each decoded
+once; rows received must equal ``rowsInJob`` or it raises: nothing is silently cut. Interrupted
+(Ctrl-C) inside ``cancel_on_interrupt()``, it cancels itself on the server and says so.
+``QueryService.query(sql) -> Result`` is a job turned into a DataFrame.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -29,12 +29,12 @@ from typing import Any
 import orjson
 import requests
 
-from cortex_nb import __version__
-from cortex_nb.exceptions import CortexError, QueryCancelled, QueryError
+from cortex_nb._version import __version__
+from cortex_nb.exceptions import ConfigurationError, CortexError, QueryCancelled, QueryError
 from cortex_nb.httpclient import HTTPClient, http_error_message, service_message
 from cortex_nb.tracing import Trace, TraceLog
 
-__all__ = ["TERMINAL_STATES", "Progress", "QueryService", "Result"]
+__all__ = ["TERMINAL_STATES", "Page", "Progress", "QueryJob", "QueryService", "Result"]
 
 JOBS = "/query/v2/jobs"
 RESULTS = "/query/v2/jobResults"
@@ -45,6 +45,7 @@ MAX_PAGE_SIZE = 100_000
 MAX_WAIT_MS = 2000
 FIRST_BACKOFF = 0.02  # seconds; polls start fast, most sandbox and small jobs finish in ms
 MAX_BACKOFF = 1.0
+CANCEL_TIMEOUT = (5, 10)  # seconds: a cancel on the way out must not hold the user long
 
 
 @dataclass
@@ -95,21 +96,16 @@ class Result:
         return f"<p><code>{self.summary()}</code></p>" + self.df._repr_html_()
 
 
-def _decode(response: requests.Response) -> Any:
-    """Decode a JSON reply once and make ``response.json()`` return that decode."""
-    cached = getattr(response, "cortex_json", None)
-    if cached is not None:
-        return cached
+def decode_json(response: requests.Response, doing: str = "") -> Any:
+    """The reply's JSON body, decoded once by orjson; a clear ``QueryError`` if it is not JSON."""
     try:
-        payload = orjson.loads(response.content)
+        return orjson.loads(response.content)
     except orjson.JSONDecodeError:
+        request = response.request
         raise QueryError(
-            f"The reply to {response.request.method} {response.url} (HTTP "
-            f"{response.status_code}) is not JSON: {response.text[:80]!r}."
+            f"{doing or 'The reply'}: {request.method if request else '?'} {response.url} "
+            f"(HTTP {response.status_code}) is not JSON: {response.text[:80]!r}."
         ) from None
-    response.cortex_json = payload
-    response.json = lambda **_: payload  # the SDK decodes pages twice; we decode once
-    return payload
 
 
 def _job_id() -> str:
@@ -117,20 +113,44 @@ def _job_id() -> str:
 
 
 class QueryService:
-    """Query Service v2 client: the official SDK's calls plus ``query()`` to a DataFrame."""
+    """Query Service v2 client: the official SDK's calls, query jobs, and ``query()``."""
 
     def __init__(
-        self, session: HTTPClient | None = None, traces: TraceLog | None = None, **kwargs: Any
+        self,
+        client: HTTPClient | None = None,
+        traces: TraceLog | None = None,
+        *,
+        session: HTTPClient | None = None,
+        **client_kwargs: Any,
     ) -> None:
-        self.session = session if session is not None else HTTPClient(**kwargs)
-        credentials = self.session.credentials
+        if session is not None:  # the official SDK's name for the client
+            if client is not None and client is not session:
+                raise ConfigurationError("Give client= or session= (its SDK name), not both.")
+            client = session
+        if client is not None and client_kwargs:
+            raise ConfigurationError(
+                f"QueryService got a client and client keywords ({', '.join(client_kwargs)}); "
+                "give one or the other."
+            )
+        self.client = client if client is not None else HTTPClient(**client_kwargs)
+        credentials = self.client.credentials
         self.traces = traces or TraceLog(secrets=credentials.secrets if credentials else None)
-        self.traces.attach(self.session.session)
+        self.traces.attach(self.client.session)
+
+    @property
+    def session(self) -> HTTPClient:
+        """The ``HTTPClient`` (the official SDK's name for it)."""
+        return self.client
 
     @property
     def url(self) -> str:
         """The API base URL."""
-        return self.session.url
+        return self.client.url
+
+    def secrets(self) -> list[str]:
+        """The client's secret values, for scrubbing messages."""
+        credentials = self.client.credentials
+        return credentials.secrets() if credentials is not None else []
 
     # -- the SDK's calls ------------------------------------------------------------------
     def create_query(
@@ -145,11 +165,11 @@ class QueryService:
         body.setdefault("clientType", "cortex-nb")
         body.setdefault("clientVersion", __version__)
         kwargs.setdefault("idempotent", job_id is not None)
-        return self.session.request(method="POST", path=JOBS, json=body, **kwargs)
+        return self.client.request(method="POST", path=JOBS, json=body, **kwargs)
 
     def get_job(self, job_id: str, **kwargs: Any) -> requests.Response:
         """Job detail (``GET /query/v2/jobs/<id>``)."""
-        return self.session.request(method="GET", path=f"{JOBS}/{job_id}", **kwargs)
+        return self.client.request(method="GET", path=f"{JOBS}/{job_id}", **kwargs)
 
     def list_jobs(
         self,
@@ -165,11 +185,11 @@ class QueryService:
             kwargs.pop("params", None), maxJobs=max_jobs, createdAfter=created_after,
             state=state, type=job_type, tenantId=tenant_id,
         )
-        return self.session.request(method="GET", path=JOBS, params=params, **kwargs)
+        return self.client.request(method="GET", path=JOBS, params=params, **kwargs)
 
     def cancel_job(self, job_id: str, **kwargs: Any) -> requests.Response:
         """Cancel a job (``DELETE /query/v2/jobs/<id>``)."""
-        return self.session.request(method="DELETE", path=f"{JOBS}/{job_id}", **kwargs)
+        return self.client.request(method="DELETE", path=f"{JOBS}/{job_id}", **kwargs)
 
     def get_job_results(
         self,
@@ -187,7 +207,7 @@ class QueryService:
             kwargs.pop("params", None), maxWait=max_wait, offset=offset, pageCursor=page_cursor,
             pageNumber=page_number, pageSize=page_size, resultFormat=result_format,
         )
-        return self.session.request(
+        return self.client.request(
             method="GET", path=f"{RESULTS}/{job_id}", params=params, **kwargs
         )
 
@@ -212,7 +232,7 @@ class QueryService:
                 job_id, max_wait=max_wait or MAX_WAIT_MS, page_size=page_size,
                 result_format=result_format, **where, **kwargs,
             )
-            page = self._checked_page(response, job_id)
+            page = check_page(response, job_id, self.secrets())
             if page["state"] in PENDING_STATES:
                 poll.wait(response)
                 continue
@@ -222,53 +242,7 @@ class QueryService:
                 return
             where = {"page_cursor": cursor}  # a cursor excludes offset and page number
 
-    # -- validation ----------------------------------------------------------------------------
-    def _checked_page(self, response: requests.Response, job_id: str) -> dict[str, Any]:
-        """Decode a results reply and check its shape and state; raise a clear error if wrong."""
-        if not response.ok:
-            self._raise_for_reply(response, f"Fetching results of job {job_id}", job_id)
-        page = _decode(response)
-        if not isinstance(page, dict) or not isinstance(page.get("state"), str):
-            raise QueryError(f"Malformed results page for job {job_id}: no job state.", job_id)
-        state = page["state"].upper()
-        page["state"] = state
-        if state in PENDING_STATES:
-            return page
-        if state != "DONE":
-            self._raise_for_state(state, job_id, page)
-        data = ((page.get("page") or {}).get("result") or {}).get("data")
-        if not isinstance(page.get("page"), dict) or not isinstance(data, list):
-            raise QueryError(
-                f"Malformed results page for job {job_id}: page.result.data is not a list.",
-                job_id,
-            )
-        declared = page.get("rowsInPage")
-        if declared is not None and declared != len(data):
-            raise QueryError(
-                f"Malformed results page for job {job_id}: rowsInPage says {declared} but "
-                f"the page holds {len(data)} rows.", job_id,
-            )
-        return page
-
-    def _raise_for_state(self, state: str, job_id: str, payload: Any) -> None:
-        detail = service_message(payload)
-        detail = f": {detail}" if detail else ""
-        if state == "CANCELLED":
-            raise QueryCancelled(f"Job {job_id} was cancelled{detail}.", job_id, payload)
-        if state == "TIMEDOUT":
-            raise QueryError(
-                f"Job {job_id} timed out on the server{detail}. Narrow the time range or add "
-                "a LIMIT.", job_id, payload,
-            )
-        if state == "FAILED":
-            raise QueryError(f"Job {job_id} failed{detail}.", job_id, payload)
-        raise QueryError(f"Job {job_id} is in an unknown state {state!r}.", job_id, payload)
-
-    def _raise_for_reply(self, response: requests.Response, doing: str, job_id: str | None) -> None:
-        secrets = self.session.credentials.secrets() if self.session.credentials else []
-        raise QueryError(f"{doing} failed: {http_error_message(response, secrets)}", job_id)
-
-    # -- high level ----------------------------------------------------------------------------
+    # -- jobs ----------------------------------------------------------------------------------
     def submit(self, sql: str, job_id: str | None = None, **properties: Any) -> str:
         """Create a query job for ``sql`` and return its id (409 on a resend counts as created)."""
         job_id = job_id or _job_id()
@@ -279,8 +253,26 @@ class QueryService:
         if response.status_code == 409 and job_id:
             return job_id  # our own earlier attempt landed before the connection dropped
         if not response.ok:
-            self._raise_for_reply(response, "Submitting the query", job_id)
-        return str(_decode(response).get("jobId") or job_id)
+            raise_for_reply(response, "Submitting the query", job_id, self.secrets())
+        reply = decode_json(response, "Submitting the query")
+        return str((reply if isinstance(reply, dict) else {}).get("jobId") or job_id)
+
+    def start(
+        self, sql: str, *, job_id: str | None = None, page_size: int = DEFAULT_PAGE_SIZE,
+        result_format: str = "valuesDictionary", limit: int | None = None, parallel: int = 4,
+        progress: Callable[[Progress], None] | None = None, **properties: Any,
+    ) -> QueryJob:
+        """Create a query job for ``sql`` and return it (nothing is fetched yet)."""
+        job = QueryJob(
+            self, "", sql=sql, page_size=page_size, result_format=result_format, limit=limit,
+            parallel=parallel, progress=progress,
+        )  # checks the paging options before anything is sent
+        job.id = job.progress.job_id = self.submit(sql, job_id=job_id, **properties)
+        return job
+
+    def job(self, job_id: str, **options: Any) -> QueryJob:
+        """An existing job, by id, to fetch its results (options as ``start``)."""
+        return QueryJob(self, job_id, **options)
 
     def query(
         self,
@@ -295,39 +287,79 @@ class QueryService:
         job_id: str | None = None,
         **properties: Any,
     ) -> Result:
-        """Run ``sql`` as a job and return a ``Result`` holding the typed DataFrame."""
-        if not 1 <= page_size <= MAX_PAGE_SIZE:
-            raise QueryError(f"page_size must be 1..{MAX_PAGE_SIZE}, not {page_size}.")
-        if max_rows is not None:
-            if max_rows < 1:
-                raise QueryError(f"max_rows must be at least 1, not {max_rows}.")
-            page_size = min(page_size, max_rows)  # fetch no more than asked for
-        run = _Run(self, sql, page_size, result_format, structs, max_rows, parallel, progress)
-        with self.traces.collect() as seen:
-            run.job_id = self.submit(sql, job_id=job_id, **properties)
-            try:
-                result = run.execute()
-            except KeyboardInterrupt:
-                self._cancel_quietly(run.job_id)
-                raise QueryCancelled(
-                    f"Interrupted: job {run.job_id} was cancelled on the server "
-                    f"({run.progress.rows:,} rows had arrived).", run.job_id,
-                ) from None
-        # other threads' requests may have been seen too: keep this job's
-        result.traces = [
-            t for t in seen if run.job_id in t.url or run.job_id in (t.request_body or "")
-        ]
-        return result
+        """Run ``sql`` as a job and return a ``Result`` holding the typed DataFrame.
 
-    def _cancel_quietly(self, job_id: str) -> None:
-        with contextlib.suppress(CortexError):  # best effort: the interrupt message still shows
-            self.cancel_job(job_id, timeout=(5, 10))
+        ``max_rows`` fetches at most that many rows; an interrupt cancels the job.
+        """
+        with self.traces.collect() as seen:
+            job = self.start(
+                sql, job_id=job_id, page_size=page_size, result_format=result_format,
+                limit=max_rows, parallel=parallel, progress=progress, **properties,
+            )
+            with job.cancel_on_interrupt():
+                result = job.result(structs=structs)
+        # other threads' requests may have been seen too: keep this job's
+        result.traces = [t for t in seen if job.id in t.url or job.id in (t.request_body or "")]
+        return result
 
 
 def _params(base: dict[str, Any] | None, **values: Any) -> dict[str, Any]:
     params = dict(base or {})
     params.update({k: v for k, v in values.items() if v is not None})
     return params
+
+
+# -- checking replies ----------------------------------------------------------------------------
+def raise_for_reply(
+    response: requests.Response, doing: str, job_id: str | None, secrets: list[str]
+) -> None:
+    """Raise a ``QueryError`` for a non-2xx reply: what we were doing, then the HTTP detail."""
+    raise QueryError(f"{doing} failed: {http_error_message(response, secrets)}", job_id)
+
+
+def check_page(response: requests.Response, job_id: str, secrets: list[str]) -> dict[str, Any]:
+    """A results reply decoded and checked: its state, and for DONE the page's shape.
+
+    PENDING and RUNNING come back as they are; FAILED, CANCELLED, TIMEDOUT and unknown states
+    raise, as do an HTTP error and a malformed page.
+    """
+    if not response.ok:
+        raise_for_reply(response, f"Fetching results of job {job_id}", job_id, secrets)
+    page = decode_json(response, f"Fetching results of job {job_id}")
+    if not isinstance(page, dict) or not isinstance(page.get("state"), str):
+        raise QueryError(f"Malformed results page for job {job_id}: no job state.", job_id)
+    state = page["state"] = page["state"].upper()
+    if state in PENDING_STATES:
+        return page
+    if state != "DONE":
+        _raise_for_state(state, job_id, page)
+    data = ((page.get("page") or {}).get("result") or {}).get("data")
+    if not isinstance(page.get("page"), dict) or not isinstance(data, list):
+        raise QueryError(
+            f"Malformed results page for job {job_id}: page.result.data is not a list.", job_id
+        )
+    declared = page.get("rowsInPage")
+    if declared is not None and declared != len(data):
+        raise QueryError(
+            f"Malformed results page for job {job_id}: rowsInPage says {declared} but "
+            f"the page holds {len(data)} rows.", job_id,
+        )
+    return page
+
+
+def _raise_for_state(state: str, job_id: str, payload: Any) -> None:
+    detail = service_message(payload)
+    detail = f": {detail}" if detail else ""
+    if state == "CANCELLED":
+        raise QueryCancelled(f"Job {job_id} was cancelled{detail}.", job_id, payload)
+    if state == "TIMEDOUT":
+        raise QueryError(
+            f"Job {job_id} timed out on the server{detail}. Narrow the time range or add "
+            "a LIMIT.", job_id, payload,
+        )
+    if state == "FAILED":
+        raise QueryError(f"Job {job_id} failed{detail}.", job_id, payload)
+    raise QueryError(f"Job {job_id} is in an unknown state {state!r}.", job_id, payload)
 
 
 class _Poller:
@@ -344,186 +376,236 @@ class _Poller:
             self.delay = min(self.delay * 2, MAX_BACKOFF)
 
 
-def _load_malloc_trim() -> Callable[[int], int] | None:
-    """glibc's ``malloc_trim``, or None where there is no glibc."""
-    try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return None
-
-
-_MALLOC_TRIM = _load_malloc_trim() if sys.platform.startswith("linux") else None
-
-
-def _release_freed_memory() -> None:
-    """Give memory freed by finished pages back to the OS.
-
-    Pages are downloaded (and parsed) in worker threads and freed in the main one; glibc keeps
-    such memory in the threads' arenas, so without this the process's peak grew with the
-    number of pages in flight instead of staying near the size of the frame.
-    """
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
-
-
+# -- the job -------------------------------------------------------------------------------------
 @dataclass
-class _Page:
-    """One DONE results page: decoded rows (``data``), or an Arrow ``StructArray`` of them."""
+class Page:
+    """One DONE results page: its rows (decoded, or an Arrow ``StructArray``) and its cursor."""
 
+    rows: Any
     size: int
     cursor: str | None
-    data: Any
     arrow: bool = False
 
+    @classmethod
+    def of(cls, payload: dict[str, Any]) -> Page:
+        """The page in a checked DONE payload."""
+        data = payload["page"]["result"]["data"]
+        return cls(data, len(data), payload["page"].get("pageCursor"))
 
-def _page_of(payload: dict[str, Any]) -> _Page:
-    data = payload["page"]["result"]["data"]
-    return _Page(len(data), payload["page"].get("pageCursor"), data)
 
+class QueryJob:
+    """A query job on the service: its id, state and progress; its pages; its cancel.
 
-class _Run:
-    """One query() call: poll to DONE, fetch pages (in parallel when possible), build the frame."""
+    ``limit`` fetches at most that many rows (the page size shrinks to it); ``parallel`` pages
+    are fetched at once by offset when the row count is known; ``progress`` is called with the
+    ``Progress`` record after every step.
+    """
 
     def __init__(
-        self, service: QueryService, sql: str, page_size: int, result_format: str,
-        structs: str, max_rows: int | None, parallel: int,
-        progress: Callable[[Progress], None] | None,
+        self, service: QueryService, job_id: str, *, sql: str | None = None,
+        page_size: int = DEFAULT_PAGE_SIZE, result_format: str = "valuesDictionary",
+        limit: int | None = None, parallel: int = 4,
+        progress: Callable[[Progress], None] | None = None,
     ) -> None:
-        self.service, self.sql, self.page_size = service, sql, page_size
-        self.result_format, self.max_rows = result_format, max_rows
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise QueryError(f"page_size must be 1..{MAX_PAGE_SIZE}, not {page_size}.")
+        if limit is not None and limit < 1:
+            raise QueryError(f"max_rows must be at least 1, not {limit}.")
+        self.service, self.id, self.sql = service, job_id, sql
+        self.page_size = page_size if limit is None else min(page_size, limit)
+        self.result_format, self.limit = result_format, limit
         self.parallel = max(1, parallel)
         self.callback = progress
-        self.job_id = ""
-        self.started = time.monotonic()
-        self.progress = Progress(job_id="", state="PENDING")
-        self.structs = structs
-        self.builder: Any = None
+        self.progress = Progress(job_id=job_id, state="PENDING")
+        self.rows_in_job: int | None = None
+        self.schema: dict[str, Any] | None = None
+        self._first: dict[str, Any] | None = None
+        self._started = time.monotonic()
 
-    def report(self, state: str, done: bool = False) -> None:
-        """Update the progress record and hand it to the callback."""
+    @property
+    def state(self) -> str:
+        """The job's last known state (PENDING, RUNNING, DONE, ...)."""
+        return self.progress.state
+
+    @property
+    def pages(self) -> int:
+        """Results pages received so far."""
+        return self.progress.pages
+
+    def __repr__(self) -> str:
+        return f"<QueryJob {self.id} {self.progress.line()}>"
+
+    # -- states and pages ------------------------------------------------------------------------
+    def wait(self) -> None:
+        """Poll with ``maxWait`` (and a short backoff) until the job is DONE; raise if it fails."""
+        if self._first is not None:
+            return
+        poll = _Poller()
+        self._report("PENDING")
+        while True:
+            response = self._results(max_wait=MAX_WAIT_MS)
+            page = check_page(response, self.id, self.service.secrets())
+            if page["state"] == "DONE":
+                break
+            self._report(page["state"])
+            poll.wait(response)
+        self._first = page
+        self.rows_in_job = int(page.get("rowsInJob", len(page["page"]["result"]["data"])))
+        self.progress.rows_in_job = self.rows_in_job
+        self.schema = page.get("schema")
+        self._report("DONE")
+
+    def iter_pages(self, *, arrow: bool = True) -> Iterator[Page]:
+        """Every wanted page in order, checked; raise unless exactly the wanted rows arrived.
+
+        ``arrow`` lets pages after the first be parsed by Arrow in the download threads (rows
+        then come as a ``StructArray``); without it every page's rows are decoded JSON.
+        """
+        self.wait()
+        first, self._first = self._first, {}  # the first page is handed out once
+        if not first:
+            raise QueryError(f"Job {self.id}: its pages were already read; start it again.")
+        wanted = self._wanted()
+        for page in self._pages(Page.of(first), wanted, arrow and self._arrow_ok()):
+            self.progress.rows += page.size
+            self.progress.pages += 1
+            self._report("DONE")
+            yield page
+        self._check_count(wanted)
+        self._report("DONE", done=True)
+
+    def rows(self) -> list[Any]:
+        """Every wanted row as decoded JSON, as the service sent them."""
+        rows: list[Any] = []
+        for page in self.iter_pages(arrow=False):
+            rows.extend(page.rows)
+        return rows[: self.limit] if self.limit is not None else rows
+
+    def result(self, structs: str = "value") -> Result:
+        """Every wanted row as a typed DataFrame, in a ``Result``."""
+        from cortex_nb.frames import FrameBuilder  # pandas loads only when a query runs
+
+        self.wait()
+        builder = FrameBuilder(
+            schema=self.schema, result_format=self.result_format, structs=structs
+        )
+        for page in self.iter_pages():
+            if page.arrow:
+                builder.add_arrow_page(page.rows)
+            else:
+                builder.add_page(page.rows)
+            page.rows = None  # let the page go as soon as its columns are kept
+        df = builder.to_dataframe()
+        if self.limit is not None and len(df) > self.limit:
+            df = df.iloc[: self.limit]
+        return Result(
+            df=df, job_id=self.id, rows_in_job=self.rows_in_job or 0, pages=self.pages,
+            elapsed=self.progress.elapsed, sql=self.sql or "", schema=self.schema,
+        )
+
+    # -- cancelling ------------------------------------------------------------------------------
+    def cancel(self) -> bool:
+        """Ask the service to cancel the job; True when it accepted. Never raises."""
+        with contextlib.suppress(CortexError):
+            return self.service.cancel_job(self.id, timeout=CANCEL_TIMEOUT).ok
+        return False
+
+    @contextlib.contextmanager
+    def cancel_on_interrupt(self) -> Iterator[QueryJob]:
+        """Inside, an interrupt (Ctrl-C) cancels the job and becomes ``QueryCancelled``."""
+        try:
+            yield self
+        except KeyboardInterrupt:
+            cancelled = self.cancel()
+            self._report("CANCELLED", done=True)
+            said = "was cancelled on the server" if cancelled else "could not be cancelled"
+            raise QueryCancelled(
+                f"Interrupted: job {self.id} {said} ({self.progress.rows:,} rows had arrived).",
+                self.id,
+            ) from None
+
+    # -- inside ----------------------------------------------------------------------------------
+    def _report(self, state: str, done: bool = False) -> None:
         p = self.progress
-        p.job_id, p.state, p.done = self.job_id, state, done
-        p.elapsed = time.monotonic() - self.started
+        p.job_id, p.state, p.done = self.id, state, done
+        p.elapsed = time.monotonic() - self._started
         if self.callback is not None:
             self.callback(p)
 
-    def execute(self) -> Result:
-        """Poll to DONE, fetch every wanted page, check the count, build the Result."""
-        first = self.first_page()
-        rows_in_job = int(first.get("rowsInJob", len(first["page"]["result"]["data"])))
-        self.progress.rows_in_job = rows_in_job
-        from cortex_nb.frames import FrameBuilder  # pandas loads only when a query runs
+    def _wanted(self) -> int:
+        total = self.rows_in_job or 0
+        return total if self.limit is None else min(total, self.limit)
 
-        self.builder = FrameBuilder(
-            schema=first.get("schema"), result_format=self.result_format, structs=self.structs
-        )
-        wanted = rows_in_job if self.max_rows is None else min(rows_in_job, self.max_rows)
-        for page in self.pages(first, wanted):
-            self.add(page)
-        self.check_count(wanted)
-        self.report("DONE", done=True)
-        df = self.builder.to_dataframe()
-        if self.max_rows is not None and len(df) > self.max_rows:
-            df = df.iloc[: self.max_rows]
-        return Result(
-            df=df, job_id=self.job_id, rows_in_job=rows_in_job, pages=self.progress.pages,
-            elapsed=self.progress.elapsed, sql=self.sql, schema=first.get("schema"),
+    def _arrow_ok(self) -> bool:
+        return self.result_format == "valuesDictionary"
+
+    def _results(self, **where: Any) -> requests.Response:
+        return self.service.get_job_results(
+            self.id, page_size=self.page_size, result_format=self.result_format, **where
         )
 
-    def first_page(self) -> dict[str, Any]:
-        """Poll with ``maxWait`` (and a short backoff) until the first DONE page."""
-        poll = _Poller()
-        self.report("PENDING")
-        while True:
-            response = self.service.get_job_results(
-                self.job_id, max_wait=MAX_WAIT_MS, page_size=self.page_size,
-                result_format=self.result_format,
-            )
-            page = self.service._checked_page(response, self.job_id)
-            if page["state"] == "DONE":
-                return page
-            self.report(page["state"])
-            poll.wait(response)
-
-    def pages(self, first: dict[str, Any], wanted: int) -> Iterator[_Page]:
+    def _pages(self, first: Page, wanted: int, arrow: bool) -> Iterator[Page]:
         """The first page, then the rest by offset (in parallel) or by cursor."""
-        page = _page_of(first)
-        yield page
-        if page.size >= wanted:
+        yield first
+        if first.size >= wanted:
             return
-        if self.parallel > 1 and "rowsInJob" in first:
-            yield from self.pages_by_offset(page.size, wanted)
+        if self.parallel > 1 and self.rows_in_job is not None:
+            yield from self._pages_by_offset(first.size, wanted, arrow)
         else:
-            yield from self.pages_by_cursor(page.cursor, page.size, wanted)
+            yield from self._pages_by_cursor(first.cursor, first.size, wanted, arrow)
 
-    def pages_by_cursor(self, cursor: str | None, received: int, wanted: int) -> Iterator[_Page]:
-        """Follow ``pageCursor`` one page at a time."""
+    def _pages_by_cursor(
+        self, cursor: str | None, received: int, wanted: int, arrow: bool
+    ) -> Iterator[Page]:
         while cursor and received < wanted:
-            page = self.read(*self.download(page_cursor=cursor))
+            page = self._read(*self._download(arrow, page_cursor=cursor))
             received += page.size
             cursor = page.cursor
             yield page
 
-    def pages_by_offset(self, start: int, wanted: int) -> Iterator[_Page]:
-        """Fetch pages by ``offset``, a few at once, yielding them in order."""
+    def _pages_by_offset(self, start: int, wanted: int, arrow: bool) -> Iterator[Page]:
         # Threads download (and parse, when Arrow can: its reader releases the GIL); pages are
-        # checked and added here, in order, a bounded number in flight.
+        # checked and handed out here, in order, a bounded number in flight.
         offsets = iter(range(start, wanted, self.page_size))
         with ThreadPoolExecutor(self.parallel, thread_name_prefix="cortex-page") as pool:
             in_flight: list[Future] = []
             try:
                 for offset in offsets:
-                    in_flight.append(pool.submit(self.download, offset=offset))
+                    in_flight.append(pool.submit(self._download, arrow, offset=offset))
                     if len(in_flight) >= self.parallel:
-                        yield self.read(*in_flight.pop(0).result())
+                        yield self._read(*in_flight.pop(0).result())
                 while in_flight:
-                    yield self.read(*in_flight.pop(0).result())
+                    yield self._read(*in_flight.pop(0).result())
             finally:
                 for future in in_flight:
                     future.cancel()
 
-    def download(self, **where: Any) -> tuple[requests.Response, Any]:
-        """One results page (runs in a worker thread), parsed by Arrow when it can be."""
-        response = self.service.get_job_results(
-            self.job_id, page_size=self.page_size, result_format=self.result_format, **where
-        )
+    def _download(self, arrow: bool, **where: Any) -> tuple[requests.Response, Any]:
+        """One results page (runs in a worker thread), parsed by Arrow when it may be."""
+        response = self._results(**where)
         parsed = None
-        if self.result_format == "valuesDictionary" and response.ok:
+        if arrow and response.ok:
             from cortex_nb.frames import parse_page
 
             parsed = parse_page(response.content)
         return response, parsed
 
-    def read(self, response: requests.Response, parsed: Any) -> _Page:
+    def _read(self, response: requests.Response, parsed: Any) -> Page:
         """The page from Arrow's parse when it is sound, else through the strict checks."""
         if parsed is not None and parsed.rows_in_page in (None, len(parsed.rows)):
-            return _Page(len(parsed.rows), parsed.page_cursor, parsed.rows, arrow=True)
-        payload = self.service._checked_page(response, self.job_id)
+            return Page(parsed.rows, len(parsed.rows), parsed.page_cursor, arrow=True)
+        payload = check_page(response, self.id, self.service.secrets())
         if payload["state"] != "DONE":
             raise QueryError(
-                f"Job {self.job_id}: a results page came back {payload['state']} after the job "
-                "was DONE. Run the query again.", self.job_id,
+                f"Job {self.id}: a results page came back {payload['state']} after the job "
+                "was DONE. Run the query again.", self.id,
             )
-        return _page_of(payload)
+        return Page.of(payload)
 
-    def add(self, page: _Page) -> None:
-        """Hand a page's rows to the frame builder and count them."""
-        if page.arrow:
-            self.builder.add_arrow_page(page.data)
-        else:
-            self.builder.add_page(page.data)
-        page.data = None  # let the page go as soon as its columns are kept
-        _release_freed_memory()
-        self.progress.rows += page.size
-        self.progress.pages += 1
-        self.report("DONE")
-
-    def check_count(self, expected: int) -> None:
-        """Raise unless exactly the expected number of rows arrived."""
+    def _check_count(self, expected: int) -> None:
         got = self.progress.rows
-        if got < expected or (self.max_rows is None and got != expected):
+        if got < expected or (self.limit is None and got != expected):
             raise QueryError(
-                f"Job {self.job_id}: received {got:,} rows but the job has {expected:,}; "
-                "refusing to return a partial result. Run the query again.", self.job_id,
+                f"Job {self.id}: received {got:,} rows but the job has {expected:,}; "
+                "refusing to return a partial result. Run the query again.", self.id,
             )
-

@@ -16,6 +16,7 @@ from cortex_nb.exceptions import ConfigurationError
 
 __all__ = [
     "MASK",
+    "SECRET_FIELDS",
     "SENSITIVE_HEADERS",
     "SENSITIVE_KEYS",
     "check_secure_url",
@@ -26,6 +27,8 @@ __all__ = [
 ]
 
 MASK = "******"
+# the secret fields of credentials and profiles, in the order they are shown
+SECRET_FIELDS = ("client_secret", "refresh_token", "access_token")
 SENSITIVE_HEADERS = frozenset(
     {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key"}
 )

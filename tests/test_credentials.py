@@ -56,7 +56,7 @@ def test_token_url_bare_host_gets_the_request_token_path():
     full = "https://idp.example/custom/token"
     assert Credentials(token_url=full, environ={}).token_url == full
     assert Credentials(environ={}).token_url == DEFAULT_TOKEN_URL
-    with pytest.raises(ConfigurationError, match="token_url"):
+    with pytest.raises(ConfigurationError, match="token URL"):
         Credentials(token_url="idp.example", environ={})
 
 

@@ -657,6 +657,7 @@ def test_public_names() -> None:
         "TIMESTAMP_COLUMNS",
         "ValueLostWarning",
         "parse_page",
+        "release_freed_memory",
         "to_dataframe",
     ]
     assert all(hasattr(frames, name) for name in frames.__all__)

@@ -13,20 +13,16 @@ import pytest
 
 import cortex_nb
 from cortex_nb import profiles
-from cortex_nb.credentials import DEFAULT_TOKEN_URL
+from cortex_nb.endpoints import Endpoint
 from cortex_nb.exceptions import ConfigurationError
-from cortex_nb.httpclient import REGIONS
 from cortex_nb.panel import (
     CredentialsPanel,
     PanelFields,
-    Target,
     credentials_from_fields,
-    default_token_url,
+    endpoint_from_fields,
     fields_from_profile,
     missing_fields_message,
     one_line,
-    profile_fields,
-    region_target,
     status_html,
 )
 from cortex_nb.session import Session, get_session
@@ -94,41 +90,29 @@ def message(panel):
 
 
 # -- pure helpers ----------------------------------------------------------------------------------
-def test_region_target_for_named_regions():
-    assert region_target("europe") == Target(REGIONS["europe"], DEFAULT_TOKEN_URL, "europe")
-    custom_idp = region_target("uk", token_url="https://idp.example.com/tok/")
-    assert custom_idp == Target(REGIONS["uk"], "https://idp.example.com/tok", "uk")
-
-
-def test_region_target_custom_url_derives_the_token_url_from_its_host():
-    target = region_target("custom", url=" http://127.0.0.1:8123/ ")
-    assert target == Target("http://127.0.0.1:8123", "http://127.0.0.1:8123/api/oauth2/RequestToken")
-    assert default_token_url("https://cdl.example.com/base/path") == (
-        "https://cdl.example.com/api/oauth2/RequestToken"
-    )
-    given = region_target("custom", url="https://a.example", token_url="https://idp.example/t")
-    assert given.token_url == "https://idp.example/t"
-
-
 @pytest.mark.parametrize(
-    ("args", "text"),
+    ("fields", "text"),
     [
-        (("custom", ""), "Type the API URL as an http(s) URL"),
-        (("custom", "api.example.com"), "'api.example.com' is not one"),
-        (("uk", "", "idp.example.com"), "Type the token URL"),
-        (("sandbox",), "The sandbox is not running"),
-        (("mars",), "Unknown region 'mars'"),
+        (PanelFields(region="custom"), "Type the API URL"),
+        (PanelFields(region="custom", url="api.example.com"), "'api.example.com' is not an http"),
+        (PanelFields(region="uk", token_url="idp.example.com"), "token URL 'idp.example.com'"),
+        (PanelFields(region="mars"), "Unknown region 'mars'"),
     ],
 )
-def test_region_target_errors(args, text):
+def test_endpoint_from_fields_errors(fields, text, session):
     with pytest.raises(ConfigurationError, match=re.escape(text)):
-        region_target(*args)
+        endpoint_from_fields(fields, session)
 
 
-def test_region_target_sandbox_uses_the_running_sandbox(sandbox):
-    assert region_target("sandbox", "ignored", "ignored", sandbox) == Target(
-        sandbox.url, sandbox.token_url
+def test_endpoint_from_fields(session, sandbox):
+    custom = PanelFields(region="custom", url=" http://127.0.0.1:8123/ ", instance_id=" 7 ")
+    assert endpoint_from_fields(custom, session) == Endpoint(
+        "http://127.0.0.1:8123", "http://127.0.0.1:8123/api/oauth2/RequestToken", None, "7"
     )
+    europe = endpoint_from_fields(PanelFields(region="europe", url="ignored"), session)
+    assert europe == Endpoint.for_region("europe")
+    sandboxed = endpoint_from_fields(PanelFields(region="sandbox", url="x", token_url="y"), session)
+    assert sandboxed == Endpoint.for_sandbox(sandbox)
 
 
 @pytest.mark.parametrize(
@@ -156,7 +140,8 @@ def test_credentials_from_fields_ignore_the_environment(monkeypatch):
     monkeypatch.setenv("PAN_CLIENT_SECRET", "from-env")
     monkeypatch.setenv("PAN_ACCESS_TOKEN", "from-env")
     fields = PanelFields(client_id=" c ", refresh_token="r\n")
-    creds = credentials_from_fields(fields, Target("https://a.example", "https://a.example/t"))
+    endpoint = Endpoint.for_url("https://a.example", token_url="https://a.example/t")
+    creds = credentials_from_fields(fields, endpoint)
     assert (creds.client_id, creds.refresh_token) == ("c", "r")
     assert creds.client_secret is None and creds.access_token is None
     assert creds.token_url == "https://a.example/t"
@@ -169,16 +154,6 @@ def test_fields_from_profile():
     sandboxed = fields_from_profile({"region": "sandbox", "token_url": "http://old:1/t"})
     assert sandboxed.region == "sandbox" and sandboxed.token_url == ""
     assert fields_from_profile({}).region == "americas"
-
-
-def test_profile_fields(sandbox):
-    assert profile_fields(sandbox.url, "sandbox0", sandbox)["region"] == "sandbox"
-    assert profile_fields(REGIONS["europe"], "42") == {
-        "region": "europe", "url": None, "instance_id": "42",
-    }
-    assert profile_fields("https://cdl.example.com", None) == {
-        "region": None, "url": "https://cdl.example.com", "instance_id": None,
-    }
 
 
 def test_one_line_collapses_and_scrubs():
@@ -365,7 +340,7 @@ def test_status_follows_the_session_when_others_drive_it(panel, session, sandbox
     session.disconnect()  # as `%cortex disconnect` would
     assert 'data-state="disconnected"' in panel._status.value
     panel.close()
-    assert panel._on_session_change not in session.listeners
+    assert panel._on_connection_change not in session.listeners
 
 
 def test_sandbox_region_starts_a_sandbox_when_none_runs():
@@ -393,7 +368,7 @@ def test_cortex_nb_panel_is_callable_and_uses_the_shared_session():
 
     made = module()
     try:
-        assert isinstance(made, CredentialsPanel) and made._session is get_session()
+        assert isinstance(made, CredentialsPanel) and made._connection is get_session()
         assert callable(cortex_nb.panel)
     finally:
         made.close()

@@ -258,7 +258,8 @@ def test_credentials_resolve_from_profile_after_environment(config, monkeypatch)
     with pytest.warns(profiles.SecretsInFileWarning):
         save_full(token_url="https://idp.example.com")
     creds = Credentials(profile="prod")
-    assert (creds.client_id, creds.client_secret, creds.region) == ("cid-1", SECRET, "europe")
+    assert (creds.client_id, creds.client_secret) == ("cid-1", SECRET)
+    assert not hasattr(creds, "region")  # the region is the endpoint's, not a credential's
     assert creds.token_url == "https://idp.example.com/api/oauth2/RequestToken"
     monkeypatch.setenv("PAN_CLIENT_ID", "from-env")
     assert Credentials(profile="prod").client_id == "from-env"
@@ -266,7 +267,7 @@ def test_credentials_resolve_from_profile_after_environment(config, monkeypatch)
 
 def test_credentials_save_profile(config):
     creds = Credentials(client_id="c", client_secret=SECRET, refresh_token=REFRESH,
-                        access_token=ACCESS, region="uk")
+                        access_token=ACCESS)
     with pytest.warns(profiles.SecretsInFileWarning):
         creds.save_profile("mine", instance_id="42")
     stored = profiles.load_profile("mine")

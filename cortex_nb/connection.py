@@ -1,0 +1,187 @@
+"""The notebook's connection: the one shared state that the magic, the panel and user code drive.
+
+``get_connection()`` returns the process-wide ``Connection``. It holds where it is connected
+(an ``Endpoint``), the ``Credentials``, the ``HTTPClient`` and the ``QueryService`` on top of
+it, the trace history (kept across reconnects, so ``%cortex history`` tells the whole story)
+and, after ``connect_sandbox()``, the in-process sandbox. Listeners (the panel's status line)
+are told after every connect and disconnect. (``cortex_nb.session.Session`` and
+``get_session`` are the old names of ``Connection`` and ``get_connection``.)
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+from cortex_nb.credentials import Credentials
+from cortex_nb.endpoints import SANDBOX, Endpoint
+from cortex_nb.exceptions import ConfigurationError
+from cortex_nb.httpclient import HTTPClient
+from cortex_nb.query import QueryService
+from cortex_nb.tracing import TraceLog
+
+__all__ = ["Connection", "get_connection"]
+
+NOT_CONNECTED = (
+    "Not connected. Run `%cortex connect sandbox` for the offline sandbox, `%cortex connect` "
+    "with PAN_* variables or --profile NAME for a tenant, or `%cortex panel`."
+)
+
+
+class Connection:
+    """Shared connection state: endpoint, credentials, client, query service, traces, sandbox."""
+
+    def __init__(self) -> None:
+        self.endpoint: Endpoint | None = None
+        self.credentials: Credentials | None = None
+        self.client: HTTPClient | None = None
+        self.queries: QueryService | None = None
+        self.sandbox: Any = None
+        self.traces = TraceLog(secrets=self.secrets)
+        self.listeners: list[Callable[[Connection], None]] = []
+        self._lock = threading.RLock()
+
+    def secrets(self) -> list[str]:
+        """The secret values of the connected credentials, for scrubbing text before showing it."""
+        return self.credentials.secrets() if self.credentials is not None else []
+
+    @property
+    def connected(self) -> bool:
+        """True once ``connect`` succeeded and until ``disconnect``."""
+        return self.queries is not None
+
+    @property
+    def instance_id(self) -> str | None:
+        """The tenant's instance id (completes table names), if known."""
+        return self.endpoint.instance_id if self.endpoint is not None else None
+
+    # -- where to -----------------------------------------------------------------------------
+    def endpoint_for(
+        self,
+        region: str | None = None,
+        url: str | None = None,
+        token_url: str | None = None,
+        instance_id: str | None = None,
+    ) -> Endpoint:
+        """The endpoint for a region or URL; the "sandbox" region starts the sandbox if needed."""
+        if region is not None and region.strip().lower() == SANDBOX:
+            return Endpoint.for_sandbox(self.start_sandbox())
+        return Endpoint.resolve(region, url, token_url, instance_id)
+
+    # -- connecting ---------------------------------------------------------------------------
+    def connect(
+        self,
+        credentials: Credentials | None = None,
+        *,
+        endpoint: Endpoint | None = None,
+        url: str | None = None,
+        instance_id: str | None = None,
+        validate: bool = True,
+        **client_kwargs: Any,
+    ) -> Connection:
+        """Connect to ``endpoint`` (or ``url``; default: ``PAN_REGION`` or americas) with
+        ``credentials`` (default: from ``PAN_*``), checking them by a refresh."""
+        if endpoint is None:
+            endpoint = Endpoint.resolve(url=url, instance_id=instance_id)
+        elif url is not None or instance_id is not None:
+            raise ConfigurationError("Give an endpoint, or url= and instance_id=, not both.")
+        credentials = credentials if credentials is not None else Credentials()
+        credentials.adopt_token_url(endpoint.token_url)
+        self.traces.attach(credentials.http, kind="token")
+        if validate:
+            credentials.refresh_if_expiring()
+        client = HTTPClient(url=endpoint.api_url, credentials=credentials, **client_kwargs)
+        with self._lock:
+            self._close_client()
+            self.endpoint, self.credentials, self.client = endpoint, credentials, client
+            self.queries = QueryService(client=client, traces=self.traces)
+        self._notify()
+        return self
+
+    def start_sandbox(self, **sandbox_kwargs: Any) -> Any:
+        """The in-process sandbox, started now if none runs (connects nothing)."""
+        from cortex_nb.sandbox import Sandbox
+
+        with self._lock:
+            if self.sandbox is None:
+                sandbox = Sandbox(**sandbox_kwargs)
+                sandbox.start()
+                self.sandbox = sandbox
+            return self.sandbox
+
+    def connect_sandbox(self, **sandbox_kwargs: Any) -> Connection:
+        """Start an in-process sandbox (once) and connect to it with its demo credentials."""
+        sandbox = self.start_sandbox(**sandbox_kwargs)
+        return self.connect(
+            Credentials(**sandbox.credentials()), endpoint=Endpoint.for_sandbox(sandbox)
+        )
+
+    def connect_profile(self, name: str, *, url: str | None = None) -> Connection:
+        """Connect with a stored profile: its region or URL, instance id and credentials."""
+        from cortex_nb import profiles
+
+        stored = profiles.load_profile(name)
+        region = None if url else stored.get("region")
+        endpoint = self.endpoint_for(
+            region, url or stored.get("url"), stored.get("token_url"), stored.get("instance_id")
+        )
+        # the sandbox's port changes: its profile's stored token URL (if any) is not used
+        token_url = endpoint.token_url if endpoint.sandbox else None
+        return self.connect(Credentials(profile=name, token_url=token_url), endpoint=endpoint)
+
+    def disconnect(self) -> None:
+        """Forget the credentials and close the client (the sandbox keeps running)."""
+        with self._lock:
+            self._close_client()
+            self.client = self.queries = self.credentials = self.endpoint = None
+        self._notify()
+
+    def stop_sandbox(self) -> None:
+        """Stop the in-process sandbox, if one runs."""
+        with self._lock:
+            if self.sandbox is not None:
+                self.sandbox.stop()
+                self.sandbox = None
+
+    def require(self) -> QueryService:
+        """The query service, or a clear error saying how to connect."""
+        if self.queries is None:
+            raise ConfigurationError(NOT_CONNECTED)
+        return self.queries
+
+    def describe(self) -> str:
+        """Where the connection goes, as whom, and until when the token is valid."""
+        if self.client is None or self.credentials is None:
+            return "Not connected."
+        who = self.credentials.client_id or "access token"
+        text = f"Connected to {self.client.url} as {who}"
+        exp = self.credentials.expires_at
+        if exp is not None:
+            when = datetime.fromtimestamp(exp, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+            text += f"; token valid until {when}"
+        if self.instance_id:
+            text += f"; instance {self.instance_id}"
+        return text
+
+    def _close_client(self) -> None:
+        if self.client is not None:
+            self.client.close()
+
+    def _notify(self) -> None:
+        for listener in list(self.listeners):
+            listener(self)
+
+
+_SHARED: Connection | None = None
+_SHARED_LOCK = threading.Lock()
+
+
+def get_connection() -> Connection:
+    """The process-wide shared connection."""
+    global _SHARED
+    with _SHARED_LOCK:
+        if _SHARED is None:
+            _SHARED = Connection()
+        return _SHARED
