@@ -101,7 +101,7 @@ def run_ours(url: str, sql: str) -> dict:
     from cortex_nb.query import QueryService
 
     client = HTTPClient(url=url, credentials=Credentials(**demo_credentials(url)))
-    df = QueryService(session=client).query(sql, page_size=PAGE).df
+    df = QueryService(client=client).query(sql, page_size=PAGE).df
     client.close()
     return {"rows": len(df), "df": df}
 

@@ -1,13 +1,12 @@
-"""Helpers for tests that need tokens or a tiny token-checking server (pytest-httpserver)."""
+"""Helpers for tests that need tokens, the sandbox's OAuth2 endpoint, or stub replies."""
 
 from __future__ import annotations
 
 import base64
 import json
-import threading
-import time
 
-from werkzeug import Request, Response
+import requests
+from werkzeug import Response
 
 from cortex_nb import Credentials
 
@@ -26,49 +25,6 @@ def make_jwt(exp: float, **claims: object) -> str:
     return f"{seg({'alg': 'none'})}.{seg({'exp': int(exp), **claims})}.sig"
 
 
-class TokenAuthority:
-    """Issues access tokens from a refresh grant and checks bearer tokens on API routes."""
-
-    def __init__(self, ttl: float = 3600, delay: float = 0.0) -> None:
-        self.ttl = ttl
-        self.delay = delay
-        self.refreshes = 0
-        self.valid: set[str] = set()
-        self.seen_auth: list[str | None] = []
-        self._lock = threading.Lock()
-
-    def token_handler(self, request: Request) -> Response:
-        """OAuth2 RequestToken: refresh grant in JSON."""
-        body = request.get_json(silent=True) or {}
-        ok = (
-            body.get("grant_type") == "refresh_token"
-            and body.get("client_id") == CLIENT_ID
-            and body.get("client_secret") == CLIENT_SECRET
-            and body.get("refresh_token") == REFRESH_TOKEN
-        )
-        if not ok:
-            return _json(
-                {"error": "invalid_grant", "error_description": "unknown, invalid, or expired refresh token"},
-                400,
-            )
-        time.sleep(self.delay)  # widen the race window for concurrency tests
-        with self._lock:
-            self.refreshes += 1
-            token = make_jwt(time.time() + self.ttl, n=self.refreshes)
-            self.valid.add(token)
-        return _json({"access_token": token, "token_type": "Bearer", "expires_in": str(int(self.ttl))})
-
-    def api_handler(self, request: Request) -> Response:
-        """Any API route: 401 unless the bearer token was issued here; echoes what it saw."""
-        auth = request.headers.get("Authorization")
-        with self._lock:
-            self.seen_auth.append(auth)
-        token = (auth or "").removeprefix("Bearer ")
-        if token not in self.valid:
-            return _json({"errors": [{"errorCode": 401, "message": "invalid token"}]}, 401)
-        return _json({"ok": True, "path": request.path, "args": dict(request.args)})
-
-
 def _json(body: object, status: int = 200, headers: dict | None = None) -> Response:
     return Response(
         json.dumps(body), status=status, headers=headers or {}, content_type="application/json"
@@ -85,3 +41,31 @@ def refresh_credentials(server, **overrides: object) -> Credentials:
     values = dict(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, refresh_token=REFRESH_TOKEN)
     values.update(overrides)
     return Credentials(token_url=server.url_for("/"), environ={}, **values)
+
+
+# -- the sandbox as the token authority ---------------------------------------------------------
+TOKEN_PATH = "/api/oauth2/RequestToken"
+API_PATH = "/query/v2/jobs"  # any API route: the sandbox checks the bearer token on each
+
+
+def sandbox_credentials(sandbox, **overrides: object) -> Credentials:
+    """The sandbox's demo credentials (refreshing against it), with ``overrides``."""
+    return Credentials(**{**sandbox.credentials(), **overrides}, environ={})
+
+
+def token_requests(sandbox) -> list:
+    """The requests the sandbox's token endpoint received."""
+    return [r for r in sandbox.requests if r.path == TOKEN_PATH]
+
+
+def bearers_seen(sandbox, path: str = API_PATH) -> list[str | None]:
+    """The Authorization header of each request to ``path``, in order."""
+    return [r.headers.get("authorization") for r in sandbox.requests if r.path == path]
+
+
+def sandbox_accepts(sandbox, token: str) -> bool:
+    """True when the sandbox's API takes ``token`` (asked with plain requests)."""
+    reply = requests.get(
+        sandbox.url + API_PATH, headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
+    return reply.status_code == 200

@@ -8,7 +8,6 @@ import threading
 import time
 
 import pytest
-from pytest_httpserver import HTTPServer
 
 from cortex_nb import Credentials, CredentialsError
 from cortex_nb.credentials import DEFAULT_TOKEN_URL, jwt_expiry
@@ -18,19 +17,14 @@ from .support import (
     CLIENT_ID,
     CLIENT_SECRET,
     REFRESH_TOKEN,
-    TokenAuthority,
     make_jwt,
     refresh_credentials,
+    sandbox_accepts,
+    sandbox_credentials,
+    token_requests,
 )
 
-
-@pytest.fixture()
-def authority(httpserver: HTTPServer) -> TokenAuthority:
-    auth = TokenAuthority()
-    httpserver.expect_request("/api/oauth2/RequestToken").respond_with_handler(auth.token_handler)
-    return auth
-
-
+# stub token endpoints (pytest-httpserver) only for replies the sandbox cannot give
 creds_for = refresh_credentials
 
 
@@ -81,18 +75,19 @@ def test_expiring_within_leeway_counts_as_expiring():
     assert Credentials(access_token="opaque", environ={}).is_expiring() is False
 
 
-def test_refresh_gets_a_token_and_sends_json_grant(httpserver, authority):
-    c = creds_for(httpserver)
+def test_refresh_gets_a_token_and_sends_json_grant(sandbox):
+    c = sandbox_credentials(sandbox)
     token = c.refresh()
-    assert token in authority.valid
     assert c.access_token == token
-    request, _ = httpserver.log[-1]
-    assert request.get_json() == {
-        "client_id": CLIENT_ID,
-        "client_secret": CLIENT_SECRET,
-        "refresh_token": REFRESH_TOKEN,
+    [request] = token_requests(sandbox)
+    demo = sandbox.credentials()
+    assert request.json == {
+        "client_id": demo["client_id"],
+        "client_secret": demo["client_secret"],
+        "refresh_token": demo["refresh_token"],
         "grant_type": "refresh_token",
     }
+    assert sandbox_accepts(sandbox, token)
 
 
 def test_refresh_token_rolls_when_the_endpoint_sends_a_new_one(httpserver):
@@ -104,13 +99,13 @@ def test_refresh_token_rolls_when_the_endpoint_sends_a_new_one(httpserver):
     assert c.refresh_token == "rt-new"
 
 
-def test_bad_refresh_token_is_a_clear_error_without_secrets(httpserver, authority):
-    c = creds_for(httpserver, refresh_token="rt-WRONG-SECRET")
+def test_bad_refresh_token_is_a_clear_error_without_secrets(sandbox):
+    c = sandbox_credentials(sandbox, refresh_token="rt-WRONG-SECRET")
     with pytest.raises(CredentialsError) as info:
         c.refresh()
     message = str(info.value)
     assert "invalid_grant" in message and "HTTP 400" in message
-    assert "rt-WRONG-SECRET" not in message and CLIENT_SECRET not in message
+    assert "rt-WRONG-SECRET" not in message and c.client_secret not in message
 
 
 def test_2xx_reply_carrying_error_is_a_failure(httpserver):
@@ -132,19 +127,20 @@ def test_refresh_without_refresh_credentials_says_what_is_missing():
         expired.refresh_if_expiring()
 
 
-def test_refresh_if_expiring_keeps_a_fresh_token(httpserver, authority):
-    fresh = make_jwt(time.time() + 3600)
-    c = creds_for(httpserver, access_token=fresh)
+def test_refresh_if_expiring_keeps_a_fresh_token(sandbox):
+    fresh = sandbox.issue_access_token()
+    c = sandbox_credentials(sandbox, access_token=fresh)
     assert c.refresh_if_expiring() == fresh
-    assert authority.refreshes == 0
-    stale = creds_for(httpserver, access_token=make_jwt(time.time() + 5))
-    assert stale.refresh_if_expiring() in authority.valid
-    assert authority.refreshes == 1
+    assert token_requests(sandbox) == []
+    stale = sandbox_credentials(sandbox, access_token=sandbox.issue_access_token(ttl=5))
+    renewed = stale.refresh_if_expiring()
+    assert len(token_requests(sandbox)) == 1
+    assert sandbox_accepts(sandbox, renewed)
 
 
-def test_single_flight_refresh_across_threads(httpserver, authority):
-    authority.delay = 0.2
-    c = creds_for(httpserver)
+def test_single_flight_refresh_across_threads(sandbox):
+    sandbox.inject(path_prefix="/api/oauth2", latency_ms=200)  # widen the race window
+    c = sandbox_credentials(sandbox)
     results: list[str] = []
     barrier = threading.Barrier(16)
 
@@ -156,9 +152,10 @@ def test_single_flight_refresh_across_threads(httpserver, authority):
     for t in threads:
         t.start()
     for t in threads:
-        t.join()
-    assert authority.refreshes == 1
-    assert len(set(results)) == 1 and results[0] in authority.valid
+        t.join(timeout=60)
+    assert len(token_requests(sandbox)) == 1
+    assert len(results) == 16 and len(set(results)) == 1
+    assert sandbox_accepts(sandbox, results[0])
 
 
 def test_plain_http_token_endpoint_off_loopback_is_refused():
@@ -185,3 +182,18 @@ def test_jwt_payload_segment_is_standard_json():
     token = make_jwt(123, a=1)
     seg = token.split(".")[1]
     assert json.loads(base64.urlsafe_b64decode(seg + "==")) == {"exp": 123, "a": 1}
+
+
+def test_region_is_not_a_credential():
+    with pytest.warns(DeprecationWarning, match="credentials do not choose the API"):
+        c = Credentials(access_token="opaque", region="europe", environ={})
+    assert not hasattr(c, "region") and c.token_url == DEFAULT_TOKEN_URL
+
+
+def test_a_connection_sets_the_token_url_only_when_none_was_chosen():
+    unchosen = Credentials(access_token="opaque", environ={})
+    unchosen.adopt_token_url("http://127.0.0.1:9/")
+    assert unchosen.token_url == "http://127.0.0.1:9/api/oauth2/RequestToken"
+    from_env = Credentials(environ={"PAN_TOKEN_URL": "https://idp.example/t"})
+    from_env.adopt_token_url("http://127.0.0.1:9/")
+    assert from_env.token_url == "https://idp.example/t"

@@ -28,7 +28,7 @@ def test_one_region_table_with_the_documented_hosts():
         "uk": "https://api.uk.cdl.paloaltonetworks.com",
     }
     assert all(r.token_url == DEFAULT_TOKEN_URL for r in REGIONS.values())
-    assert DEFAULT_URL == REGIONS["americas"].api_url
+    assert REGIONS["americas"].api_url == DEFAULT_URL
     assert REGION_NAMES == ("americas", "europe", "uk", "sandbox")
 
 

@@ -23,12 +23,15 @@ from cortex_nb import (
 from cortex_nb.httpclient import DEFAULT_URL, build_url
 
 from .support import (
+    API_PATH,
+    CLIENT_ID,
     CLIENT_SECRET,
     REFRESH_TOKEN,
-    TokenAuthority,
+    bearers_seen,
     json_response,
     make_jwt,
-    refresh_credentials,
+    sandbox_credentials,
+    token_requests,
 )
 
 
@@ -52,15 +55,18 @@ def base(server: HTTPServer) -> dict:
     return {"url": "http://127.0.0.1", "port": server.port}
 
 
-@pytest.fixture()
-def authority(server) -> TokenAuthority:
-    auth = TokenAuthority()
-    server.expect_request("/api/oauth2/RequestToken").respond_with_handler(auth.token_handler)
-    server.expect_request("/api/x").respond_with_handler(auth.api_handler)
-    return auth
+def sandboxed(sandbox, **kwargs) -> HTTPClient:
+    """A client of the sandbox with its demo credentials (overridden by ``access_token=``)."""
+    token = {"access_token": kwargs.pop("access_token")} if "access_token" in kwargs else {}
+    return HTTPClient(url=sandbox.url, credentials=sandbox_credentials(sandbox, **token), **kwargs)
 
 
-creds = refresh_credentials
+def known_secrets() -> Credentials:
+    """Credentials whose secrets are known to the test; the token is fresh, so nothing refreshes."""
+    return Credentials(
+        access_token=make_jwt(time.time() + 3600), client_id=CLIENT_ID,
+        client_secret=CLIENT_SECRET, refresh_token=REFRESH_TOKEN, environ={},
+    )
 
 
 # -- construction ------------------------------------------------------------------------------
@@ -185,83 +191,85 @@ def test_raise_for_status_message_names_status_reason_url_and_request_id(server)
     assert info.value.status_code == 404 and info.value.request_id == "req-123"
 
 
-# -- auth ----------------------------------------------------------------------------------
-def test_missing_token_is_refreshed_before_sending(server, authority):
-    c = HTTPClient(**base(server), credentials=creds(server))
-    r = c.request(method="GET", path="/api/x")
+# -- auth (the sandbox is the token endpoint and the API) -------------------------------------
+def test_missing_token_is_refreshed_before_sending(sandbox):
+    c = sandboxed(sandbox)
+    r = c.request(method="GET", path=API_PATH)
     assert r.status_code == 200
-    assert authority.refreshes == 1
-    assert authority.seen_auth == [f"Bearer {c.credentials.access_token}"]
+    assert len(token_requests(sandbox)) == 1
+    assert bearers_seen(sandbox) == [f"Bearer {c.credentials.access_token}"]
 
 
-def test_expiring_token_is_refreshed_before_sending(server, authority):
-    old = make_jwt(time.time() + 10)  # inside the 60 s leeway
-    authority.valid.add(old)
-    c = HTTPClient(**base(server), credentials=creds(server, access_token=old))
-    c.request(method="GET", path="/api/x")
-    assert authority.refreshes == 1
-    assert authority.seen_auth == [f"Bearer {c.credentials.access_token}"]
+def test_expiring_token_is_refreshed_before_sending(sandbox):
+    old = sandbox.issue_access_token(ttl=10)  # valid, but inside the 60 s leeway
+    c = sandboxed(sandbox, access_token=old)
+    c.request(method="GET", path=API_PATH)
+    assert len(token_requests(sandbox)) == 1
+    assert bearers_seen(sandbox) == [f"Bearer {c.credentials.access_token}"]
     assert c.credentials.access_token != old
 
 
-def test_auto_refresh_off_without_token_is_a_clear_error(server, authority):
-    c = HTTPClient(**base(server), credentials=creds(server), auto_refresh=False)
+def test_auto_refresh_off_without_token_is_a_clear_error(sandbox):
+    c = sandboxed(sandbox, auto_refresh=False)
     with pytest.raises(CredentialsError, match="auto_refresh"):
-        c.request(method="GET", path="/api/x")
-    assert authority.refreshes == 0 and authority.seen_auth == []
+        c.request(method="GET", path=API_PATH)
+    assert sandbox.requests == []
 
 
-def test_401_refreshes_once_and_resends_once(server, authority):
-    revoked = make_jwt(time.time() + 3600)  # valid-looking, but the server does not know it
-    c = HTTPClient(**base(server), credentials=creds(server, access_token=revoked))
-    r = c.request(method="GET", path="/api/x")
+def test_401_refreshes_once_and_resends_once(sandbox):
+    token = sandbox.issue_access_token()
+    sandbox.expire_tokens()  # valid-looking, but the server now refuses it
+    c = sandboxed(sandbox, access_token=token)
+    r = c.request(method="GET", path=API_PATH)
     assert r.status_code == 200
-    assert authority.refreshes == 1
-    assert authority.seen_auth == [f"Bearer {revoked}", f"Bearer {c.credentials.access_token}"]
+    assert len(token_requests(sandbox)) == 1
+    assert bearers_seen(sandbox) == [f"Bearer {token}", f"Bearer {c.credentials.access_token}"]
 
 
-def test_401_twice_is_returned_not_looped(server, authority):
-    server.expect_request("/always401").respond_with_json({"errors": []}, status=401)
-    c = HTTPClient(**base(server), credentials=creds(server))
-    r = c.request(method="GET", path="/always401")
+def test_401_twice_is_returned_not_looped(sandbox):
+    sandbox.inject(status=401, count=5)
+    c = sandboxed(sandbox)
+    r = c.request(method="GET", path=API_PATH)
     assert r.status_code == 401
-    api_calls = [req for req, _ in server.log if req.path == "/always401"]
-    assert len(api_calls) == 2 and authority.refreshes == 2  # first token, then one refresh
+    assert len(bearers_seen(sandbox)) == 2
+    assert len(token_requests(sandbox)) == 2  # the first token, then one refresh
 
 
-def test_auto_retry_off_returns_the_401(server, authority):
-    revoked = make_jwt(time.time() + 3600)
-    c = HTTPClient(**base(server), credentials=creds(server, access_token=revoked), auto_retry=False)
-    assert c.request(method="GET", path="/api/x").status_code == 401
-    assert authority.refreshes == 0
-    assert c.request(method="GET", path="/api/x", auto_retry=True).status_code == 200
+def test_auto_retry_off_returns_the_401(sandbox):
+    token = sandbox.issue_access_token()
+    sandbox.expire_tokens()
+    c = sandboxed(sandbox, access_token=token, auto_retry=False)
+    assert c.request(method="GET", path=API_PATH).status_code == 401
+    assert token_requests(sandbox) == []
+    assert c.request(method="GET", path=API_PATH, auto_retry=True).status_code == 200
 
 
-def test_32_threads_share_one_refresh(server, authority):
-    authority.delay = 0.3
-    c = HTTPClient(**base(server), credentials=creds(server), pool_maxsize=32)
+def test_32_threads_share_one_refresh(sandbox):
+    sandbox.inject(path_prefix="/api/oauth2", latency_ms=300)  # widen the race window
+    c = sandboxed(sandbox, pool_maxsize=32)
     barrier = threading.Barrier(32)
     statuses: list[int] = []
 
     def worker() -> None:
         barrier.wait()
-        statuses.append(c.request(method="GET", path="/api/x").status_code)
+        statuses.append(c.request(method="GET", path=API_PATH).status_code)
 
     threads = [threading.Thread(target=worker) for _ in range(32)]
     for t in threads:
         t.start()
     for t in threads:
-        t.join()
+        t.join(timeout=60)
     assert statuses == [200] * 32
-    assert authority.refreshes == 1
-    assert set(authority.seen_auth) == {f"Bearer {c.credentials.access_token}"}
-    assert not any("None" in (a or "None") for a in authority.seen_auth)
+    assert len(token_requests(sandbox)) == 1
+    seen = bearers_seen(sandbox)
+    assert len(seen) == 32 and set(seen) == {f"Bearer {c.credentials.access_token}"}
 
 
-def test_method_level_credentials_override(server, authority):
-    c = HTTPClient(**base(server))
-    assert c.request(method="GET", path="/api/x").status_code == 401
-    assert c.request(method="GET", path="/api/x", credentials=creds(server)).status_code == 200
+def test_method_level_credentials_override(sandbox):
+    c = HTTPClient(url=sandbox.url)
+    assert c.request(method="GET", path=API_PATH).status_code == 401
+    creds = sandbox_credentials(sandbox)
+    assert c.request(method="GET", path=API_PATH, credentials=creds).status_code == 200
 
 
 def test_no_bearer_token_over_plain_http_off_loopback(server):
@@ -334,24 +342,36 @@ def test_connection_refused_is_a_transport_error():
 
 
 # -- secrets --------------------------------------------------------------------------------
-def test_repr_masks_secrets_everywhere(server, authority):
-    at = make_jwt(time.time() + 3600)
+def test_repr_masks_secrets_everywhere(server):
+    credentials = known_secrets()
     c = HTTPClient(
-        **base(server), credentials=creds(server, access_token=at),
+        **base(server), credentials=credentials,
         headers={"Authorization": "Bearer hdr-SECRET"}, auth=("u", "pw-SECRET"),
     )
     text = repr(c) + str(c)
-    for secret in (at, CLIENT_SECRET, REFRESH_TOKEN, "hdr-SECRET", "pw-SECRET"):
+    assert f"url='http://127.0.0.1', port={server.port}" in text
+    for secret in (*credentials.secrets(), "hdr-SECRET", "pw-SECRET"):
         assert secret not in text
 
 
-def test_error_messages_carry_no_secret(server, authority):
+def test_error_messages_carry_no_secret(server):
+    # a reply the sandbox cannot give: an error body that echoes a secret
     server.expect_request("/boom").respond_with_response(
         json_response({"errors": [{"message": f"token {REFRESH_TOKEN} rejected"}]}, 500)
     )
-    c = HTTPClient(**base(server), credentials=creds(server), raise_for_status=True, max_retries=0)
+    creds = known_secrets()
+    c = HTTPClient(**base(server), credentials=creds, raise_for_status=True, max_retries=0)
     with pytest.raises(HTTPError) as info:
         c.request(method="GET", path="/boom")
     text = str(info.value)
     assert REFRESH_TOKEN not in text and c.credentials.access_token not in text
     assert "500" in text
+
+
+def test_per_request_override_of_none_is_kept_apart_from_not_given(sandbox):
+    creds = sandbox_credentials(sandbox)
+    c = HTTPClient(url=sandbox.url, credentials=creds)
+    assert c.request(method="GET", path=API_PATH).status_code == 200
+    # credentials=None for one request means "no credentials", not "the client's"
+    assert c.request(method="GET", path=API_PATH, credentials=None).status_code == 401
+    assert bearers_seen(sandbox)[-1] is None

@@ -28,3 +28,44 @@ def test_import_does_not_load_heavy_modules():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_no_module_imports_the_package_root():
+    """Modules import what they use from its own module (the version from ``_version``)."""
+    import ast
+    from pathlib import Path
+
+    package = Path(cortex_nb.__file__).parent
+    modules = {p.stem for p in package.iterdir()} | {"sandbox"}
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module == "cortex_nb":
+                names = {alias.name for alias in node.names}
+                assert names <= modules, f"{path.name} imports {names - modules} from cortex_nb"
+    from cortex_nb._version import __version__
+
+    assert cortex_nb.__version__ == __version__
+
+
+def test_http_client_keywords_are_visible_to_help_and_ides():
+    import inspect
+
+    from cortex_nb import HTTPClient
+
+    client_params = inspect.signature(HTTPClient).parameters
+    seed = ("auto_refresh", "auto_retry", "credentials", "enforce_json", "force_trace", "port",
+            "raise_for_status", "url", "timeout")
+    for name in seed:
+        assert client_params[name].kind is inspect.Parameter.KEYWORD_ONLY, name
+    request_params = inspect.signature(HTTPClient.request).parameters
+    for name in ("method", "path", "endpoint", "idempotent", *seed):
+        assert request_params[name].kind is inspect.Parameter.KEYWORD_ONLY, name
+    assert client_params["port"].default == 443 and client_params["auto_retry"].default is True
+
+
+def test_old_session_names_still_work():
+    from cortex_nb.connection import Connection, get_connection
+    from cortex_nb.session import Session, get_session
+
+    assert Session is Connection and get_session is get_connection
+    assert cortex_nb.get_session() is cortex_nb.get_connection()

@@ -320,3 +320,23 @@ def test_cli_broken_file_is_one_line(config, capsys):
     (config / "profiles.json").write_text("[]")
     assert profiles.main(["list"]) == 2
     assert "has no 'profiles' object" in capsys.readouterr().err
+
+
+def test_a_profile_s_region_and_instance_decide_where_the_connection_goes(config):
+    from cortex_nb.connection import Connection
+    from cortex_nb.endpoints import REGIONS, Endpoint
+
+    from .support import make_jwt
+
+    token = make_jwt(2**31 - 1)  # far from expiring: connecting needs no token endpoint
+    with pytest.warns(profiles.SecretsInFileWarning):
+        profiles.save_profile("eu", region="europe", instance_id="4242", access_token=token)
+    connection = Connection()
+    connection.connect_profile("eu")
+    assert connection.endpoint == Endpoint.for_region("europe", instance_id="4242")
+    assert connection.client.url == REGIONS["europe"].api_url
+    assert connection.instance_id == "4242"
+    connection.connect_profile("eu", url="https://cdl-gateway.example.com")
+    assert connection.client.url == "https://cdl-gateway.example.com"
+    assert connection.endpoint.region is None and connection.instance_id == "4242"
+    connection.disconnect()

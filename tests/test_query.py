@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from pytest_httpserver import HTTPServer
 
-from cortex_nb import Credentials, HTTPClient, QueryCancelled, QueryError
-from cortex_nb.query import Progress, QueryService
+from cortex_nb import ConfigurationError, Credentials, HTTPClient, QueryCancelled, QueryError
+from cortex_nb.query import Progress, QueryJob, QueryService
 
 TRAFFIC = "`{i}.firewall.traffic`"
 
@@ -29,7 +29,7 @@ def slow(sandbox):
 @pytest.fixture()
 def service(sandbox) -> QueryService:
     client = HTTPClient(url=sandbox.url, credentials=Credentials(**sandbox.credentials()))
-    return QueryService(session=client)
+    return QueryService(client=client)
 
 
 def q(sandbox, sql: str) -> str:
@@ -179,6 +179,66 @@ def test_transient_failures_on_pages_are_retried(sandbox, service):
     sandbox.inject(status=503, count=2, path_prefix="/query/v2/jobResults")
     df = service.query(q(sandbox, "SELECT * FROM {T} LIMIT 300"), page_size=100).df
     assert len(df) == 300
+
+
+# -- the query job --------------------------------------------------------------------------------
+def test_client_is_the_service_s_name_and_session_the_sdk_s(sandbox):
+    client = HTTPClient(url=sandbox.url)
+    assert QueryService(client=client).client is client
+    assert QueryService(session=client).client is client  # the official SDK's keyword
+    assert QueryService(client).session is client
+    with pytest.raises(ConfigurationError, match="not both"):
+        QueryService(client=client, session=HTTPClient(url=sandbox.url))
+    with pytest.raises(ConfigurationError, match="client keywords"):
+        QueryService(client=client, url=sandbox.url)
+
+
+def test_a_started_job_reports_its_state_and_pages(sandbox, service):
+    seen: list[str] = []
+    job = service.start(q(sandbox, "SELECT * FROM {T} LIMIT 2500"), page_size=1000, parallel=1,
+                        progress=lambda p: seen.append(p.state))
+    assert isinstance(job, QueryJob) and job.id.startswith("cortexnb-")
+    assert job.state == "PENDING" and job.pages == 0
+    rows = job.rows()
+    assert len(rows) == 2500 and all(isinstance(r, dict) for r in rows)
+    assert (job.state, job.pages, job.rows_in_job, job.progress.done) == ("DONE", 3, 2500, True)
+    assert seen[0] == "PENDING" and seen[-1] == "DONE"
+    with pytest.raises(QueryError, match="already read"):
+        job.rows()
+
+
+def test_an_existing_job_can_be_fetched_by_id(sandbox, service):
+    job_id = service.submit(q(sandbox, "SELECT session_id FROM {T} ORDER BY session_id LIMIT 1200"))
+    fetched = service.job(job_id, page_size=500).result()
+    assert fetched.job_id == job_id and fetched.pages == 3
+    again = service.query(q(sandbox, "SELECT session_id FROM {T} ORDER BY session_id LIMIT 1200"))
+    pd.testing.assert_frame_equal(fetched.df, again.df)
+
+
+def test_job_rows_and_frame_honour_the_limit(sandbox, service):
+    job = service.start(q(sandbox, "SELECT * FROM {T}"), page_size=1000, limit=150)
+    assert job.page_size == 150
+    assert len(job.rows()) == 150
+    requests_for_pages = [
+        r for r in sandbox.requests if r.path == f"/query/v2/jobResults/{job.id}"
+    ]
+    assert all(r.query.get("pageSize") == "150" for r in requests_for_pages)
+
+
+def test_cancel_on_interrupt_cancels_once_and_says_so(sandbox, service):
+    job = service.start(q(sandbox, "SELECT COUNT(*) FROM {T} a, {T} b, {T} c"))
+    with pytest.raises(QueryCancelled, match="was cancelled on the server"), job.cancel_on_interrupt():
+        raise KeyboardInterrupt
+    assert [r.path for r in sandbox.requests if r.method == "DELETE"] == [f"/query/v2/jobs/{job.id}"]
+    assert job.state == "CANCELLED" and job.progress.done
+
+
+def test_a_cancel_that_fails_is_said_and_raises_nothing_else(sandbox, service):
+    job = service.start(q(sandbox, "SELECT 1 AS n"))
+    sandbox.inject(status=500, count=10, path_prefix="/query/v2/jobs/")
+    with pytest.raises(QueryCancelled, match="could not be cancelled"), job.cancel_on_interrupt():
+        raise KeyboardInterrupt
+    assert job.cancel() is False
 
 
 # -- replies the sandbox never gives: a small fake server --------------------------------------

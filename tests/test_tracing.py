@@ -7,59 +7,48 @@ import time
 
 import pytest
 
-from cortex_nb import Credentials, HTTPClient
+from cortex_nb import HTTPClient
 from cortex_nb.tracing import TraceLog
 
-from .support import (
-    CLIENT_ID,
-    CLIENT_SECRET,
-    REFRESH_TOKEN,
-    TokenAuthority,
-    json_response,
-    make_jwt,
-)
+from .support import API_PATH, make_jwt, sandbox_credentials
 
 
 @pytest.fixture()
-def traced(httpserver):
-    authority = TokenAuthority()
-    httpserver.expect_request("/api/oauth2/RequestToken").respond_with_handler(authority.token_handler)
-    httpserver.expect_request("/api/x").respond_with_handler(authority.api_handler)
-    creds = Credentials(
-        client_id=CLIENT_ID, client_secret=CLIENT_SECRET, refresh_token=REFRESH_TOKEN,
-        token_url=httpserver.url_for("/"), environ={},
-    )
-    client = HTTPClient(url="http://127.0.0.1", port=httpserver.port, credentials=creds)
+def traced(sandbox):
+    """A client of the sandbox whose API and token requests are traced into one log."""
+    creds = sandbox_credentials(sandbox)
+    client = HTTPClient(url=sandbox.url, credentials=creds)
     log = TraceLog(secrets=creds.secrets)
     log.attach(client.session)
     log.attach(creds.http, kind="token")
     log.attach(client.session)  # attaching twice must not record twice
-    return client, log, authority
+    return client, log
 
 
 def all_text(log: TraceLog) -> str:
     return "\n".join(str(t) + t.to_curl() + t._repr_html_() + repr(t.as_record()) for t in log)
 
 
-def test_each_request_becomes_one_trace_with_its_facts(traced, httpserver):
-    client, log, _ = traced
-    httpserver.expect_request("/jobs").respond_with_response(json_response({"jobId": "j1"}, 201))
-    client.request(method="POST", path="/jobs", json={"params": {"query": "SELECT 1"}})
+def test_each_request_becomes_one_trace_with_its_facts(traced):
+    client, log = traced
+    body = {"jobId": "trace-j1", "params": {"query": "SELECT 1"}}
+    reply = client.request(method="POST", path="/query/v2/jobs", json=body)
     kinds = [(t.kind, t.method, t.status) for t in log]
     assert kinds == [("token", "POST", 200), ("api", "POST", 201)]
     trace = log.last()[0]
-    assert trace.url.endswith("/jobs") and trace.request_id == "req-123"
+    assert trace.url.endswith("/query/v2/jobs")
+    assert trace.request_id == reply.headers["x-request-id"] and trace.request_id
     assert trace.elapsed_ms >= 0
     assert '"query":"SELECT 1"' in trace.request_body
-    assert '"jobId":"j1"' in trace.response_body
+    assert '"jobId":"trace-j1"' in trace.response_body
     assert log.last(1)[0].note is None and log.last(2)[0].note == "token refresh"
 
 
 def test_secrets_are_redacted_before_storage(traced):
-    client, log, _ = traced
-    client.request(method="GET", path="/api/x", params={"token": "qs-SECRET-1"})
+    client, log = traced
+    client.request(method="GET", path=API_PATH, params={"token": "qs-SECRET-1"})
     text = all_text(log)
-    for secret in (CLIENT_SECRET, REFRESH_TOKEN, client.credentials.access_token, "qs-SECRET-1"):
+    for secret in (*client.credentials.secrets(), "qs-SECRET-1"):
         assert secret not in text
     token_trace = next(t for t in log if t.kind == "token")
     assert '"client_secret":"******"' in token_trace.request_body
@@ -69,9 +58,9 @@ def test_secrets_are_redacted_before_storage(traced):
 
 
 def test_401_resend_is_noted(traced):
-    client, log, _ = traced
+    client, log = traced
     client.credentials._access_token = make_jwt(time.time() + 3600)  # unknown to the server
-    client.request(method="GET", path="/api/x")
+    client.request(method="GET", path=API_PATH)
     notes = [(t.kind, t.status, t.note) for t in log]
     assert notes == [
         ("api", 401, None),
@@ -80,20 +69,20 @@ def test_401_resend_is_noted(traced):
     ]
 
 
-def test_curl_export_uses_a_token_variable_and_reproduces_the_request(traced, httpserver):
-    client, log, _ = traced
-    httpserver.expect_request("/jobs").respond_with_json({"jobId": "j"})
-    client.request(method="POST", path="/jobs", json={"q": "it's"})
+def test_curl_export_uses_a_token_variable_and_reproduces_the_request(traced):
+    client, log = traced
+    body = {"params": {"query": "SELECT 'it''s'"}}
+    client.request(method="POST", path="/query/v2/jobs", json=body)
     curl = log.last()[0].to_curl()
     assert '"Authorization: Bearer $TOKEN"' in curl
     words = shlex.split(curl)
-    assert words[:3] == ["curl", "-X", "POST"] and words[3].endswith("/jobs")
-    assert words[words.index("--data-raw") + 1] == '{"q":"it\'s"}'
+    assert words[:3] == ["curl", "-X", "POST"] and words[3].endswith("/query/v2/jobs")
+    assert words[words.index("--data-raw") + 1] == '{"params":{"query":"SELECT \'it\'\'s\'"}}'
 
 
 def test_html_is_collapsible_and_history_is_a_frame(traced):
-    client, log, _ = traced
-    client.request(method="GET", path="/api/x")
+    client, log = traced
+    client.request(method="GET", path=API_PATH)
     html = log.last()[0]._repr_html_()
     assert html.startswith("<details") and "<summary" in html
     frame = log.to_frame()
