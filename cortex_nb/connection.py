@@ -101,15 +101,28 @@ class Connection:
         return self
 
     def start_sandbox(self, **sandbox_kwargs: Any) -> Any:
-        """The in-process sandbox, started now if none runs (connects nothing)."""
-        from cortex_nb.sandbox import Sandbox
-
+        """The in-process sandbox, started now if none runs, restarted if the options asked
+        (``rows``, ``seed``, ``port``...) differ from the running one's; connects nothing."""
         with self._lock:
+            if self.sandbox is not None and self.sandbox_changes(**sandbox_kwargs):
+                self.stop_sandbox()
             if self.sandbox is None:
-                sandbox = Sandbox(**sandbox_kwargs)
-                sandbox.start()
-                self.sandbox = sandbox
+                self.sandbox = _started_sandbox(sandbox_kwargs)
             return self.sandbox
+
+    def sandbox_changes(self, **sandbox_kwargs: Any) -> str:
+        """How the options asked differ from the running sandbox's (``rows 3,000 -> 10,000``);
+        empty when they do not, or when no sandbox runs."""
+        sandbox = self.sandbox
+        if sandbox is None:
+            return ""
+        changes = []
+        for name, wanted in sandbox_kwargs.items():
+            current = sandbox.port if name == "port" else getattr(sandbox, name, wanted)
+            if wanted != current and not (name == "port" and wanted == 0):
+                changes.append(f"{name} {current:,} -> {wanted:,}" if isinstance(wanted, int)
+                               else f"{name} {current!r} -> {wanted!r}")
+        return ", ".join(changes)
 
     def connect_sandbox(self, **sandbox_kwargs: Any) -> Connection:
         """Start an in-process sandbox (once) and connect to it with its demo credentials."""
@@ -139,11 +152,14 @@ class Connection:
         self._notify()
 
     def stop_sandbox(self) -> None:
-        """Stop the in-process sandbox, if one runs."""
+        """Stop the in-process sandbox, if one runs (and disconnect if connected to it)."""
         with self._lock:
-            if self.sandbox is not None:
-                self.sandbox.stop()
-                self.sandbox = None
+            if self.sandbox is None:
+                return
+            if self.endpoint is not None and self.endpoint.sandbox:
+                self.disconnect()
+            self.sandbox.stop()
+            self.sandbox = None
 
     def require(self) -> QueryService:
         """The query service, or a clear error saying how to connect."""
@@ -172,6 +188,24 @@ class Connection:
     def _notify(self) -> None:
         for listener in list(self.listeners):
             listener(self)
+
+
+def _started_sandbox(options: dict[str, Any]) -> Any:
+    """A new in-process sandbox, started; a bad option or a taken port is a clear error."""
+    from cortex_nb.sandbox import Sandbox
+
+    try:
+        sandbox = Sandbox(**options)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"Cannot start the sandbox: {exc}.") from None
+    try:
+        return sandbox.start()
+    except OSError as exc:
+        where = f"{sandbox.host}:{options.get('port', 0)}"
+        raise ConfigurationError(
+            f"Cannot start the sandbox on {where}: {exc.strerror or exc}. Pick another --port "
+            "(0 picks a free one)."
+        ) from None
 
 
 _SHARED: Connection | None = None

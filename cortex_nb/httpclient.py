@@ -398,24 +398,27 @@ def service_message(body: Any) -> str:
     return ""
 
 
-def http_error_message(response: requests.Response, secrets: list[str]) -> str:
-    """Status, reason, method, URL, request id, the service's explanation and a hint; scrubbed."""
+def http_error_message(response: requests.Response, secrets: list[str], doing: str = "") -> str:
+    """The service's explanation first, then a hint, then what was sent and the request id.
+
+    ``doing`` names the step (``Submitting the query``) for the part in parentheses. Scrubbed.
+    """
     request = response.request
     method = request.method if request is not None else "?"
+    status, reason = response.status_code, (response.reason or "").strip()
     rid = response.headers.get("x-request-id") or "none"
-    status = response.status_code
-    text = f"HTTP {status} {response.reason or ''}".rstrip()
-    text += f" for {method} {response.url} (x-request-id: {rid})"
     try:
         detail = service_message(response.json())
     except ValueError:  # not JSON: a glimpse of what came back instead
-        detail = response.text[:200]
-    if detail:
-        text += f": {detail[:500]}"
+        detail = " ".join(response.text[:200].split())
+    text = detail[:500] or f"HTTP {status} {reason}".rstrip()
     hint = _HINTS.get(status) or ("service error; try again later" if status >= 500 else "")
     if hint:
-        text += f" ({hint})"
-    return scrub(text, secrets)
+        text += f" — {hint}"
+    where = f"HTTP {status} {reason}".rstrip() + f" from {method} {response.url}"
+    if doing:
+        where = f"{doing}: {where}"
+    return scrub(f"{text} ({where}; request id {rid})", secrets)
 
 
 def _invalid_json_message(response: requests.Response, secrets: list[str]) -> str:

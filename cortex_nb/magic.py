@@ -7,17 +7,21 @@ and nbval stop) without a traceback and without a secret.
 
 Line magic::
 
-    %cortex connect sandbox [--rows N] [--seed S]
+    %cortex connect sandbox [--rows N] [--seed S] [--port P]   (restarts it for other options)
     %cortex connect [--profile NAME] [--url URL] [--region R] [--instance ID]
     %cortex disconnect | status | panel | history | trace [N]
     %cortex GET /query/v2/jobs [-o VAR]     (one REST request with no body)
 
 Cell magic::
 
-    %%cortex [-o VAR] [--trace] [--dry-run] [--limit N] [--page-size N] [--raw]
+    %%cortex [-o VAR] [-q] [--trace] [--dry-run] [--limit N] [--page-size N] [--raw]
+             [--structs value|keep|flatten]
     SELECT ... FROM `firewall.traffic` WHERE source_ip.value = {ip}
 
     %%cortex GET /query/v2/jobs            (REST mode; the cell is the JSON body)
+
+A trailing ``;`` or ``-q`` keeps the cell quiet; ``%cortex [-o VAR] SELECT ...`` runs SQL on the
+line, and a ``%%cortex GET /path`` cell with nothing below runs as the line magic.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import re
 import shlex
 import time
 from collections.abc import Iterator
@@ -78,6 +83,11 @@ def _cell_parser() -> _ArgumentParser:
     p.add_argument("--limit", type=int, help="fetch at most N rows")
     p.add_argument("--page-size", type=int, help="rows per results page")
     p.add_argument("--raw", action="store_true", help="JSON as received, no DataFrame")
+    p.add_argument(
+        "--structs", choices=["value", "keep", "flatten"],
+        help="{value: ...} structs: their value, kept whole, or flattened (this cell only)",
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="show nothing (with -o VAR)")
     p.add_argument("request", nargs="*", help="METHOD /path for REST mode")
     return p
 
@@ -96,6 +106,8 @@ class CellCommand:
     limit: int | None = None
     page_size: int | None = None
     raw: bool = False
+    quiet: bool = False
+    structs: str | None = None
 
 
 def parse_cell(line: str, cell: str) -> CellCommand:
@@ -111,12 +123,16 @@ def parse_cell(line: str, cell: str) -> CellCommand:
             request, body = first.split(), rest
     options = {
         "output": args.output, "trace": args.trace, "dry_run": args.dry_run,
-        "limit": args.limit, "page_size": args.page_size, "raw": args.raw,
+        "limit": args.limit, "page_size": args.page_size, "raw": args.raw, "quiet": args.quiet,
+        "structs": args.structs,
     }
     if not request:
-        if not cell.strip():
+        sql = cell.strip()
+        if sql.endswith(";"):  # as in IPython: a trailing ';' keeps the cell quiet
+            sql, options["quiet"] = sql.rstrip(";").rstrip(), True
+        if not sql:
             raise CortexCellError("%%cortex: the cell is empty; write a SQL query or 'GET /path'")
-        return CellCommand(mode="sql", text=cell.strip(), **options)
+        return CellCommand(mode="sql", text=sql, **options)
     method_ok = request[0].upper() in HTTP_METHODS
     if len(request) != 2 or not method_ok or not request[1].startswith("/"):
         raise CortexCellError(f"%%cortex: expected 'METHOD /path', got {' '.join(request)!r}")
@@ -136,6 +152,7 @@ def _line_parser() -> _ArgumentParser:
     connect.add_argument("--instance")
     connect.add_argument("--rows", type=int)
     connect.add_argument("--seed", type=int)
+    connect.add_argument("--port", type=int)
     trace = sub.add_parser("trace", add_help=False)
     trace.add_argument("n", nargs="?", type=int, default=1)
     for name in ("disconnect", "status", "panel", "history"):
@@ -189,7 +206,11 @@ class CortexMagics(Magics):
     # -- line magic ----------------------------------------------------------------------------
     @line_magic
     def cortex(self, line: str) -> Any:
-        """Manage the shared connection (connect, status, ...) or send one REST request (GET /x)."""
+        """Manage the shared connection (connect, status, ...), send one REST request
+        (``%cortex GET /x``) or run the SQL on the line (``%cortex [-o VAR] SELECT ...``)."""
+        options, sql = split_line_sql(line)
+        if sql:
+            return self.cortex_cell(options, sql)
         words = shlex.split(line)
         if words and words[0].upper() in HTTP_METHODS:
             return self.cortex_cell(line, "")  # IPython refuses a cell magic with no body
@@ -200,8 +221,12 @@ class CortexMagics(Magics):
     def _do_connect(self, args: argparse.Namespace) -> None:
         connection = self.connection
         if args.target == "sandbox":
-            kwargs = {k: v for k, v in (("rows", args.rows), ("seed", args.seed)) if v is not None}
-            connection.connect_sandbox(**kwargs)
+            wanted = {"rows": args.rows, "seed": args.seed, "port": args.port}
+            options = {k: v for k, v in wanted.items() if v is not None}
+            changes = connection.sandbox_changes(**options)
+            connection.connect_sandbox(**options)
+            if changes:
+                print(f"Restarted the sandbox for the options asked ({changes}).")
         elif args.profile:
             connection.connect_profile(args.profile, url=args.url)
         else:
@@ -222,7 +247,9 @@ class CortexMagics(Magics):
         return CredentialsPanel(connection=self.connection)
 
     def _do_history(self, args: argparse.Namespace) -> Any:
-        return self.connection.traces.to_frame()
+        from cortex_nb.display import ShortFrame
+
+        return ShortFrame(self.connection.traces.to_frame())
 
     def _do_trace(self, args: argparse.Namespace) -> None:
         self._show_traces(self.connection.traces.last(args.n))
@@ -237,7 +264,7 @@ class CortexMagics(Magics):
             result = run(command)
         if command.output and result is not None:
             self.shell.user_ns[command.output] = result
-        return result
+        return None if command.quiet else result
 
     def _final_sql(self, command: CellCommand) -> str:
         sql = render_parameters(command.text, self.shell.user_ns)
@@ -256,7 +283,8 @@ class CortexMagics(Magics):
             job = service.start(sql, limit=command.limit, **options)
             with job.cancel_on_interrupt():
                 return job.rows()
-        result = service.query(sql, structs=self.structs, max_rows=command.limit, **options)
+        structs = command.structs or self.structs
+        result = service.query(sql, structs=structs, max_rows=command.limit, **options)
         if command.trace or self.show_trace:
             self._show_traces(result.traces)
         return result.df
@@ -298,7 +326,8 @@ def _json_body(text: str) -> Any:
 
 
 def _rest_output(response: Any, raw: bool, limit: int | None) -> Any:
-    """The reply as a DataFrame when it is a list of records, else its JSON (or text)."""
+    """The reply as a DataFrame when it is a list of records (job times as UTC datetimes),
+    else its JSON (or text)."""
     try:
         payload = response.json()
     except ValueError:
@@ -310,8 +339,10 @@ def _rest_output(response: Any, raw: bool, limit: int | None) -> Any:
             return payload[:limit] if limit else payload
         import pandas as pd
 
-        frame = pd.json_normalize(payload)
-        return frame.head(limit) if limit else frame
+        from cortex_nb.display import ShortFrame, with_epoch_ms_times
+
+        frame = with_epoch_ms_times(pd.json_normalize(payload))
+        return ShortFrame(frame.head(limit) if limit else frame)
     return _PrettyJSON(payload)
 
 
@@ -333,9 +364,43 @@ def _one_line_errors(connection: Connection) -> Iterator[None]:
     """Turn a CortexError into one scrubbed line (``CortexCellError``); the cell still fails."""
     try:
         yield
-    except CortexError as exc:
-        message = f"{type(exc).__name__}: {exc}"
-        raise CortexCellError(scrub(message, connection.secrets())) from None
+    except CortexError as exc:  # the message leads; the kind of error adds nothing for a reader
+        raise CortexCellError(scrub(str(exc), connection.secrets())) from None
+
+
+_SQL_START = re.compile(r"(?:^|\s)(?=(?:select|with)\b)", re.IGNORECASE)
+
+
+def split_line_sql(line: str) -> tuple[str, str]:
+    """``(options, sql)`` of a line holding SQL (``-o x SELECT ...``), else ``(line, "")``.
+
+    The SQL is taken from the raw line (not shell-split), so its quotes arrive untouched.
+    """
+    match = _SQL_START.search(line)
+    if match is None:
+        return line, ""
+    options = line[: match.start()].strip()
+    if any(not word.startswith("-") and not _is_option_value(word, options) for word in
+           options.split()):
+        return line, ""  # words before SELECT that are not options: not SQL on the line
+    return options, line[match.end():].strip()
+
+
+def _is_option_value(word: str, options: str) -> bool:
+    words = options.split()
+    index = words.index(word)
+    return index > 0 and words[index - 1].startswith("-")
+
+
+def empty_cell_to_line_magic(lines: list[str]) -> list[str]:
+    """Rewrite a ``%%cortex GET /path`` cell with nothing below into the line magic.
+
+    IPython refuses a cell magic whose body is empty, yet that is how a bodyless REST request
+    reads best (and how the README shows it); as a line magic it runs the same.
+    """
+    if not lines or not lines[0].startswith("%%cortex") or any(x.strip() for x in lines[1:]):
+        return lines
+    return [lines[0][1:]]
 
 
 def load_ipython_extension(ipython: Any) -> None:
@@ -343,4 +408,7 @@ def load_ipython_extension(ipython: Any) -> None:
     magics = CortexMagics(shell=ipython)
     ipython.register_magics(magics)
     ipython.configurables.append(magics)  # so that %config CortexMagics.<option> finds it
+    cleanup = ipython.input_transformers_cleanup
+    if empty_cell_to_line_magic not in cleanup:  # %load_ext twice must not add it twice
+        cleanup.append(empty_cell_to_line_magic)
 

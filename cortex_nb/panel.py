@@ -54,6 +54,12 @@ REGION_OPTIONS = (
 )
 _LABEL_WIDTH = "9.5em"
 _FIELD_LAYOUT = {"width": "100%", "max_width": "36em"}
+# status and messages are sentences: wide enough not to break mid-sentence, wrapping at words
+_LINE_LAYOUT = {"width": "100%", "max_width": "60em"}
+_SANDBOX_HINT = (
+    "No typing needed: Connect starts the offline sandbox on this machine and uses its demo "
+    "credentials."
+)
 # buttons start where the fields do: after the label column and the label's margin
 _BUTTON_ROW = {"margin": f"2px 0 2px calc({_LABEL_WIDTH} + 8px)"}
 
@@ -134,6 +140,13 @@ def fields_from_profile(stored: dict[str, str]) -> PanelFields:
     )
 
 
+def _nothing_typed(fields: PanelFields) -> bool:
+    """True when no secret was typed and the client id is empty or the sandbox's demo one."""
+    from cortex_nb.sandbox.tokens import DEMO_CLIENT_ID
+
+    return not fields.secrets() and fields.client_id.strip() in ("", DEMO_CLIENT_ID)
+
+
 def one_line(error: BaseException, secrets: Iterable[str] = ()) -> str:
     """An error as one line for the panel, with every known secret masked."""
     text = re.sub(r"\s+", " ", str(error)).strip() or type(error).__name__
@@ -153,10 +166,14 @@ def status_html(connection: Connection, now: float | None = None) -> str:
     return _status("connected", text)
 
 
+# break lines between words only (long URLs may still break anywhere rather than overflow)
+_SENTENCE_STYLE = "white-space: normal; overflow-wrap: anywhere; line-height: 1.4"
+
+
 def _status(state: str, text: str) -> str:
     return (
-        f'<div class="cortex-state" data-state="{state}" role="status" aria-live="polite">'
-        f"{html.escape(text)}</div>"
+        f'<div class="cortex-state" data-state="{state}" role="status" aria-live="polite" '
+        f'style="{_SENTENCE_STYLE}">{html.escape(text)}</div>'
     )
 
 
@@ -231,6 +248,8 @@ class CredentialsPanel(widgets.VBox):
         self._url.layout.display = "" if region == CUSTOM else "none"
         for child in (self._token_url, self._instance_id):
             child.layout.display = "none" if region == SANDBOX else ""
+        # what was said about the former choice no longer holds
+        self._message.value = _message("hint", _SANDBOX_HINT) if region == SANDBOX else ""
 
     def _on_connect_click(self, _button: widgets.Button) -> None:
         fields = self._take_fields()
@@ -247,10 +266,16 @@ class CredentialsPanel(widgets.VBox):
 
     def _on_connection_change(self, connection: Connection) -> None:
         self._status.value = status_html(connection)
+        if connection.connected and connection.endpoint is not None:
+            self._show_endpoint(connection.endpoint)
 
     # -- actions (each returns the message to show) ------------------------------------------------
     def _connect_with(self, fields: PanelFields) -> str:
         problem = missing_fields_message(fields)
+        if problem and fields.region == SANDBOX and _nothing_typed(fields):
+            self._connection.connect_sandbox()  # nothing typed: the sandbox's demo credentials
+            self._client_id.value = self._connection.credentials.client_id or ""
+            return "Connected to the offline sandbox with its demo credentials."
         if problem:
             raise ConfigurationError(problem)
         endpoint = endpoint_from_fields(fields, self._connection)
@@ -320,6 +345,15 @@ class CredentialsPanel(widgets.VBox):
             secret.value = ""
         return fields
 
+    def _show_endpoint(self, endpoint: Endpoint) -> None:
+        """Show where the connection went, whoever connected it (the magic, a profile, code)."""
+        region = SANDBOX if endpoint.sandbox else (endpoint.region or CUSTOM)
+        if self._region.value != region:
+            self._region.value = region
+        if region == CUSTOM:
+            self._url.value = endpoint.api_url
+        self._instance_id.value = "" if endpoint.sandbox else (endpoint.instance_id or "")
+
     def _show_fields(self, fields: PanelFields) -> None:
         """Show a profile's public fields; its secrets never enter a widget."""
         known = fields.region in (value for _, value in REGION_OPTIONS)
@@ -366,13 +400,16 @@ def _button(label: str, icon: str, tooltip: str) -> widgets.Button:
 
 
 def _html(css_class: str) -> widgets.HTML:
-    return widgets.HTML(layout=widgets.Layout(**_FIELD_LAYOUT)).add_class(css_class)
+    return widgets.HTML(layout=widgets.Layout(**_LINE_LAYOUT)).add_class(css_class)
 
 
 def _message(kind: str, text: str) -> str:
     role = "alert" if kind == "error" else "status"
     mark = "⚠ " if kind == "error" else ""
-    return f'<div class="cortex-{kind}" role="{role}">{mark}{html.escape(text)}</div>'
+    return (
+        f'<div class="cortex-{kind}" role="{role}" style="{_SENTENCE_STYLE}">'
+        f"{mark}{html.escape(text)}</div>"
+    )
 
 
 def _known_profiles() -> list[str]:

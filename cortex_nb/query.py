@@ -61,12 +61,29 @@ class Progress:
     done: bool = False
 
     def line(self) -> str:
-        """One line for a status display."""
-        total = f"/{self.rows_in_job:,}" if self.rows_in_job is not None else ""
-        return (
-            f"{self.state:<9} {self.rows:,}{total} rows, {self.pages} pages, "
-            f"{self.elapsed:.1f} s (job {self.job_id})"
+        """One line for a status display: what is happening, how far, and how to stop."""
+        total = self.rows_in_job
+        rows = f"{self.rows:,}/{total:,} rows" if total is not None else plural(self.rows, "row")
+        text = (
+            f"{self.phase:<11} {rows}, {plural(self.pages, 'page')}, {self.elapsed:.1f} s "
+            f"(job {self.job_id})"
         )
+        return text if self.done else text + " · interrupt the kernel to stop"
+
+    @property
+    def phase(self) -> str:
+        """The state in words: queued, running, downloading, done, cancelled, failed..."""
+        if self.state == "DONE":
+            return "done" if self.done else "downloading"
+        return _PHASES.get(self.state, self.state.lower())
+
+
+_PHASES = {"PENDING": "queued", "RUNNING": "running", "CANCELLED": "cancelled"}
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 page``, ``2 pages``, ``1,000 rows``."""
+    return f"{count:,} {noun}" + ("" if count == 1 else "s")
 
 
 @dataclass
@@ -85,8 +102,8 @@ class Result:
     def summary(self) -> str:
         """One line: rows, pages, time and job id."""
         return (
-            f"{len(self.df):,} rows ({self.rows_in_job:,} in job), {self.pages} pages, "
-            f"{self.elapsed:.2f} s, job {self.job_id}"
+            f"{plural(len(self.df), 'row')} ({self.rows_in_job:,} in job), "
+            f"{plural(self.pages, 'page')}, {self.elapsed:.2f} s, job {self.job_id}"
         )
 
     def __repr__(self) -> str:
@@ -253,7 +270,7 @@ class QueryService:
         if response.status_code == 409 and job_id:
             return job_id  # our own earlier attempt landed before the connection dropped
         if not response.ok:
-            raise_for_reply(response, "Submitting the query", job_id, self.secrets())
+            raise_for_reply(response, "submitting the query", job_id, self.secrets())
         reply = decode_json(response, "Submitting the query")
         return str((reply if isinstance(reply, dict) else {}).get("jobId") or job_id)
 
@@ -313,8 +330,8 @@ def _params(base: dict[str, Any] | None, **values: Any) -> dict[str, Any]:
 def raise_for_reply(
     response: requests.Response, doing: str, job_id: str | None, secrets: list[str]
 ) -> None:
-    """Raise a ``QueryError`` for a non-2xx reply: what we were doing, then the HTTP detail."""
-    raise QueryError(f"{doing} failed: {http_error_message(response, secrets)}", job_id)
+    """Raise a ``QueryError`` for a non-2xx reply: the service's message first, then the rest."""
+    raise QueryError(http_error_message(response, secrets, doing), job_id)
 
 
 def check_page(response: requests.Response, job_id: str, secrets: list[str]) -> dict[str, Any]:
@@ -324,7 +341,7 @@ def check_page(response: requests.Response, job_id: str, secrets: list[str]) -> 
     raise, as do an HTTP error and a malformed page.
     """
     if not response.ok:
-        raise_for_reply(response, f"Fetching results of job {job_id}", job_id, secrets)
+        raise_for_reply(response, f"fetching results of job {job_id}", job_id, secrets)
     page = decode_json(response, f"Fetching results of job {job_id}")
     if not isinstance(page, dict) or not isinstance(page.get("state"), str):
         raise QueryError(f"Malformed results page for job {job_id}: no job state.", job_id)
@@ -512,9 +529,15 @@ class QueryJob:
 
     @contextlib.contextmanager
     def cancel_on_interrupt(self) -> Iterator[QueryJob]:
-        """Inside, an interrupt (Ctrl-C) cancels the job and becomes ``QueryCancelled``."""
+        """Inside, an interrupt (Ctrl-C) cancels the job and becomes ``QueryCancelled``; any
+        failure ends the progress (``failed``, ``cancelled``) before it is raised."""
         try:
             yield self
+        except QueryError as exc:
+            if not self.progress.done:
+                cancelled = isinstance(exc, QueryCancelled)
+                self._report("CANCELLED" if cancelled else "FAILED", done=True)
+            raise
         except KeyboardInterrupt:
             cancelled = self.cancel()
             self._report("CANCELLED", done=True)

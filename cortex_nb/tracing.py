@@ -234,4 +234,6 @@ class TraceLog:
         columns = ["started", "kind", "method", "url", "status", "elapsed_ms", "request_id",
                    "retries", "note"]
         rows = [{k: t.as_record()[k] for k in columns} for t in self]
-        return pd.DataFrame(rows, columns=columns)
+        frame = pd.DataFrame(rows, columns=columns)
+        # absent notes and request ids are empty text, not NaN
+        return frame.fillna({"note": "", "request_id": ""})

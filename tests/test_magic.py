@@ -147,17 +147,27 @@ def test_trace_and_history_line_magics(connected):
     assert {"method", "url", "status", "elapsed_ms"} <= set(history.columns)
 
 
+def progress_lines(cap) -> list[str]:
+    return [o.data.get("text/plain", "") for o in cap.outputs if "(job " in o.data.get("text/plain", "")]
+
+
 def test_progress_ends_in_a_summary_line(connected):
     _, cap = run(connected, "%%cortex\nSELECT * FROM firewall.traffic LIMIT 40")
-    lines = [o.data.get("text/plain", "") for o in cap.outputs]
-    assert lines[0].startswith("PENDING")
-    assert lines[-1].startswith("DONE") and "40/40 rows, 1 pages" in lines[-1] and "job cortexnb-" in lines[-1]
+    lines = progress_lines(cap)
+    assert lines[0].startswith("queued") and lines[0].endswith("interrupt the kernel to stop")
+    assert lines[-1].startswith("done") and "40/40 rows, 1 page," in lines[-1]
+    assert "job cortexnb-" in lines[-1] and "interrupt" not in lines[-1]
 
 
-def test_bad_sql_fails_the_cell_with_one_line(connected):
+def test_bad_sql_fails_the_cell_with_the_service_message_first(connected):
     result, cap = run(connected, "%%cortex\nSELEKT nothing")
     message = failed_with(result, cap)
-    assert "QueryError" in message and "HTTP 400" in message and "\n" not in message
+    assert "\n" not in message and not message.startswith(("HTTP", "QueryError"))
+    # the service's message, then the hint, then status, URL and request id
+    assert message.index("check the SQL") < message.index("HTTP 400") < message.index("request id")
+    assert message.index("/query/v2/jobs") < message.index("request id")
+    progress = progress_lines(cap)
+    assert progress == [] or progress[-1].startswith("failed")
 
 
 def test_interrupt_cancels_and_says_so(connected, sandbox):
@@ -169,6 +179,7 @@ def test_interrupt_cancels_and_says_so(connected, sandbox):
         timer.cancel()
     assert "cancelled on the server" in failed_with(result, cap)
     assert any(r.method == "DELETE" for r in sandbox.requests)
+    assert progress_lines(cap)[-1].startswith("cancelled")  # the line does not stay at running
 
 
 def test_not_connected_is_a_clear_line(ip):
@@ -272,3 +283,68 @@ def test_rest_trace_shows_even_when_the_history_is_full(connected):
         traces._traces = full
     html = "".join(o.data.get("text/html", "") for o in cap.outputs)
     assert html.count("<details") == 1 and "maxJobs=1" in html
+
+
+# -- the first hour: documented forms, quiet cells, clear displays ---------------------------------
+def test_sql_on_the_line_as_other_sql_magics_take_it(connected):
+    df = connected.run_line_magic("cortex", "SELECT 'a b' AS s, 2 AS n")
+    assert df.to_dict("records") == [{"s": "a b", "n": 2}]  # quotes arrive untouched
+    result, _ = run(connected, "%cortex -o few select app FROM firewall.traffic LIMIT 3")
+    assert result.success and len(connected.user_ns["few"]) == 3
+
+
+def test_rest_cell_with_no_body_runs_as_documented(connected):
+    result, _ = run(connected, "%%cortex GET /query/v2/jobs\n")
+    assert result.success, result.error_in_exec
+    assert isinstance(result.result, pd.DataFrame)
+
+
+def test_output_var_still_displays_unless_quiet(connected):
+    shown, _ = run(connected, "%%cortex -o a\nSELECT 1 AS n")
+    assert isinstance(shown.result, pd.DataFrame)
+    for cell in ("%%cortex -o b --quiet\nSELECT 2 AS n", "%%cortex -o c\nSELECT 3 AS n;"):
+        quiet, cap = run(connected, cell)
+        assert quiet.success and quiet.result is None, cell
+        assert not any("text/html" in o.data for o in cap.outputs)
+    assert int(connected.user_ns["b"].iloc[0, 0]) == 2 and int(connected.user_ns["c"].iloc[0, 0]) == 3
+
+
+def test_history_shows_empty_notes_and_short_ids(connected):
+    run(connected, "%%cortex\nSELECT 1 AS n")
+    history = connected.run_line_magic("cortex", "history")
+    assert not history["note"].isna().any()
+    job_url = next(u for u in history["url"] if "cortexnb-" in u)
+    assert job_url in history["url"].tolist()  # the data stay whole
+    shown = history._repr_html_() + repr(history)
+    assert job_url not in shown and "…" in shown  # the display shortens the ids
+
+
+def test_rest_job_times_are_utc_datetimes(connected):
+    run(connected, "%%cortex\nSELECT 1 AS n")
+    jobs = connected.run_line_magic("cortex", "GET /query/v2/jobs")
+    assert isinstance(jobs["submitTime"].dtype, pd.DatetimeTZDtype)
+    assert str(jobs["submitTime"].dt.tz) == "UTC"
+    assert jobs["submitTime"].iloc[0].year >= 2024
+
+
+def test_connect_sandbox_again_with_other_options_restarts_it(ip):
+    import socket
+
+    session = get_session()
+    try:
+        ip.run_line_magic("cortex", "connect sandbox --rows 150")
+        first = session.sandbox
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            free_port = probe.getsockname()[1]
+        with capture_output() as cap:
+            ip.run_line_magic("cortex", f"connect sandbox --rows 200 --port {free_port}")
+        assert "Restarted the sandbox" in cap.stdout and "rows 150 -> 200" in cap.stdout
+        assert session.sandbox is not first and session.sandbox.rows == 200
+        assert session.sandbox.port == free_port and session.client.url.endswith(f":{free_port}")
+        with capture_output() as cap:  # the same options again: kept, nothing said
+            ip.run_line_magic("cortex", "connect sandbox --rows 200")
+        assert "Restarted" not in cap.stdout and session.sandbox.port == free_port
+    finally:
+        session.disconnect()
+        session.stop_sandbox()

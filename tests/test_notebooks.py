@@ -7,21 +7,42 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from cortex_nb.sandbox.tokens import DEMO_CLIENT_SECRET, DEMO_REFRESH_TOKEN
 
-NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
+ROOT = Path(__file__).parent.parent
+NAMES = ("01-getting-started.ipynb", "02-httpclient.ipynb", "03-investigation.ipynb")
+NOTEBOOKS = [ROOT / "notebooks" / name for name in NAMES]
 JWT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")
 BEARER = re.compile(r"Bearer (?!\$TOKEN|\*{6}|error=|realm=)\S+")  # not WWW-Authenticate
 
 
 def test_the_three_notebooks_exist():
-    assert [p.name for p in NOTEBOOKS] == [
-        "01-getting-started.ipynb", "02-httpclient.ipynb", "03-investigation.ipynb",
-    ]
+    assert all(path.is_file() for path in NOTEBOOKS)
+
+
+def test_pytest_runs_only_the_project_s_notebooks(tmp_path):
+    """A notebook the user saves into notebooks/ (where `cortex-nb lab` opens) is not a test."""
+    shutil.copy(ROOT / "pyproject.toml", tmp_path)
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_one.py").write_text("def test_one():\n    assert True\n")
+    (tmp_path / "notebooks").mkdir()
+    for path in NOTEBOOKS:
+        shutil.copy(path, tmp_path / "notebooks")
+    (tmp_path / "notebooks" / "my-scratch.ipynb").write_text(NOTEBOOKS[0].read_text())
+    collected = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )
+    assert collected.returncode == 0, collected.stdout + collected.stderr
+    assert "01-getting-started.ipynb" in collected.stdout
+    assert "my-scratch" not in collected.stdout
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

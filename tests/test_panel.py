@@ -372,3 +372,44 @@ def test_cortex_nb_panel_is_callable_and_uses_the_shared_session():
         assert callable(cortex_nb.panel)
     finally:
         made.close()
+
+
+# -- the first hour ---------------------------------------------------------------------------------
+def test_sandbox_region_needs_no_typing(panel, session, sandbox):
+    panel._region.value = "sandbox"
+    assert "No typing needed" in message(panel)
+    panel._connect.click()
+    assert session.connected, message(panel)
+    assert session.endpoint.sandbox and session.client.url == sandbox.url
+    assert "demo credentials" in message(panel)
+    assert panel._client_id.value == sandbox.credentials()["client_id"]
+    state = json.dumps(all_states(panel))
+    for secret in session.secrets():
+        assert secret not in state
+
+
+def test_panel_shows_where_the_connection_went_whoever_connected_it(panel, session, sandbox):
+    session.connect_sandbox()  # as `%cortex connect sandbox` does
+    assert panel._region.value == "sandbox"
+    assert 'data-state="connected"' in panel._status.value
+    from cortex_nb.credentials import Credentials
+
+    session.connect(Credentials(**sandbox.credentials()), endpoint=Endpoint.for_url(sandbox.url))
+    assert (panel._region.value, panel._url.value) == ("custom", sandbox.url)
+
+
+def test_changing_the_region_clears_a_stale_warning(panel):
+    panel._region.value = "custom"
+    panel._connect.click()
+    assert "cortex-error" in panel._message.value
+    panel._region.value = "europe"
+    assert "cortex-error" not in panel._message.value
+
+
+def test_status_and_messages_wrap_between_words_in_a_wide_line(panel):
+    for line in (panel._status, panel._message):
+        assert line.layout.max_width == "60em"
+    panel._region.value = "custom"
+    panel._connect.click()
+    assert "white-space: normal" in panel._message.value
+    assert "white-space: normal" in panel._status.value

@@ -95,7 +95,7 @@ def test_empty_result_keeps_its_columns(sandbox, service):
 def test_bad_sql_is_a_clear_query_error(sandbox, service):
     with pytest.raises(QueryError, match="HTTP 400") as info:
         service.query(q(sandbox, "SELEKT * FROM {T}"))
-    assert "Submitting the query" in str(info.value)
+    assert "(submitting the query: HTTP 400" in str(info.value)
     with pytest.raises(QueryError, match=r"no_such_table|not found|unknown|does not exist"):
         service.query("SELECT * FROM `firewall.no_such_table`")
 
@@ -320,3 +320,19 @@ def test_pages_parsed_by_arrow_match_the_strict_path(sandbox, service):
     strict = to_dataframe(rows, schema=fast.schema)
     pd.testing.assert_frame_equal(fast.df, strict)
     assert fast.pages > 2
+
+
+@pytest.mark.parametrize(
+    ("progress", "line"),
+    [
+        (Progress("j", "PENDING"), "queued      0 rows, 0 pages, 0.0 s (job j) · interrupt"),
+        (Progress("j", "RUNNING", elapsed=1.25), "running     0 rows, 0 pages, 1.2 s (job j)"),
+        (Progress("j", "DONE", 10_000, 1_000_000, 1), "downloading 10,000/1,000,000 rows, 1 page,"),
+        (Progress("j", "DONE", 1, 1, 1, done=True), "done        1/1 rows, 1 page, 0.0 s (job j)"),
+        (Progress("j", "CANCELLED", 5, None, 2, done=True), "cancelled   5 rows, 2 pages"),
+    ],
+)
+def test_progress_line_says_what_happens_and_how_to_stop(progress, line):
+    text = progress.line()
+    assert text.startswith(line)
+    assert text.endswith("interrupt the kernel to stop") != progress.done
