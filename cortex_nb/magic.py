@@ -113,7 +113,7 @@ class CellCommand:
 def parse_cell(line: str, cell: str) -> CellCommand:
     """Parse the magic line and the cell body into a ``CellCommand``."""
     try:
-        args = _cell_parser().parse_args(shlex.split(line))
+        args = _cell_parser().parse_args(shlex.split(line, comments=True))
     except ValueError as exc:
         raise CortexCellError(f"%%cortex: {exc}") from None
     request, body = list(args.request), cell
@@ -211,7 +211,7 @@ class CortexMagics(Magics):
         options, sql = split_line_sql(line)
         if sql:
             return self.cortex_cell(options, sql)
-        words = shlex.split(line)
+        words = shlex.split(line, comments=True)  # a trailing "# note" is a comment
         if words and words[0].upper() in HTTP_METHODS:
             return self.cortex_cell(line, "")  # IPython refuses a cell magic with no body
         args = _line_parser().parse_args(words or ["status"])
@@ -334,7 +334,7 @@ def _rest_output(response: Any, raw: bool, limit: int | None) -> Any:
         return response.text
     if not response.ok:
         print(f"HTTP {response.status_code} {response.reason}")
-    if isinstance(payload, list) and payload and all(isinstance(r, dict) for r in payload):
+    if isinstance(payload, list) and all(isinstance(r, dict) for r in payload):
         if raw:
             return payload[:limit] if limit else payload
         import pandas as pd

@@ -1,0 +1,157 @@
+"""Every example in the README runs as written: magics in a real InteractiveShell, Python as
+Python, commands through the CLI, all against sandboxes on 127.0.0.1. Examples that name a real
+tenant run against the sandbox with only the host swapped; a new example nobody checks fails."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.utils.capture import capture_output
+
+from cortex_nb import cli, profiles
+from cortex_nb.magic import _cell_parser, _line_parser, parse_cell
+from cortex_nb.session import get_session
+
+README = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+BLOCKS = re.findall(r"```(\w+)\n(.*?)```", README, re.DOTALL)
+TENANT_URL = "https://api.nl.cdl.paloaltonetworks.com"
+
+
+def block(starting: str) -> str:
+    found = [text for _, text in BLOCKS if text.lstrip().startswith(starting)]
+    assert len(found) == 1, f"one README block starts with {starting!r}"
+    return found[0]
+
+
+CHECKED = (
+    "pip install -e",  # the quickstart: the CI runs exactly these commands
+    "%load_ext cortex_nb",
+    "%%cortex -o talkers",
+    "from cortex_nb import Credentials, HTTPClient, QueryService",
+    "%cortex connect --region",
+    "from cortex_nb import Credentials, HTTPClient\n",
+    "cortex-nb query --sandbox",
+    "cortex-nb sandbox --port",
+)
+
+
+def test_every_readme_example_is_checked_here():
+    for _, text in BLOCKS:
+        assert any(text.lstrip().startswith(s.strip()) for s in CHECKED), (
+            f"a README example no test runs:\n{text}"
+        )
+
+
+@pytest.fixture()
+def shell(monkeypatch, tmp_path):
+    monkeypatch.setenv(profiles.CONFIG_ENV, str(tmp_path / "cfg"))
+    monkeypatch.setenv(profiles.KEYRING_ENV, "0")
+    ip = InteractiveShell.instance()
+    yield ip
+    get_session().disconnect()
+    get_session().stop_sandbox()
+
+
+def run_cell(ip, cell: str):
+    with capture_output() as cap:
+        result = ip.run_cell(cell)
+    assert result.success, f"{cell!r} failed: {result.error_in_exec}\n{cap.stdout}{cap.stderr}"
+    return result, cap
+
+
+def test_thirty_seconds(shell):
+    run_cell(shell, block("%load_ext cortex_nb"))
+    run_cell(shell, block("%%cortex -o talkers"))
+    talkers = shell.user_ns["talkers"]
+    assert isinstance(talkers, pd.DataFrame) and list(talkers.columns) == ["src", "n"]
+    assert len(talkers) == 10
+
+
+def test_from_plain_python(capsys):
+    namespace: dict = {}
+    exec(compile(block("from cortex_nb import Credentials, HTTPClient, QueryService"),
+                 "README", "exec"), namespace)
+    assert "100 rows (100 in job)" in capsys.readouterr().out
+    assert len(namespace["result"].df) == 100
+
+
+def test_connecting_to_a_real_tenant(shell, sandbox, monkeypatch):
+    lines = block("%cortex connect --region").strip().splitlines()
+    words = [shlex.split(line.split("#")[0].removeprefix("%cortex")) for line in lines]
+    parsed = [_line_parser().parse_args(w) for w in words]
+    assert (parsed[0].region, parsed[0].instance) == ("europe", "1234567890")
+    assert parsed[1].profile == "work" and parsed[2].command == "panel"
+    # the profile line runs for real: a saved profile "work" that points at the sandbox
+    demo = sandbox.credentials()
+    with pytest.warns(profiles.SecretsInFileWarning):
+        profiles.save_profile("work", url=sandbox.url, **demo)
+    run_cell(shell, "%load_ext cortex_nb")
+    run_cell(shell, lines[1])
+    assert get_session().client.url == sandbox.url
+    result, _ = run_cell(shell, lines[2])
+    assert type(result.result).__name__ == "CredentialsPanel"
+    result.result.close()
+
+
+def test_the_magic_table_forms_parse(shell, sandbox):
+    table = [m for m in re.findall(r"^\| `(%%?cortex[^`]*)`", README, re.MULTILINE)]
+    assert len(table) >= 8
+    samples = {"N": "5", "S": "7", "P": "0", "NAME": "work", "R": "europe", "ID": "42",
+               "URL": "https://cdl.example.com", "VAR": "v", "MODE": "flatten"}
+    for form in table:
+        text = re.sub(r"\[|\]", "", form)
+        text = re.sub(r"\b(N|S|P|NAME|R|ID|URL|VAR|MODE)\b", lambda m: samples[m.group()], text)
+        if text.startswith("%%cortex"):
+            command = parse_cell(text.removeprefix("%%cortex"), "SELECT 1")
+            assert command.mode in ("sql", "rest"), form
+        elif "SELECT" not in text:
+            _line_parser().parse_args(shlex.split(text.removeprefix("%cortex")))
+    # the REST form runs as written, with nothing below it
+    get_session().connect_sandbox(rows=200)
+    run_cell(shell, "%load_ext cortex_nb")
+    result, _ = run_cell(shell, "%%cortex GET /query/v2/jobs")
+    assert isinstance(result.result, pd.DataFrame)
+    assert _cell_parser().prog == "%cortex"
+
+
+def test_the_http_client(sandbox, monkeypatch):
+    code = block("from cortex_nb import Credentials, HTTPClient\n").replace(TENANT_URL, sandbox.url)
+    for name, value in {"PAN_CLIENT_ID": "client_id", "PAN_CLIENT_SECRET": "client_secret",
+                        "PAN_REFRESH_TOKEN": "refresh_token", "PAN_TOKEN_URL": "token_url"}.items():
+        monkeypatch.setenv(name, sandbox.credentials()[value])
+    namespace: dict = {}
+    exec(compile(code, "README", "exec"), namespace)
+    assert namespace["r"].status_code == 200
+    assert isinstance(namespace["r"].json(), list)
+
+
+def test_the_command_line(sandbox, monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv(profiles.CONFIG_ENV, str(tmp_path / "cfg"))
+    monkeypatch.setenv(profiles.KEYRING_ENV, "0")
+    monkeypatch.chdir(tmp_path)
+    with pytest.warns(profiles.SecretsInFileWarning):
+        profiles.save_profile("work", region="sandbox", **{
+            k: v for k, v in sandbox.credentials().items() if k != "token_url"})
+    query_sandbox, query_profile, profiles_line = block("cortex-nb query --sandbox").splitlines()
+    assert cli.main(shlex.split(query_sandbox)[1:]) == 0
+    assert "app" in capsys.readouterr().out
+    assert cli.main(shlex.split(query_profile)[1:]) == 0
+    assert len(pd.read_parquet(tmp_path / "threats.parquet")) == 1000
+    usage = profiles_line.split("#")[0].strip().removeprefix("cortex-nb profiles ").split(" | ")
+    assert usage == ["list", "show NAME", "delete NAME"]
+    for words in usage:
+        assert cli.main(["profiles", *words.replace("NAME", "work").split()]) == 0, words
+    assert profiles.list_profiles() == []
+
+
+def test_the_sandbox_command_parses():
+    line = block("cortex-nb sandbox --port").strip()
+    args = cli.build_parser().parse_args(shlex.split(re.sub(r"\[|\]", "", line))[1:])
+    assert (args.port, args.rows, args.seed, args.latency_ms, args.fail_rate) == (
+        8080, 100_000, 7, 50, 0.05
+    )
