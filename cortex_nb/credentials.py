@@ -40,7 +40,7 @@ from cortex_nb.security import (
     scrub,
     secret,
 )
-from cortex_nb.transport import reply_error_message, token_session
+from cortex_nb.transport import token_session
 
 __all__ = ["DEFAULT_TOKEN_URL", "ENV_VARS", "TOKEN_PATH", "Credentials", "jwt_expiry"]
 
@@ -228,8 +228,7 @@ class Credentials:
                 allow_redirects=False,
             )
         except requests.RequestException as exc:
-            reason = reply_error_message("POST", self.token_url, exc) or str(exc)
-            failure = scrub(reason, self.secrets())
+            failure = scrub(str(exc), self.secrets()).rstrip(".")
         else:
             return self._token_reply(response)
         # raised outside the handler: requests' exception holds the request body (the secrets)

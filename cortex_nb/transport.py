@@ -196,22 +196,26 @@ class RetryingAdapter(_WatchedAdapter):
         send = self._idempotent.send if marked else super().send
         watches: list[_ReplyWatch] = []
         _watching.watches = watches
+        response = None
         try:
             response = send(
                 request, stream=True, timeout=timeout, verify=verify, cert=cert, proxies=proxies
             )
             if not stream:
                 self._read_body(response)
-            return response
         except requests.RequestException:
-            expired = [w for w in watches if w.expired]
-            if not expired:
+            if not any(w.expired for w in watches):
                 raise
+            response = None
         finally:
             _watching.watches = None
             for watch in watches:
                 watch.stop()
-        raise ReplyTooSlow(expired[0].seconds)  # outside the handler: no chained request
+        # A reply whose socket was shut may even look complete (headers or body cut short).
+        # Only the last attempt's reply counts: earlier ones were retried.
+        if response is None or (watches and watches[-1].expired):
+            raise ReplyTooSlow(watches[-1].seconds)  # outside the handler: no chained request
+        return response
 
     def _read_body(self, response: requests.Response) -> None:
         """Read the whole body now, decompressed, refusing more than ``max_reply_bytes``."""
