@@ -25,7 +25,7 @@ from cortex_nb import CortexError, Credentials, HTTPClient, QueryError, Transpor
 from cortex_nb.connection import get_connection
 from cortex_nb.query import QueryService
 
-from .support import API_PATH, make_jwt, sandbox_credentials, token_requests
+from .support import make_jwt, sandbox_credentials, statuses_at_once, token_requests
 
 JOB = "j1"
 RESULTS = f"/query/v2/jobResults/{JOB}"
@@ -408,18 +408,6 @@ def test_retried_token_requests_are_still_one_refresh_in_flight(sandbox):
     sandbox.inject(path_prefix="/api/oauth2", status=503, count=2)
     sandbox.inject(path_prefix="/api/oauth2", latency_ms=200)
     client = HTTPClient(url=sandbox.url, credentials=sandbox_credentials(sandbox), pool_maxsize=16)
-    barrier = threading.Barrier(16)
-    statuses: list[int] = []
-
-    def worker() -> None:
-        barrier.wait(timeout=30)
-        statuses.append(client.request(method="GET", path=API_PATH).status_code)
-
-    threads = [threading.Thread(target=worker) for _ in range(16)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert statuses == [200] * 16
+    assert statuses_at_once(client, 16) == [200] * 16
     assert client.credentials.refresh_count == 1
     assert [r.status for r in token_requests(sandbox)] == [503, 503, 200]
