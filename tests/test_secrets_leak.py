@@ -32,6 +32,8 @@ from cortex_nb.connection import Connection
 from cortex_nb.endpoints import Endpoint, check_url
 from cortex_nb.query import QueryService
 from cortex_nb.security import MASK, Secret, check_route, is_loopback, scrub
+from cortex_nb.tracing import TraceLog
+from cortex_nb.transport import RetryingAdapter
 
 from .support import API_PATH, CLIENT_SECRET, REFRESH_TOKEN, make_jwt
 
@@ -235,6 +237,7 @@ def test_transport_and_credentials_errors_chain_no_request(sandbox):
     assert_no_secret(reachable_text(info.value), credentials)
     unreachable = Credentials(**{**sandbox.credentials(), "token_url": "http://127.0.0.1:9"},
                               environ={})
+    unreachable.http.mount("http://", RetryingAdapter(max_retries=0))  # refused at once
     with pytest.raises(CredentialsError, match="Could not reach") as info:
         unreachable.refresh()
     assert info.value.__context__ is None
@@ -380,7 +383,12 @@ def test_url_passwords_are_masked_wherever_shown():
 def test_cortex_errors_never_show_a_url_password(httpserver):
     httpserver.expect_request("/boom").respond_with_json({"errors": [{"message": "no"}]}, 500)
     client = HTTPClient(url=f"http://u:pw-SECRET@127.0.0.1:{httpserver.port}", max_retries=0)
+    traces = TraceLog()
+    traces.attach(client.session)
     for path in ("/boom", "/missing"):
         with pytest.raises(CortexError) as info:
             client.request(method="GET", path=path, raise_for_status=True)
         assert "pw-SECRET" not in str(info.value) and f"{MASK}@127.0.0.1" in str(info.value)
+    for trace in traces:
+        shown = str(trace) + trace.to_curl() + trace._repr_html_()
+        assert "pw-SECRET" not in shown and f"{MASK}@127.0.0.1" in shown
