@@ -43,10 +43,11 @@ from cortex_nb.security import (
 )
 from cortex_nb.transport import (
     DEFAULT_MAX_REPLY_BYTES,
+    ReplyTooLarge,
+    ReplyTooSlow,
     RetryingAdapter,
     SecureSession,
     default_retry,
-    reply_error_message,
 )
 
 __all__ = [
@@ -404,9 +405,8 @@ def _invalid_json_message(response: requests.Response, secrets: list[str]) -> st
 
 
 def _transport_message(call: _Call, exc: requests.RequestException, secrets: list[str]) -> str:
-    bounded = reply_error_message(call.method, call.url, exc)
-    if bounded is not None:
-        return scrub(bounded, secrets)
+    if isinstance(exc, ReplyTooSlow | ReplyTooLarge):  # a reply came, but not within bounds
+        return scrub(f"{call.method} {call.url}: {exc}", secrets)
     kind = type(exc).__name__
     inner = exc.args[0] if exc.args else exc
     reason = str(getattr(inner, "reason", inner))  # urllib3's MaxRetryError wraps the cause

@@ -31,7 +31,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util.retry import Retry
 
-from cortex_nb.security import CREDENTIAL_HEADERS, carries_credentials, check_route, mask_url
+from cortex_nb.security import CREDENTIAL_HEADERS, carries_credentials, check_route
 
 __all__ = [
     "DEFAULT_MAX_REPLY_BYTES",
@@ -43,7 +43,6 @@ __all__ = [
     "SecureSession",
     "allowing_post",
     "default_retry",
-    "reply_error_message",
     "token_session",
 ]
 
@@ -271,9 +270,3 @@ def token_session() -> SecureSession:
     session.mount("http://", adapter)
     return session
 
-
-def reply_error_message(method: str, url: str, exc: Exception) -> str | None:
-    """The message for a bounded-reply failure (too slow, too large), None for other errors."""
-    if isinstance(exc, ReplyTooSlow | ReplyTooLarge):
-        return f"{method} {mask_url(url)}: {exc}"
-    return None
