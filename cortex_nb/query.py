@@ -327,7 +327,9 @@ class QueryService:
 def job_path(base: str, job_id: str) -> str:
     """``base/<job_id>``, the id escaped so it stays one path segment."""
     if not isinstance(job_id, str) or job_id in ("", ".", ".."):
-        raise QueryError(f"{job_id!r} is not a job id.", None)
+        raise QueryError(
+            f"{job_id!r} is not a job id; use the jobId the service gave the query.", None
+        )
     return f"{base}/{quote(job_id, safe='')}"
 
 
