@@ -20,6 +20,7 @@ from cortex_nb.endpoints import SANDBOX, Endpoint
 from cortex_nb.exceptions import ConfigurationError
 from cortex_nb.httpclient import HTTPClient
 from cortex_nb.query import QueryService
+from cortex_nb.security import mask_url
 from cortex_nb.tracing import TraceLog
 
 __all__ = ["Connection", "get_connection"]
@@ -172,7 +173,7 @@ class Connection:
         if self.client is None or self.credentials is None:
             return "Not connected."
         who = self.credentials.client_id or "access token"
-        text = f"Connected to {self.client.url} as {who}"
+        text = f"Connected to {mask_url(self.client.url)} as {who}"
         exp = self.credentials.expires_at
         if exp is not None:
             when = datetime.fromtimestamp(exp, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")

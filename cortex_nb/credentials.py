@@ -2,8 +2,13 @@
 
 Values are found, field by field, in the constructor's arguments, then the ``PAN_*`` environment
 variables, then a stored profile (``cortex_nb.profiles``, when one is named). Nothing is written
-to disk. Secrets (client secret, refresh token, access token) live in private attributes and are
-shown as ``******`` by ``repr``/``str``; error messages are scrubbed of them.
+to disk. Secrets (client secret, refresh token, access token) live in private attributes as
+``Secret`` strings, shown as ``******`` by ``repr``/``str`` and by tracebacks that show local
+variables; error messages are scrubbed of them.
+
+Token requests go through their own ``transport.token_session()``: every request there carries
+secrets in its body, so each is checked against the https-or-loopback rule (proxy included),
+none follows a redirect, and transient failures are retried as for the API.
 
 Refresh is single-flight: callers pass the token they saw as ``stale``; under one lock, the first
 caller refreshes and the others find a different token already in place and use it. So 32
@@ -26,7 +31,16 @@ import requests
 
 from cortex_nb.endpoints import DEFAULT_TOKEN_URL, TOKEN_PATH, normalize_token_url
 from cortex_nb.exceptions import ConfigurationError, CredentialsError
-from cortex_nb.security import MASK, SECRET_FIELDS, check_secure_url, scrub
+from cortex_nb.security import (
+    MASK,
+    SECRET_FIELDS,
+    Secret,
+    check_secure_url,
+    mask_url,
+    scrub,
+    secret,
+)
+from cortex_nb.transport import token_session
 
 __all__ = ["DEFAULT_TOKEN_URL", "ENV_VARS", "TOKEN_PATH", "Credentials", "jwt_expiry"]
 
@@ -84,20 +98,20 @@ class Credentials:
         }
         if region is not None:
             _warn_region_is_not_credentials()
-        values = _resolve(given, os.environ if environ is None else environ, profile)
+        values = _resolve(given, _environment(os.environ if environ is None else environ), profile)
         self.profile = profile
         self.client_id: str | None = values["client_id"]
         # None until chosen (argument, PAN_TOKEN_URL, profile): a connection may then set it
         self._token_url = normalize_token_url(values["token_url"]) if values["token_url"] else None
-        self._access_token: str | None = values["access_token"]
-        self._client_secret: str | None = values["client_secret"]
-        self._refresh_token: str | None = values["refresh_token"]
+        self._access_token = secret(values["access_token"])
+        self._client_secret = secret(values["client_secret"])
+        self._refresh_token = secret(values["refresh_token"])
         self.leeway = leeway
         self.verify = verify
         self.timeout = timeout
         self.refresh_count = 0
         self._lock = threading.Lock()
-        self.http = requests.Session()  # its own session, so response hooks can trace refreshes
+        self.http = token_session()  # its own session, so response hooks can trace refreshes
 
     @property
     def token_url(self) -> str:
@@ -192,14 +206,14 @@ class Credentials:
                     "token are all needed (arguments or PAN_CLIENT_ID, PAN_CLIENT_SECRET, "
                     "PAN_REFRESH_TOKEN)."
                 )
-            reply = self._request_token()
-            self._access_token = reply["access_token"]
-            if reply.get("refresh_token"):
-                self._refresh_token = reply["refresh_token"]
+            access, rolled = self._request_token()
+            self._access_token = access
+            self._refresh_token = rolled or self._refresh_token
             self.refresh_count += 1
-            return self._access_token
+            return access
 
-    def _request_token(self) -> dict[str, Any]:
+    def _request_token(self) -> tuple[Secret, Secret | None]:
+        """POST the refresh grant; the new access token and the rolled refresh token, if any."""
         check_secure_url(self.token_url, "the token endpoint")
         body = {
             "client_id": self.client_id,
@@ -208,28 +222,42 @@ class Credentials:
             "grant_type": "refresh_token",
         }
         try:
+            # a redirect would re-post the secrets to wherever it points: never follow one
             response = self.http.post(
-                self.token_url, json=body, timeout=self.timeout, verify=self.verify
+                self.token_url, json=body, timeout=self.timeout, verify=self.verify,
+                allow_redirects=False,
             )
         except requests.RequestException as exc:
-            raise CredentialsError(
-                f"Could not reach the token endpoint {self.token_url}: "
-                f"{scrub(str(exc), self.secrets())}. Check the network and token_url."
-            ) from None
-        return self._token_reply(response)
+            failure = scrub(str(exc), self.secrets()).rstrip(".")
+        else:
+            return self._token_reply(response)
+        # raised outside the handler: requests' exception holds the request body (the secrets)
+        raise CredentialsError(
+            f"Could not reach the token endpoint {mask_url(self.token_url)}: {failure}. "
+            "Check the network and token_url."
+        )
 
-    def _token_reply(self, response: requests.Response) -> dict[str, Any]:
+    def _token_reply(self, response: requests.Response) -> tuple[Secret, Secret | None]:
+        if response.is_redirect:
+            where = mask_url(response.headers.get("Location", "?"))
+            raise CredentialsError(
+                f"The token endpoint {mask_url(self.token_url)} answered HTTP "
+                f"{response.status_code}, redirecting to {where}; credentials are never re-sent "
+                "to a redirect. Set token_url to the address that answers."
+            )
         try:
-            reply = response.json()
+            reply = _guarded(response.json())
         except ValueError:
             reply = None
         ok = response.ok and isinstance(reply, dict) and "error" not in reply
         if ok and isinstance(reply.get("access_token"), str) and reply["access_token"]:
-            return reply
+            rolled = reply.get("refresh_token")
+            return reply["access_token"], rolled if isinstance(rolled, str) and rolled else None
         detail = _token_error_detail(reply, response)
         raise CredentialsError(
-            f"Token refresh failed at {self.token_url}: {scrub(detail, self.secrets())}. "
-            "Check the client id, client secret and refresh token (they may be revoked or expired)."
+            f"Token refresh failed at {mask_url(self.token_url)}: "
+            f"{scrub(detail, self.secrets())}. Check the client id, client secret and refresh "
+            "token (they may be revoked or expired)."
         )
 
     # -- display ------------------------------------------------------------------------------
@@ -239,7 +267,7 @@ class Credentials:
             "client_secret": self._client_secret,
             "refresh_token": self._refresh_token,
             "access_token": self._access_token,
-            "token_url": self.token_url,
+            "token_url": mask_url(self.token_url),
             "profile": self.profile,
         }
         parts = [
@@ -274,16 +302,30 @@ class Credentials:
 
 
 def _resolve(
-    given: dict[str, str | None], environ: Any, profile: str | None
+    given: dict[str, str | None], environ: dict[str, str | None], profile: str | None
 ) -> dict[str, str | None]:
     """Fill each field from arguments, then ``PAN_*`` environment, then the named profile."""
     stored = _profile_values(profile) if profile else {}
     values: dict[str, str | None] = {}
     for field, value in given.items():
         if value is None:
-            value = environ.get(ENV_VARS[field]) or stored.get(field)
+            value = environ.get(field) or stored.get(field)
         values[field] = value or None
     return values
+
+
+def _environment(environ: Any) -> dict[str, str | None]:
+    """The ``PAN_*`` values by field, secrets as ``Secret`` (no frame holds the whole environ)."""
+    values = {field: environ.get(name) for field, name in ENV_VARS.items()}
+    return {k: secret(v) if k in SECRET_FIELDS else v for k, v in values.items()}
+
+
+def _guarded(reply: Any) -> Any:
+    """A decoded token reply with its secret values as ``Secret`` strings."""
+    if not isinstance(reply, dict):
+        return reply
+    return {k: secret(v) if k in SECRET_FIELDS and isinstance(v, str) else v
+            for k, v in reply.items()}
 
 
 def _warn_region_is_not_credentials() -> None:

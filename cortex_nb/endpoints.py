@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from cortex_nb.exceptions import ConfigurationError
+from cortex_nb.security import mask_url
 
 __all__ = [
     "DEFAULT_REGION",
@@ -82,9 +83,8 @@ def check_url(url: Any, what: str = "URL", example: str = DEFAULT_URL) -> str:
         except ValueError:
             problem = "has an invalid port"
     if problem:
-        raise ConfigurationError(
-            f"The {what} {url!r} {problem}; give one like {example!r}."
-        )
+        shown = mask_url(url) if isinstance(url, str) else url
+        raise ConfigurationError(f"The {what} {shown!r} {problem}; give one like {example!r}.")
     return text.rstrip("/")
 
 
@@ -204,5 +204,5 @@ class Endpoint:
     def describe(self) -> str:
         """Where, in words: the region or URL, and the instance."""
         where = "the sandbox" if self.sandbox else (self.region or "custom URL")
-        text = f"{self.api_url} ({where})"
+        text = f"{mask_url(self.api_url)} ({where})"
         return text + (f", instance {self.instance_id}" if self.instance_id else "")

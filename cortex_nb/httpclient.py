@@ -1,27 +1,27 @@
 """HTTPClient: the seed document's HTTP client for the Cortex Data Lake REST API.
 
-A ``requests.Session`` with an ``HTTPAdapter`` whose urllib3 ``Retry`` resends idempotent
-requests on connection failures, 429 (honouring ``Retry-After``) and 502/503/504, with backoff
-and a bounded number of attempts. Requests marked ``idempotent=True`` (job creation with a
-client-chosen ``jobId``) are resent too, even when they are POSTs.
+A ``transport.SecureSession`` with a ``transport.RetryingAdapter``: urllib3's ``Retry`` resends
+idempotent requests on connection failures, 429 (honouring ``Retry-After``) and 502/503/504,
+with backoff and a bounded number of attempts; requests marked ``idempotent=True`` (job creation
+with a client-chosen ``jobId``) are resent too, even when they are POSTs. Every hop (redirects
+and proxies included) obeys the https-or-loopback rule for credentials, and every reply must
+arrive within the read timeout and ``max_reply_bytes``.
 
 ``request()`` reads top to bottom: resolve settings (method-level values override the
 client's) -> prepare -> authorize (refresh first when the token is missing or expiring) ->
-send -> on 401, refresh once and resend once -> check status / JSON. Observers (tracing) attach
-to the session's response hooks; nothing here knows about them.
+send -> on 401, refresh once and resend once -> mask the credentials the reply's request
+kept (errors carry the reply) -> check status / JSON. Observers (tracing) attach to the
+session's response hooks; nothing here knows about them.
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
 
 from cortex_nb._version import __version__
 from cortex_nb.credentials import Credentials
@@ -33,7 +33,22 @@ from cortex_nb.exceptions import (
     InvalidJSONError,
     TransportError,
 )
-from cortex_nb.security import MASK, check_secure_url, redact_headers, scrub
+from cortex_nb.security import (
+    MASK,
+    check_secure_url,
+    mask_credential_headers,
+    mask_url,
+    redact_headers,
+    scrub,
+)
+from cortex_nb.transport import (
+    DEFAULT_MAX_REPLY_BYTES,
+    ReplyTooLarge,
+    ReplyTooSlow,
+    RetryingAdapter,
+    SecureSession,
+    default_retry,
+)
 
 __all__ = [
     "DEFAULT_URL",
@@ -60,8 +75,6 @@ REQUEST_ARGS = frozenset({
     "params", "json", "data", "files", "headers", "cookies", "auth",
     "allow_redirects", "proxies", "stream", "verify", "cert", "hooks",
 })
-RETRY_STATUSES = (429, 502, 503, 504)
-IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _HINTS = {
     400: "the request was rejected; check the SQL or the parameters",
@@ -71,52 +84,6 @@ _HINTS = {
     409: "it already exists (a resent job id?)",
     429: "rate limited; wait a little and try again",
 }
-
-
-def default_retry(total: int = 4) -> Retry:
-    """The transport retry policy: idempotent methods, transient statuses, bounded backoff."""
-    kwargs: dict[str, Any] = {
-        "total": total,
-        "connect": total,
-        "read": 2,
-        "status": total,
-        "other": 0,
-        "backoff_factor": 0.25,
-        "backoff_max": 8,
-        "status_forcelist": RETRY_STATUSES,
-        "allowed_methods": IDEMPOTENT_METHODS,
-        "respect_retry_after_header": True,
-        "raise_on_status": False,  # the last reply is returned; raise_for_status decides
-    }
-    if "retry_after_max" in inspect.signature(Retry).parameters:
-        kwargs["retry_after_max"] = 30  # a hostile Retry-After must not stall us for hours
-    return Retry(**kwargs)
-
-
-def _allowing_post(retry: Retry) -> Retry:
-    methods = retry.allowed_methods
-    return retry.new(allowed_methods=None if methods is None else set(methods) | {"POST"})
-
-
-class _RetryingAdapter(HTTPAdapter):
-    """HTTPAdapter that also resends requests marked idempotent (a POST with a client jobId)."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        retries = kwargs.pop("max_retries", None)
-        retry = default_retry() if retries is None else Retry.from_int(retries)
-        super().__init__(max_retries=retry, **kwargs)
-        self._idempotent = HTTPAdapter(max_retries=_allowing_post(retry), **kwargs)
-
-    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> Any:
-        """Send ``request``, through the POST-retrying pool when it is marked idempotent."""
-        if getattr(request, "cortex_idempotent", False):
-            return self._idempotent.send(request, *args, **kwargs)
-        return super().send(request, *args, **kwargs)
-
-    def close(self) -> None:
-        """Close both connection pools."""
-        super().close()
-        self._idempotent.close()
 
 
 def build_url(url: str, port: int | None, path: str = "") -> str:
@@ -159,7 +126,8 @@ class HTTPClient:
 
     Keywords are the seed's (``auto_refresh``, ``auto_retry``, ``credentials``,
     ``enforce_json``, ``force_trace``, ``port``, ``raise_for_status``, ``url``) plus
-    ``timeout``; ``options`` takes the requests ``Session`` attributes (auth, cert, cookies,
+    ``timeout`` and ``max_reply_bytes`` (the most a reply's body may hold, decompressed);
+    ``options`` takes the requests ``Session`` attributes (auth, cert, cookies,
     headers, params, proxies, stream, trust_env, verify) and the ``HTTPAdapter`` parameters
     (pool_connections, pool_maxsize, pool_block, max_retries). Anything else is refused.
     """
@@ -176,6 +144,7 @@ class HTTPClient:
         raise_for_status: bool = False,
         url: str = DEFAULT_URL,
         timeout: Timeout = DEFAULT_TIMEOUT,
+        max_reply_bytes: int | None = DEFAULT_MAX_REPLY_BYTES,
         **options: Any,
     ) -> None:
         _reject_unknown(options, _CLIENT_KEYWORDS, "HTTPClient()")
@@ -183,13 +152,13 @@ class HTTPClient:
         self.credentials = credentials
         self.enforce_json, self.force_trace = enforce_json, force_trace
         self.port, self.raise_for_status, self.url = port, raise_for_status, url
-        self.timeout = timeout
+        self.timeout, self.max_reply_bytes = timeout, max_reply_bytes
         self._options = dict(options)
         self.session = self._build_session(options)
         build_url(self.url, self.port)  # fail now, not at the first request
 
     def _build_session(self, options: Mapping[str, Any]) -> requests.Session:
-        session = requests.Session()
+        session = SecureSession()
         session.headers.update(
             {"Accept": "application/json", "User-Agent": f"cortex-nb/{__version__}"}
         )
@@ -198,7 +167,10 @@ class HTTPClient:
                 session.headers.update(options["headers"])
             elif name in options and name != "headers":
                 setattr(session, name, options[name])
-        adapter = _RetryingAdapter(**{k: options[k] for k in ADAPTER_PARAMS if k in options})
+        adapter = RetryingAdapter(
+            max_reply_bytes=self.max_reply_bytes,
+            **{k: options[k] for k in ADAPTER_PARAMS if k in options},
+        )
         session.mount("https://", adapter)
         session.mount("http://", adapter)
         self.adapter = adapter
@@ -238,6 +210,8 @@ class HTTPClient:
         call = self._resolve(method, _one_path(path, endpoint), given, idempotent, request_args)
         prepared = self._prepare(call)
         response = self._send_handling_auth(prepared, call)
+        for hop in (*response.history, response):  # the reply outlives the call, in errors too
+            mask_credential_headers(hop.request.headers)
         self._check_response(response, call)
         return response
 
@@ -262,7 +236,7 @@ class HTTPClient:
         prepared = self.session.prepare_request(
             requests.Request(method=call.method, url=call.url, **args)
         )
-        prepared.cortex_idempotent = call.idempotent  # read by _RetryingAdapter
+        prepared.cortex_idempotent = call.idempotent  # read by RetryingAdapter
         return prepared
 
     def _send_handling_auth(
@@ -270,8 +244,7 @@ class HTTPClient:
     ) -> requests.Response:
         credentials: Credentials | None = call.options["credentials"]
         if credentials is None:
-            _check_no_plain_http_secret(prepared)
-            return self._send(prepared, call)
+            return self._send(prepared, call)  # the session checks credential headers per hop
         token = self._current_token(credentials, call.options["auto_refresh"])
         _authorize(prepared, token)
         response = self._send(prepared, call)
@@ -311,7 +284,10 @@ class HTTPClient:
                 **settings,
             )
         except requests.RequestException as exc:
-            raise TransportError(_transport_message(call, exc, self._secrets(call))) from None
+            message = _transport_message(call, exc, self._secrets(call))
+        # raised outside the handler: requests' exception (and its request, with the
+        # credentials in it) must not ride along as __context__
+        raise TransportError(message)
 
     def _check_response(self, response: requests.Response, call: _Call) -> None:
         if call.options["raise_for_status"] and not response.ok:
@@ -341,7 +317,7 @@ class HTTPClient:
         self.close()
 
     def __repr__(self) -> str:
-        shown = [f"url={self.url!r}", f"port={self.port!r}"]
+        shown = [f"url={mask_url(self.url)!r}", f"port={self.port!r}"]
         shown += [f"credentials={self.credentials!r}"] if self.credentials is not None else []
         for key, value in self._options.items():
             if key == "headers" and isinstance(value, Mapping):
@@ -353,7 +329,9 @@ class HTTPClient:
 
 
 # every keyword each call takes (named in the error for an unknown one)
-_CLIENT_KEYWORDS = frozenset({*CLIENT_OPTIONS, *SESSION_ATTRS, *ADAPTER_PARAMS})
+_CLIENT_KEYWORDS = frozenset(
+    {*CLIENT_OPTIONS, *SESSION_ATTRS, *ADAPTER_PARAMS, "max_reply_bytes"}
+)
 _REQUEST_KEYWORDS = frozenset(
     {*REQUEST_ARGS, *CLIENT_OPTIONS, "method", "path", "endpoint", "idempotent"}
 )
@@ -381,11 +359,6 @@ def _reject_unknown(kwargs: Mapping[str, Any], known: Collection[str], where: st
 def _authorize(prepared: requests.PreparedRequest, token: str) -> None:
     check_secure_url(prepared.url or "", "the API")
     prepared.headers["Authorization"] = f"Bearer {token}"
-
-
-def _check_no_plain_http_secret(prepared: requests.PreparedRequest) -> None:
-    if "Authorization" in prepared.headers:
-        check_secure_url(prepared.url or "", "the API")
 
 
 def service_message(body: Any) -> str:
@@ -435,6 +408,8 @@ def _invalid_json_message(response: requests.Response, secrets: list[str]) -> st
 
 
 def _transport_message(call: _Call, exc: requests.RequestException, secrets: list[str]) -> str:
+    if isinstance(exc, ReplyTooSlow | ReplyTooLarge):  # a reply came, but not within bounds
+        return scrub(f"{call.method} {call.url}: {exc}", secrets)
     kind = type(exc).__name__
     inner = exc.args[0] if exc.args else exc
     reason = str(getattr(inner, "reason", inner))  # urllib3's MaxRetryError wraps the cause

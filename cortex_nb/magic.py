@@ -15,7 +15,7 @@ Line magic::
 Cell magic::
 
     %%cortex [-o VAR] [-q] [--trace] [--dry-run] [--limit N] [--page-size N] [--raw]
-             [--structs value|keep|flatten]
+             [--structs value|keep|flatten] [--timeout SECONDS]
     SELECT ... FROM `firewall.traffic` WHERE source_ip.value = {ip}
 
     %%cortex GET /query/v2/jobs            (REST mode; the cell is the JSON body)
@@ -39,11 +39,11 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.display import HTML, display
-from traitlets import Bool, Enum, Int
+from traitlets import Bool, Enum, Float, Int
 
 from cortex_nb.connection import Connection, get_connection
 from cortex_nb.exceptions import CortexError
-from cortex_nb.query import JOBS
+from cortex_nb.query import DEFAULT_QUERY_TIMEOUT, JOBS
 from cortex_nb.security import scrub
 from cortex_nb.sqlparams import qualify_tables, render_parameters
 
@@ -88,6 +88,7 @@ def _cell_parser() -> _ArgumentParser:
         help="{value: ...} structs: their value, kept whole, or flattened (this cell only)",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="show nothing (with -o VAR)")
+    p.add_argument("--timeout", type=float, help="cancel the query after N seconds (0: never)")
     p.add_argument("request", nargs="*", help="METHOD /path for REST mode")
     return p
 
@@ -108,6 +109,7 @@ class CellCommand:
     raw: bool = False
     quiet: bool = False
     structs: str | None = None
+    timeout: float | None = None
 
 
 def parse_cell(line: str, cell: str) -> CellCommand:
@@ -124,7 +126,7 @@ def parse_cell(line: str, cell: str) -> CellCommand:
     options = {
         "output": args.output, "trace": args.trace, "dry_run": args.dry_run,
         "limit": args.limit, "page_size": args.page_size, "raw": args.raw, "quiet": args.quiet,
-        "structs": args.structs,
+        "structs": args.structs, "timeout": args.timeout,
     }
     if not request:
         sql = cell.strip()
@@ -197,6 +199,9 @@ class CortexMagics(Magics):
     ).tag(config=True)
     show_trace = Bool(False, help="Show request traces after every cell.").tag(config=True)
     progress = Bool(True, help="Show a live progress line while a query runs.").tag(config=True)
+    timeout = Float(
+        DEFAULT_QUERY_TIMEOUT, help="Seconds a query may take before it is cancelled (0: no limit)."
+    ).tag(config=True)
 
     @property
     def connection(self) -> Connection:
@@ -275,9 +280,10 @@ class CortexMagics(Magics):
         if command.dry_run:
             return self._dry_run("POST", JOBS, {"params": {"query": sql}})
         service = self.connection.require()
+        timeout = self.timeout if command.timeout is None else command.timeout
         options = {
             "page_size": command.page_size or self.page_size, "parallel": self.parallel,
-            "progress": _ProgressLine(self.progress),
+            "progress": _ProgressLine(self.progress), "timeout": timeout or None,
         }
         if command.raw:
             job = service.start(sql, limit=command.limit, **options)

@@ -4,7 +4,10 @@ Profiles live in one JSON file, ``profiles.json``, in the user's config director
 ``$CORTEX_NB_CONFIG_DIR`` if set, else ``$XDG_CONFIG_HOME/cortex_nb``, else
 ``~/.config/cortex_nb``. The directory is created 0700 and the file 0600. Every write goes to a
 temporary file in the same directory, is fsynced, then replaces the old file with ``os.replace``:
-a crash leaves either the old file or the new one, never a torn one.
+a crash leaves either the old file or the new one, never a torn one, and the temporary file
+a crash leaves behind (secrets in it) is removed by the next save or delete. The lock file is
+opened without following a symbolic link. A file that is not UTF-8 JSON of the expected shape
+is one clear error.
 
 Secrets (client secret, refresh token, access token) go to the OS keyring (the optional
 ``keyring`` package, imported only when needed) under the service ``cortex_nb``. When no usable
@@ -30,7 +33,7 @@ from typing import Any
 
 from cortex_nb.endpoints import REGION_NAMES, check_url
 from cortex_nb.exceptions import ConfigurationError, CortexError
-from cortex_nb.security import MASK, SECRET_FIELDS
+from cortex_nb.security import MASK, SECRET_FIELDS, mask_url, secret
 
 __all__ = [
     "CONFIG_ENV",
@@ -56,6 +59,8 @@ FILE_NAME = "profiles.json"
 FORMAT_VERSION = 1
 PUBLIC_FIELDS = ("region", "url", "client_id", "token_url", "instance_id")
 FIELDS = PUBLIC_FIELDS + SECRET_FIELDS
+SECRET_STORES = ("keyring", "file", "none")
+_TEMP_PREFIX, _TEMP_SUFFIX = ".profiles-", ".tmp"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 USAGE = "usage: cortex-nb profiles list | show NAME | delete NAME"
 
@@ -122,14 +127,14 @@ def load_profile(name: str) -> dict[str, str]:
     if entry.get("secret_store") == "keyring":
         values.update(_keyring_secrets(name, entry.get("secret_fields", [])))
     else:
-        values.update({k: entry[k] for k in SECRET_FIELDS if entry.get(k)})
+        values.update({k: secret(entry[k]) for k in SECRET_FIELDS if entry.get(k)})
     return values
 
 
 def show_profile(name: str) -> dict[str, str]:
     """Profile ``name`` for display: public fields, each secret as ``******``, and its store."""
     entry = _entry(name)
-    shown = {k: entry[k] for k in PUBLIC_FIELDS if entry.get(k)}
+    shown = {k: mask_url(entry[k]) for k in PUBLIC_FIELDS if entry.get(k)}
     for field in SECRET_FIELDS:
         if entry.get(field) or field in entry.get("secret_fields", []):
             shown[field] = MASK
@@ -193,24 +198,51 @@ def _read_store(path: Path) -> dict[str, Any]:
         return {"version": FORMAT_VERSION, "profiles": {}}
     except OSError as exc:
         raise ConfigurationError(f"Cannot read the profiles file {path}: {exc.strerror}.") from None
+    except UnicodeDecodeError as exc:  # a ValueError: say which byte, never show the text
+        problem = f"is not UTF-8 (byte {exc.start})"
+    else:
+        problem, store = _parse_store(text)
+    if problem:
+        raise ConfigurationError(f"The profiles file {path} {problem}; fix it or delete it.")
+    return store
+
+
+def _parse_store(text: str) -> tuple[str | None, Any]:
+    """(what is wrong, or None; the decoded store) for the text of a profiles file."""
     try:
         store = json.loads(text)
     except ValueError as exc:
-        raise ConfigurationError(
-            f"The profiles file {path} is not valid JSON ({exc}); fix it or delete it."
-        ) from None
+        return f"is not valid JSON ({exc})", None
     if not isinstance(store, dict) or not isinstance(store.get("profiles"), dict):
-        raise ConfigurationError(
-            f"The profiles file {path} has no 'profiles' object; fix it or delete it."
-        )
-    return store
+        return "has no 'profiles' object", None
+    for name, entry in store["profiles"].items():
+        problem = _entry_problem(entry)
+        if problem:
+            return f"has a broken profile {name!r}: {problem}", None
+    return None, store
+
+
+def _entry_problem(entry: Any) -> str | None:
+    """What is wrong with one stored profile's shape, or None."""
+    if not isinstance(entry, dict):
+        return "it is not an object"
+    bad = [k for k in FIELDS if k in entry and not isinstance(entry[k], str)]
+    if bad:
+        return f"{bad[0]} is not a string"
+    if entry.get("secret_store", "none") not in SECRET_STORES:
+        return f"secret_store is not one of {', '.join(SECRET_STORES)}"
+    kept = entry.get("secret_fields", [])
+    if not isinstance(kept, list) or not set(kept) <= set(SECRET_FIELDS):
+        return f"secret_fields is not a list of {', '.join(SECRET_FIELDS)}"
+    return None
 
 
 def _write_store(path: Path, store: dict[str, Any]) -> None:
     """Write ``store`` to ``path`` atomically: temp file (0600) in the same dir, fsync, replace."""
     data = json.dumps(store, indent=2, sort_keys=True) + "\n"
+    _remove_stale_temporaries(path.parent)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".profiles-", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=_TEMP_PREFIX, suffix=_TEMP_SUFFIX, dir=path.parent)
     except OSError as exc:
         raise ConfigurationError(f"Cannot write in {path.parent}: {exc.strerror}.") from None
     try:
@@ -224,6 +256,13 @@ def _write_store(path: Path, store: dict[str, Any]) -> None:
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
+
+
+def _remove_stale_temporaries(directory: Path) -> None:
+    """Delete temporary files a crashed write left (they may hold secrets); the lock is held."""
+    for stale in directory.glob(f"{_TEMP_PREFIX}*{_TEMP_SUFFIX}"):
+        with contextlib.suppress(OSError):
+            stale.unlink()
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -240,14 +279,17 @@ def _fsync_dir(directory: Path) -> None:
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
     """Create the directory (0700); hold a lock so that concurrent saves lose no edits."""
+    lock = path.parent / ".profiles.lock"
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(path.parent / ".profiles.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        # never through a symbolic link: one planted there would make us create or lock any file
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+        fd = os.open(lock, flags, 0o600)
     except OSError as exc:
-        raise ConfigurationError(
-            f"Cannot create the config directory {path.parent}: {exc.strerror}. "
-            f"Set {CONFIG_ENV} to a writable directory."
-        ) from None
+        problem = f"Cannot create the config directory {path.parent}: {exc.strerror}."
+        if lock.is_symlink():
+            problem = f"The lock file {lock} is a symbolic link; remove it."
+        raise ConfigurationError(f"{problem} Set {CONFIG_ENV} to a writable directory.") from None
     try:
         with contextlib.suppress(ImportError):
             import fcntl
@@ -323,7 +365,7 @@ def _keyring_secrets(name: str, fields: list[str]) -> dict[str, str]:
             raise ConfigurationError(
                 f"The OS keyring has no {field} for profile {name!r}; save the profile again."
             )
-        values[field] = value
+        values[field] = secret(value)
     return values
 
 

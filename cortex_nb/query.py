@@ -13,18 +13,25 @@ client backoff, then pages: by cursor, or, once ``rowsInJob`` is known, by ``off
 pages in flight at once (order preserved). Every page is checked in one place, each decoded
 once; rows received must equal ``rowsInJob`` or it raises: nothing is silently cut. Interrupted
 (Ctrl-C) inside ``cancel_on_interrupt()``, it cancels itself on the server and says so.
+
+A job always ends: past its deadline (``timeout=`` seconds), or when the pages stop making
+progress (a cursor seen twice, a page that adds no rows, pages that end short of ``rowsInJob``),
+it cancels itself on the server and raises ``QueryError``. Replies of the wrong shape raise an
+error naming the field; job ids the service chooses are checked and escaped in paths.
 ``QueryService.query(sql) -> Result`` is a job turned into a DataFrame.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 import requests
@@ -46,6 +53,10 @@ MAX_WAIT_MS = 2000
 FIRST_BACKOFF = 0.02  # seconds; polls start fast, most sandbox and small jobs finish in ms
 MAX_BACKOFF = 1.0
 CANCEL_TIMEOUT = (5, 10)  # seconds: a cancel on the way out must not hold the user long
+DEFAULT_QUERY_TIMEOUT = 3600.0  # seconds a query may take, from submit to its last page
+# what a job id the service chose may not hold: it goes into URL paths
+_UNSAFE_ID = re.compile(r"[/?#\\\s\x00-\x1f\x7f]|\.\.")
+_JSON_KINDS = {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}
 
 
 @dataclass
@@ -186,7 +197,7 @@ class QueryService:
 
     def get_job(self, job_id: str, **kwargs: Any) -> requests.Response:
         """Job detail (``GET /query/v2/jobs/<id>``)."""
-        return self.client.request(method="GET", path=f"{JOBS}/{job_id}", **kwargs)
+        return self.client.request(method="GET", path=job_path(JOBS, job_id), **kwargs)
 
     def list_jobs(
         self,
@@ -206,7 +217,7 @@ class QueryService:
 
     def cancel_job(self, job_id: str, **kwargs: Any) -> requests.Response:
         """Cancel a job (``DELETE /query/v2/jobs/<id>``)."""
-        return self.client.request(method="DELETE", path=f"{JOBS}/{job_id}", **kwargs)
+        return self.client.request(method="DELETE", path=job_path(JOBS, job_id), **kwargs)
 
     def get_job_results(
         self,
@@ -225,7 +236,7 @@ class QueryService:
             pageNumber=page_number, pageSize=page_size, resultFormat=result_format,
         )
         return self.client.request(
-            method="GET", path=f"{RESULTS}/{job_id}", params=params, **kwargs
+            method="GET", path=job_path(RESULTS, job_id), params=params, **kwargs
         )
 
     def iter_job_results(
@@ -272,17 +283,24 @@ class QueryService:
         if not response.ok:
             raise_for_reply(response, "submitting the query", job_id, self.secrets())
         reply = decode_json(response, "Submitting the query")
-        return str((reply if isinstance(reply, dict) else {}).get("jobId") or job_id)
+        if not isinstance(reply, dict):
+            raise QueryError(
+                f"Submitting the query: the reply to POST {JOBS} is {_kind(reply)}, not an "
+                "object with a jobId.", job_id,
+            )
+        chosen = reply.get("jobId")
+        return job_id if chosen in (None, "") else _chosen_job_id(chosen, job_id)
 
     def start(
         self, sql: str, *, job_id: str | None = None, page_size: int = DEFAULT_PAGE_SIZE,
         result_format: str = "valuesDictionary", limit: int | None = None, parallel: int = 4,
-        progress: Callable[[Progress], None] | None = None, **properties: Any,
+        progress: Callable[[Progress], None] | None = None,
+        timeout: float | None = DEFAULT_QUERY_TIMEOUT, **properties: Any,
     ) -> QueryJob:
         """Create a query job for ``sql`` and return it (nothing is fetched yet)."""
         job = QueryJob(
             self, "", sql=sql, page_size=page_size, result_format=result_format, limit=limit,
-            parallel=parallel, progress=progress,
+            parallel=parallel, progress=progress, timeout=timeout,
         )  # checks the paging options before anything is sent
         job.id = job.progress.job_id = self.submit(sql, job_id=job_id, **properties)
         return job
@@ -302,22 +320,53 @@ class QueryService:
         parallel: int = 4,
         progress: Callable[[Progress], None] | None = None,
         job_id: str | None = None,
+        timeout: float | None = DEFAULT_QUERY_TIMEOUT,
         **properties: Any,
     ) -> Result:
         """Run ``sql`` as a job and return a ``Result`` holding the typed DataFrame.
 
-        ``max_rows`` fetches at most that many rows; an interrupt cancels the job.
+        ``max_rows`` fetches at most that many rows; an interrupt cancels the job, and so does
+        passing ``timeout`` seconds (None: no limit) before the last page is in.
         """
         with self.traces.collect() as seen:
             job = self.start(
                 sql, job_id=job_id, page_size=page_size, result_format=result_format,
-                limit=max_rows, parallel=parallel, progress=progress, **properties,
+                limit=max_rows, parallel=parallel, progress=progress, timeout=timeout,
+                **properties,
             )
             with job.cancel_on_interrupt():
                 result = job.result(structs=structs)
         # other threads' requests may have been seen too: keep this job's
         result.traces = [t for t in seen if job.id in t.url or job.id in (t.request_body or "")]
         return result
+
+
+def job_path(base: str, job_id: str) -> str:
+    """``base/<job_id>``, the id escaped so it stays one path segment."""
+    if not isinstance(job_id, str) or job_id in ("", ".", ".."):
+        raise QueryError(
+            f"{job_id!r} is not a job id; use the jobId the service gave the query.", None
+        )
+    return f"{base}/{quote(job_id, safe='')}"
+
+
+def _chosen_job_id(value: Any, ours: str) -> str:
+    """The job id the service chose (when it ignored ours), if it is safe in a URL path."""
+    if isinstance(value, str) and len(value) <= 1000 and not _UNSAFE_ID.search(value):
+        return value
+    shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+    raise QueryError(
+        f"Submitting the query: the reply's jobId {shown} is not a usable job id (a string "
+        "of at most 1000 characters, without '/', '?', '#', '..' or white space). The job "
+        f"may exist on the service under our id {ours}.", ours,
+    )
+
+
+def _kind(value: Any) -> str:
+    """What a decoded JSON value is, in JSON's words (for messages)."""
+    if value is None:
+        return "null"
+    return _JSON_KINDS.get(type(value), "a number" if isinstance(value, int | float) else "?")
 
 
 def _params(base: dict[str, Any] | None, **values: Any) -> dict[str, Any]:
@@ -338,7 +387,7 @@ def check_page(response: requests.Response, job_id: str, secrets: list[str]) -> 
     """A results reply decoded and checked: its state, and for DONE the page's shape.
 
     PENDING and RUNNING come back as they are; FAILED, CANCELLED, TIMEDOUT and unknown states
-    raise, as do an HTTP error and a malformed page.
+    raise, as do an HTTP error and a malformed page (the error names the field).
     """
     if not response.ok:
         raise_for_reply(response, f"fetching results of job {job_id}", job_id, secrets)
@@ -350,18 +399,52 @@ def check_page(response: requests.Response, job_id: str, secrets: list[str]) -> 
         return page
     if state != "DONE":
         _raise_for_state(state, job_id, page)
-    data = ((page.get("page") or {}).get("result") or {}).get("data")
-    if not isinstance(page.get("page"), dict) or not isinstance(data, list):
-        raise QueryError(
-            f"Malformed results page for job {job_id}: page.result.data is not a list.", job_id
-        )
-    declared = page.get("rowsInPage")
+    body = _field(page, "page", dict, job_id)
+    result = _field(body, "result", dict, job_id, "page.")
+    data = _field(result, "data", list, job_id, "page.result.")
+    if body.get("pageCursor") is not None:
+        _field(body, "pageCursor", str, job_id, "page.")
+    if page.get("schema") is not None:
+        _field(page, "schema", dict, job_id)
+    rows_in_job(page, job_id)
+    declared = _row_count(page, "rowsInPage", job_id)
     if declared is not None and declared != len(data):
         raise QueryError(
             f"Malformed results page for job {job_id}: rowsInPage says {declared} but "
             f"the page holds {len(data)} rows.", job_id,
         )
     return page
+
+
+def _field(payload: dict[str, Any], name: str, kind: type, job_id: str, where: str = "") -> Any:
+    """``payload[name]`` if it is of ``kind``, else a ``QueryError`` naming the field."""
+    value = payload.get(name)
+    if not isinstance(value, kind):
+        raise QueryError(
+            f"Malformed results page for job {job_id}: {where}{name} is {_kind(value)}, not "
+            f"{_JSON_KINDS[kind]}. The service sent something unexpected; run the query again.",
+            job_id,
+        )
+    return value
+
+
+def _row_count(payload: dict[str, Any], name: str, job_id: str) -> int | None:
+    """A row count field (``rowsInJob``, ``rowsInPage``): None when absent, else an int >= 0."""
+    if name not in payload:
+        return None
+    value = payload[name]
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    shown = "a negative number" if isinstance(value, int | float) and value < 0 else _kind(value)
+    raise QueryError(
+        f"Malformed results page for job {job_id}: {name} is {shown}, not a row count.", job_id
+    )
+
+
+def rows_in_job(page: dict[str, Any], job_id: str) -> int:
+    """The rows a checked DONE page says the job has (its own row count when it does not say)."""
+    count = _row_count(page, "rowsInJob", job_id)
+    return len(page["page"]["result"]["data"]) if count is None else count
 
 
 def _raise_for_state(state: str, job_id: str, payload: Any) -> None:
@@ -415,7 +498,8 @@ class QueryJob:
 
     ``limit`` fetches at most that many rows (the page size shrinks to it); ``parallel`` pages
     are fetched at once by offset when the row count is known; ``progress`` is called with the
-    ``Progress`` record after every step.
+    ``Progress`` record after every step; past ``timeout`` seconds (None: no limit) the job is
+    cancelled and ``QueryError`` raised.
     """
 
     def __init__(
@@ -423,11 +507,14 @@ class QueryJob:
         page_size: int = DEFAULT_PAGE_SIZE, result_format: str = "valuesDictionary",
         limit: int | None = None, parallel: int = 4,
         progress: Callable[[Progress], None] | None = None,
+        timeout: float | None = DEFAULT_QUERY_TIMEOUT,
     ) -> None:
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise QueryError(f"page_size must be 1..{MAX_PAGE_SIZE}, not {page_size}.")
         if limit is not None and limit < 1:
             raise QueryError(f"max_rows must be at least 1, not {limit}.")
+        if timeout is not None and not timeout > 0:
+            raise QueryError(f"timeout must be positive seconds (or None), not {timeout}.")
         self.service, self.id, self.sql = service, job_id, sql
         self.page_size = page_size if limit is None else min(page_size, limit)
         self.result_format, self.limit = result_format, limit
@@ -438,6 +525,8 @@ class QueryJob:
         self.schema: dict[str, Any] | None = None
         self._first: dict[str, Any] | None = None
         self._started = time.monotonic()
+        self.timeout = timeout
+        self._deadline = None if timeout is None else self._started + timeout
 
     @property
     def state(self) -> str:
@@ -460,6 +549,7 @@ class QueryJob:
         poll = _Poller()
         self._report("PENDING")
         while True:
+            self._check_time()
             response = self._results(max_wait=MAX_WAIT_MS)
             page = check_page(response, self.id, self.service.secrets())
             if page["state"] == "DONE":
@@ -467,7 +557,7 @@ class QueryJob:
             self._report(page["state"])
             poll.wait(response)
         self._first = page
-        self.rows_in_job = int(page.get("rowsInJob", len(page["page"]["result"]["data"])))
+        self.rows_in_job = rows_in_job(page, self.id)
         self.progress.rows_in_job = self.rows_in_job
         self.schema = page.get("schema")
         self._report("DONE")
@@ -547,6 +637,21 @@ class QueryJob:
                 self.id,
             ) from None
 
+    # -- giving up -------------------------------------------------------------------------------
+    def _give_up(self, problem: str, advice: str) -> QueryError:
+        """Cancel the job on the server; the error to raise says what went wrong and what to do."""
+        said = "cancelled it on the server" if self.cancel() else "could not cancel it"
+        return QueryError(f"Job {self.id}: {problem}; {said}. {advice}", self.id)
+
+    def _check_time(self) -> None:
+        """Give up once the deadline has passed (checked before every request)."""
+        if self._deadline is not None and time.monotonic() > self._deadline:
+            raise self._give_up(
+                f"not finished within {self.timeout:g} s ({self.state}, "
+                f"{self.progress.rows:,} rows received)",
+                "Allow more time (query(timeout=...), %%cortex --timeout) or narrow the query.",
+            )
+
     # -- inside ----------------------------------------------------------------------------------
     def _report(self, state: str, done: bool = False) -> None:
         p = self.progress
@@ -580,8 +685,16 @@ class QueryJob:
     def _pages_by_cursor(
         self, cursor: str | None, received: int, wanted: int, arrow: bool
     ) -> Iterator[Page]:
+        seen = {cursor}
         while cursor and received < wanted:
+            self._check_time()
             page = self._read(*self._download(arrow, page_cursor=cursor))
+            if page.cursor in seen:  # the service is going round in circles
+                raise self._give_up(
+                    f"the service sent page cursor {page.cursor[:40]!r} a second time",
+                    "Run the query again; if it repeats, report it with the job id.",
+                )
+            seen.add(page.cursor)
             received += page.size
             cursor = page.cursor
             yield page
@@ -594,6 +707,7 @@ class QueryJob:
             in_flight: list[Future] = []
             try:
                 for offset in offsets:
+                    self._check_time()
                     in_flight.append(pool.submit(self._download, arrow, offset=offset))
                     if len(in_flight) >= self.parallel:
                         yield self._read(*in_flight.pop(0).result())
@@ -614,21 +728,41 @@ class QueryJob:
         return response, parsed
 
     def _read(self, response: requests.Response, parsed: Any) -> Page:
-        """The page from Arrow's parse when it is sound, else through the strict checks."""
-        if parsed is not None and parsed.rows_in_page in (None, len(parsed.rows)):
-            return Page(parsed.rows, len(parsed.rows), parsed.page_cursor, arrow=True)
-        payload = check_page(response, self.id, self.service.secrets())
-        if payload["state"] != "DONE":
-            raise QueryError(
-                f"Job {self.id}: a results page came back {payload['state']} after the job "
-                "was DONE. Run the query again.", self.id,
+        """A page after the first, from Arrow's parse when it is sound, else the strict checks.
+
+        A page that adds no rows is given up on: every page after the first is asked for only
+        while rows are still missing.
+        """
+        if _arrow_page_ok(parsed):
+            page = Page(parsed.rows, len(parsed.rows), parsed.page_cursor, arrow=True)
+        else:
+            payload = check_page(response, self.id, self.service.secrets())
+            if payload["state"] != "DONE":
+                raise QueryError(
+                    f"Job {self.id}: a results page came back {payload['state']} after the job "
+                    "was DONE. Run the query again.", self.id,
+                )
+            page = Page.of(payload)
+        if page.size == 0:
+            raise self._give_up(
+                f"a results page added no rows ({self.progress.rows:,} of "
+                f"{self._wanted():,} received)", "Run the query again.",
             )
-        return Page.of(payload)
+        return page
 
     def _check_count(self, expected: int) -> None:
         got = self.progress.rows
         if got < expected or (self.limit is None and got != expected):
-            raise QueryError(
-                f"Job {self.id}: received {got:,} rows but the job has {expected:,}; "
-                "refusing to return a partial result. Run the query again.", self.id,
+            raise self._give_up(
+                f"received {got:,} rows but the job has {expected:,}",
+                "Refusing to return a partial result; run the query again.",
             )
+
+
+def _arrow_page_ok(parsed: Any) -> bool:
+    """True when Arrow's parse of a page can stand for the strict checks."""
+    return (
+        parsed is not None
+        and parsed.rows_in_page in (None, len(parsed.rows))
+        and isinstance(parsed.page_cursor, str | None)
+    )

@@ -1,7 +1,13 @@
 """Keeping secrets secret: masking, scrubbing text, and refusing tokens over plain http.
 
 Every place that shows or stores something a user might read (reprs, error messages, traces)
-goes through these helpers, so the rules live in one module.
+goes through these helpers, so the rules live in one module. Secrets held in memory are
+``Secret`` strings, whose repr is masked: a traceback that shows local variables (IPython's
+``%xmode Verbose``, ``pytest -l``, ``traceback`` with ``capture_locals``) shows no secret.
+
+The route rule: credentials travel only over https, or over plain http to loopback
+(127.0.0.0/8, ::1 or exactly ``localhost``; no name is trusted because DNS says loopback),
+proxies included (``check_route``).
 """
 
 from __future__ import annotations
@@ -15,15 +21,22 @@ from urllib.parse import urlsplit
 from cortex_nb.exceptions import ConfigurationError
 
 __all__ = [
+    "CREDENTIAL_HEADERS",
     "MASK",
     "SECRET_FIELDS",
     "SENSITIVE_HEADERS",
     "SENSITIVE_KEYS",
+    "Secret",
+    "carries_credentials",
+    "check_route",
     "check_secure_url",
     "is_loopback",
+    "mask_credential_headers",
+    "mask_url",
     "redact_headers",
     "redact_json",
     "scrub",
+    "secret",
 ]
 
 MASK = "******"
@@ -32,6 +45,9 @@ SECRET_FIELDS = ("client_secret", "refresh_token", "access_token")
 SENSITIVE_HEADERS = frozenset(
     {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key"}
 )
+# request headers that authenticate to the server they are sent to (Proxy-Authorization is
+# for the proxy, which the route check looks at separately)
+CREDENTIAL_HEADERS = ("authorization", "cookie", "x-api-key")
 SENSITIVE_KEYS = frozenset(
     {"access_token", "refresh_token", "client_secret", "token", "id_token", "code", "password"}
 )
@@ -41,14 +57,38 @@ _PAIR = re.compile(rf"((?:^|[?&;\s])(?:{_KEYS})=)[^&;\s]*")
 # "key": "value" pairs in JSON text that may be cut short (truncated bodies cannot be parsed)
 _JSON_PAIR = re.compile(rf'("(?:{_KEYS})"\s*:\s*")(?:[^"\\]|\\.)*("?)', re.IGNORECASE)
 _BEARER = re.compile(r"(Bearer\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
+# user:password@ (or a lone token@) in a URL, wherever a URL appears in text
+_USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@?#]+@")
+
+
+class Secret(str):
+    """A string whose repr is masked: the form every secret takes while the client holds it.
+
+    ``str()``, formatting and comparison give the value (it is sent); ``repr()`` gives
+    ``Secret('******')``, which is what debuggers and tracebacks with locals show.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"Secret({MASK!r})"
+
+
+def secret(value: str | None) -> Secret | None:
+    """``value`` as a ``Secret`` (None and empty stay None)."""
+    return Secret(value) if value else None
 
 
 def is_loopback(host: str | None) -> bool:
-    """True for localhost and loopback addresses (127.0.0.0/8, ::1)."""
+    """True for exactly ``localhost`` and loopback addresses (127.0.0.0/8, ::1).
+
+    Other names are not trusted, whatever DNS says they resolve to (``x.localhost``,
+    ``127.0.0.1.nip.io``): the answer may change between this check and the connection.
+    """
     if not host:
         return False
     host = host.strip("[]").lower()
-    if host == "localhost" or host.endswith(".localhost"):
+    if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -63,17 +103,54 @@ def check_secure_url(url: str, what: str) -> None:
         return
     raise ConfigurationError(
         f"Refusing to send credentials to {what} over {parts.scheme or 'an unknown scheme'}: "
-        f"{parts.scheme}://{parts.netloc}. Use an https:// URL (plain http is allowed only "
-        "for localhost, e.g. the sandbox)."
+        f"{mask_url(f'{parts.scheme}://{parts.netloc}')}. Use an https:// URL (plain http is "
+        "allowed only for localhost, 127.0.0.0/8 and ::1, e.g. the sandbox)."
     )
 
 
+def check_route(url: str, proxy: str | None, what: str) -> None:
+    """Raise ``ConfigurationError`` unless credentials may travel to ``url`` through ``proxy``.
+
+    The proxy is a hop: a plain http request passes through it in clear, so it must be https
+    or on loopback. (An https request is tunnelled through any proxy, encrypted end to end.)
+    """
+    check_secure_url(url, what)
+    if not proxy or urlsplit(url).scheme != "http":
+        return
+    parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    if parts.scheme == "https" or is_loopback(parts.hostname):
+        return
+    raise ConfigurationError(
+        f"Refusing to send credentials to {what} at {mask_url(url)} through the proxy "
+        f"{mask_url(proxy)}: plain http would carry them in clear to the proxy. Exempt the "
+        "host from the proxy (NO_PROXY=127.0.0.1,localhost) or use an https proxy."
+    )
+
+
+def carries_credentials(headers: Mapping[str, Any]) -> bool:
+    """True when ``headers`` hold a credential header (Authorization, Cookie, X-Api-Key)."""
+    return any(k.lower() in CREDENTIAL_HEADERS for k in headers)
+
+
+def mask_credential_headers(headers: Any) -> None:
+    """Mask, in place, the value of each credential header (``Bearer ******`` keeps the scheme)."""
+    for name in [k for k in headers if k.lower() in CREDENTIAL_HEADERS]:
+        scheme, space, _ = str(headers[name]).partition(" ")
+        headers[name] = f"{scheme} {MASK}" if space and name.lower() == "authorization" else MASK
+
+
+def mask_url(url: str) -> str:
+    """``url`` with any ``user:password@`` replaced by ``******@``."""
+    return _USERINFO.sub(lambda m: m.group(1) + MASK + "@", url)
+
+
 def scrub(text: str, secrets: Iterable[str] = ()) -> str:
-    """Return ``text`` with known secret values, bearer tokens and secret key=value pairs masked."""
-    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
-        text = text.replace(secret, MASK)
+    """``text`` with secrets masked: known values, bearers, key=value pairs, URL passwords."""
+    for value in sorted((s for s in secrets if s), key=len, reverse=True):
+        text = text.replace(value, MASK)
     text = _BEARER.sub(lambda m: m.group(1) + MASK, text)
     text = _JSON_PAIR.sub(lambda m: m.group(1) + MASK + m.group(2), text)
+    text = mask_url(text)
     return _PAIR.sub(lambda m: m.group(1) + MASK, text)
 
 

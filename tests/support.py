@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 
 import requests
 from werkzeug import Response
@@ -69,3 +70,20 @@ def sandbox_accepts(sandbox, token: str) -> bool:
         sandbox.url + API_PATH, headers={"Authorization": f"Bearer {token}"}, timeout=10
     )
     return reply.status_code == 200
+
+
+def statuses_at_once(client, n: int, path: str = API_PATH) -> list[int]:
+    """The statuses of ``n`` GETs of ``path`` by ``n`` threads released at once (bounded)."""
+    barrier = threading.Barrier(n)
+    statuses: list[int] = []
+
+    def worker() -> None:
+        barrier.wait(timeout=30)
+        statuses.append(client.request(method="GET", path=path).status_code)
+
+    threads = [threading.Thread(target=worker) for _ in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return statuses

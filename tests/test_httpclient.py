@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
@@ -31,6 +30,7 @@ from .support import (
     json_response,
     make_jwt,
     sandbox_credentials,
+    statuses_at_once,
     token_requests,
 )
 
@@ -247,19 +247,7 @@ def test_auto_retry_off_returns_the_401(sandbox):
 def test_32_threads_share_one_refresh(sandbox):
     sandbox.inject(path_prefix="/api/oauth2", latency_ms=300)  # widen the race window
     c = sandboxed(sandbox, pool_maxsize=32)
-    barrier = threading.Barrier(32)
-    statuses: list[int] = []
-
-    def worker() -> None:
-        barrier.wait()
-        statuses.append(c.request(method="GET", path=API_PATH).status_code)
-
-    threads = [threading.Thread(target=worker) for _ in range(32)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    assert statuses == [200] * 32
+    assert statuses_at_once(c, 32) == [200] * 32
     assert len(token_requests(sandbox)) == 1
     seen = bearers_seen(sandbox)
     assert len(seen) == 32 and set(seen) == {f"Bearer {c.credentials.access_token}"}

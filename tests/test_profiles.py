@@ -340,3 +340,82 @@ def test_a_profile_s_region_and_instance_decide_where_the_connection_goes(config
     assert connection.client.url == "https://cdl-gateway.example.com"
     assert connection.endpoint.region is None and connection.instance_id == "4242"
     connection.disconnect()
+
+
+# -- hostile or broken disks -----------------------------------------------------------------
+CRASHING_SAVE = """
+import os, sys
+from cortex_nb import profiles
+os.replace = lambda *args: os._exit(3)  # the process dies between the write and the rename
+profiles.save_profile("crashed", region="europe", client_secret=sys.argv[1])
+"""
+
+
+def leftovers(directory) -> list:
+    return sorted(p.name for p in directory.glob(".profiles-*.tmp"))
+
+
+@pytest.mark.parametrize("next_write", ["save", "delete"])
+def test_no_secret_outlives_a_crash_in_a_temporary_file(config, next_write):
+    import subprocess
+    import sys
+
+    with pytest.warns(profiles.SecretsInFileWarning):
+        save_full("keep")
+    crashed = subprocess.run([sys.executable, "-c", CRASHING_SAVE, "cs-CRASHED-SECRET"],
+                             env=os.environ, timeout=60)
+    assert crashed.returncode == 3
+    (stale,) = leftovers(config)
+    assert "cs-CRASHED-SECRET" in (config / stale).read_text()  # the crash left it behind
+    if next_write == "save":
+        profiles.save_profile("other", region="uk")
+    else:
+        profiles.delete_profile("keep")
+    assert leftovers(config) == []
+    for path in config.iterdir():
+        assert "cs-CRASHED-SECRET" not in path.read_text(errors="replace")
+
+
+def test_the_lock_file_is_not_opened_through_a_symbolic_link(config, tmp_path):
+    config.mkdir()
+    victim = tmp_path / "victim"
+    (config / ".profiles.lock").symlink_to(victim)
+    with pytest.raises(ConfigurationError, match="is a symbolic link; remove it"):
+        profiles.save_profile("prod", region="europe")
+    assert not victim.exists()  # nothing was created (or locked) where the link points
+    assert not (config / "profiles.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b'{"profiles": {"a": {"client_id": "\xff\xfe"}}}', "is not UTF-8 (byte 34)"),
+        (b'{"profiles": {"a": "europe"}}', "broken profile 'a': it is not an object"),
+        (b'{"profiles": {"a": {"region": 5}}}', "broken profile 'a': region is not a string"),
+        (b'{"profiles": {"a": {"client_secret": ["x"]}}}', "client_secret is not a string"),
+        (b'{"profiles": {"a": {"secret_store": "vault"}}}', "secret_store is not one of"),
+        (b'{"profiles": {"a": {"secret_store": "keyring", "secret_fields": "client_secret"}}}',
+         "secret_fields is not a list"),
+    ],
+)
+def test_a_broken_file_is_one_clear_error(config, capsys, content, message):
+    config.mkdir()
+    (config / "profiles.json").write_bytes(content)
+    for argv in (["list"], ["show", "a"], ["delete", "a"]):
+        assert profiles.main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err and "Traceback" not in err
+    with pytest.raises(ConfigurationError, match="fix it or delete it"):
+        Credentials(profile="a", environ={})
+
+
+def test_url_passwords_are_masked_when_a_profile_is_shown(config, capsys):
+    url = "https://analyst:pw-SECRET@gw.example.com"
+    profiles.save_profile("gw", url=url, token_url=url + "/token", client_id="cid-1")
+    assert profiles.load_profile("gw")["url"] == url  # kept as given, to connect with
+    assert profiles.main(["show", "gw"]) == 0
+    out = capsys.readouterr().out
+    assert "pw-SECRET" not in out and f"https://analyst:{MASK}@gw.example.com" not in out
+    assert f"https://{MASK}@gw.example.com" in out
+    assert "pw-SECRET" not in repr(profiles.show_profile("gw"))
+    assert "pw-SECRET" not in repr(Credentials(profile="gw", environ={}))
