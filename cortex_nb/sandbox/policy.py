@@ -15,7 +15,8 @@ csql tree, before anything reaches DuckDB:
   them (``user``, ``current_schema``...).
 - Sizes: DuckDB's memory limit does not count a value being built, so functions that make a
   large value from a small one (``repeat``, ``lpad``, ``range``, ``printf`` widths...) take
-  literal sizes of at most ``MAX_VALUE_SIZE`` characters or items.
+  literal sizes of at most ``MAX_VALUE_SIZE`` characters or items, and are not used inside a
+  lambda or inside one another, where the sizes would multiply.
 
 A statement too deeply nested for the parser is refused too (``QueryRejected``), never crashed on.
 """
@@ -107,6 +108,24 @@ def _check_function(node: exp.Func) -> None:
             "(it would build a value too large for the memory limit)",
             context=_shown(node),
         )
+    if bound is not None and _inside_builder(node):
+        raise QueryRejected(
+            f"{name}() cannot be used inside a lambda or another function that builds a large "
+            "value in the sandbox (the sizes would multiply)",
+            context=_shown(node),
+        )
+
+
+def _inside_builder(node: exp.Expression) -> bool:
+    """True when ``node`` stands inside a lambda or a size-bounded function."""
+    parent = node.parent
+    while parent is not None:
+        if isinstance(parent, exp.Lambda):
+            return True
+        if isinstance(parent, exp.Func) and function_name(parent) in _SIZE_BOUNDS:
+            return True
+        parent = parent.parent
+    return False
 
 
 def _check_bare_name(node: exp.Column) -> None:

@@ -172,6 +172,7 @@ class _Handler(BaseHTTPRequestHandler):
         """http.server's own errors (bad request line, headers too long...), as JSON."""
         self.close_connection = True
         text = message or explain or "Bad request"
+        self.log_error("refused a malformed request: %d %s", code, text)
         with contextlib.suppress(*CLIENT_GONE, OSError):
             self._write(error_reply(code, text, headers={"Connection": "close"}), "")
 
