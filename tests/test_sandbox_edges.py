@@ -127,7 +127,7 @@ def test_a_malformed_content_length_is_a_json_400(sandbox, length):
 
 
 def test_an_oversized_body_is_413_and_the_sandbox_serves_on(sandbox, sandbox_api):
-    r = sandbox_api.create("SELECT 1 AS x -- " + "x" * 300_000)
+    r = sandbox_api.create("SELECT 1 AS x -- " + "x" * 3_000_000)
     assert r.status_code == 413 and "limit" in r.json()["errors"][0]["message"]
     assert sandbox_api.run("SELECT 1 AS x")["page"]["result"]["data"] == [{"x": 1}]
 

@@ -36,6 +36,7 @@ import queue
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import duckdb
@@ -183,9 +184,10 @@ class JobManager:
         workers: int = 4,
         timeout_ms: int | None = None,
         retention: Retention | None = None,
+        log: Callable[[str], None] | None = None,
         keep_jobs: int = 1000,
     ) -> None:
-        self.engine = engine
+        self.engine, self.log = engine, log or (lambda line: None)
         self.job_delay_ms, self.timeout_ms = job_delay_ms, timeout_ms
         self.results = retention or Retention(engine.drop)
         self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
@@ -258,6 +260,7 @@ class JobManager:
                 self._run(job)
             except Exception as error:  # a bug must not leave the job RUNNING for ever
                 problem = f"Internal error in the sandbox: {type(error).__name__}: {error}"
+                self.log(f"job {job.job_id}: {problem}")
                 self._fail(job, error_item(problem, code=500))
                 with job.lock:
                     if job.state not in FINISHED:

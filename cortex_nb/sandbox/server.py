@@ -37,6 +37,7 @@ from cortex_nb.sandbox.origins import BrowserGuard
 
 REQUEST_LOG_SIZE = 10_000
 MAX_BODY_BYTES = 256 * 1024
+DRAIN_BYTES = 4 * 2**20  # of a body over the limit, read this much so the client sees the 413
 MAX_CONNECTIONS = 256
 LISTEN_BACKLOG = 256
 DEFAULT_QUERY_TIMEOUT_MS = 120_000
@@ -236,12 +237,20 @@ class _Handler(BaseHTTPRequestHandler):
             return self._refuse(400, f"Malformed Content-Length: {', '.join(lengths)!r}")
         length = int(lengths[0])
         if length > MAX_BODY_BYTES:
+            self._discard(length)
             limit = f"{MAX_BODY_BYTES // 1024} KiB"
             return self._refuse(413, f"Request body of {length:,} bytes is over the {limit} limit")
         body = self.rfile.read(length)
         if len(body) < length:
             raise _ClientGone
         return body, None
+
+    def _discard(self, length: int) -> None:
+        """Read and drop the start of an unwanted body: a client still sending it would
+        otherwise meet a reset instead of the reply."""
+        left = min(length, DRAIN_BYTES)
+        while left > 0 and (chunk := self.rfile.read(min(left, 65536))):
+            left -= len(chunk)
 
     def _refuse(self, status: int, message: str) -> tuple[bytes, Reply]:
         self.close_connection = True
@@ -370,7 +379,7 @@ class Sandbox:
             ) from None
         retention = Retention(self.engine.drop, self.results_ttl_s, self.results_mb * 2**20)
         self.jobs = JobManager(
-            self.engine, self.job_delay_ms, self.workers, self.query_timeout_ms, retention
+            self.engine, self.job_delay_ms, self.workers, self.query_timeout_ms, retention, self.log
         )
         self.api = Api(self.engine, self.jobs, self.tokens, self.instance_id, self.query_rate_limit)
 
