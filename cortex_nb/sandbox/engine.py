@@ -159,6 +159,8 @@ class Engine:
             policy.check(tree, self._map_table)
             _name_anonymous_columns(tree)
             return tree.sql(dialect="duckdb")
+        except sqlglot.errors.SqlglotError as error:  # the scope analysis could not follow it
+            raise QueryRejected(f"Unsupported query: {_sqlglot_message(error)}", csql) from None
         except RecursionError:
             raise QueryRejected(
                 "The query is nested too deeply to parse; flatten it (fewer levels of "

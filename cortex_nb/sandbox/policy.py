@@ -44,11 +44,16 @@ DENIED_FUNCTIONS = re.compile(
     )$"""
 )
 # bare names DuckDB answers with a function when no column has that name
-FUNCTION_NAMES = {"user", "current_user", "session_user", "current_role", "current_schema"}
-FUNCTION_NAMES |= {"current_catalog"}
-STATEMENTS = (exp.DDL, exp.DML, exp.Command, exp.Describe, exp.Summarize, exp.Pragma, exp.Show)
-STATEMENTS += (exp.Set, exp.Use, exp.Attach, exp.Detach, exp.Install, exp.Transaction)
+FUNCTION_NAMES = frozenset(
+    {"user", "current_user", "session_user", "current_role", "current_schema", "current_catalog"}
+)
+STATEMENTS = (
+    *(exp.DDL, exp.DML, exp.Command, exp.Describe, exp.Summarize, exp.Pragma, exp.Show),
+    *(exp.Set, exp.Use, exp.Attach, exp.Detach, exp.Install, exp.Transaction),
+)
 PARAMETERS = (exp.Placeholder, exp.Parameter, exp.SessionParameter)
+# the parts of a printf or format pattern that set a width or precision
+FORMAT_SPECS = re.compile(r"%[-+ #0']*[\d.]*|\{[^{}]*\}")
 
 
 class QueryRejected(Exception):
@@ -194,7 +199,8 @@ def _format_ok(node: exp.Func) -> bool:
     pattern = _arg(node, 0)
     if not (isinstance(pattern, exp.Literal) and pattern.is_string) or "*" in pattern.this:
         return False
-    return all(int(width) <= MAX_VALUE_SIZE for width in re.findall(r"\d+", pattern.this))
+    specs = FORMAT_SPECS.findall(pattern.this)
+    return all(int(n) <= MAX_VALUE_SIZE for spec in specs for n in re.findall(r"\d+", spec))
 
 
 _SIZE_BOUNDS: dict[str, Callable[[exp.Func], bool]] = {

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import os
 import socket
 import sys
 import threading
@@ -33,6 +32,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from cortex_nb.sandbox import tokens as oauth
 from cortex_nb.sandbox.api import Api, Reply, Request, error_reply, refusal_reply
 from cortex_nb.sandbox.faults import Faults
+from cortex_nb.sandbox.limits import (
+    DEFAULT_QUERY_TIMEOUT_MS,
+    check_settings,
+    default_memory_limit_mb,
+)
 from cortex_nb.sandbox.origins import BrowserGuard
 
 REQUEST_LOG_SIZE = 10_000
@@ -40,7 +44,6 @@ MAX_BODY_BYTES = 256 * 1024
 DRAIN_BYTES = 4 * 2**20  # of a body over the limit, read this much so the client sees the 413
 MAX_CONNECTIONS = 256
 LISTEN_BACKLOG = 256
-DEFAULT_QUERY_TIMEOUT_MS = 120_000
 STOP_WAIT_S = 0.4  # stop() waits this long for job workers, then as long for connections
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 # a client that closed its end, reset it, or was cut off by stop()
@@ -314,7 +317,7 @@ class Sandbox:
         results_mb: int | None = None,
         verbose: bool = False,
     ) -> None:
-        _check_settings(rows, latency_ms, threads, workers, memory_limit_mb, query_timeout_ms)
+        check_settings(rows, latency_ms, threads, workers, memory_limit_mb, query_timeout_ms)
         self.host, self.rows, self.seed = host, rows, seed
         self.latency_ms, self.job_delay_ms, self.threads = latency_ms, job_delay_ms, threads
         self.query_rate_limit, self.workers, self.verbose = query_rate_limit, workers, verbose
@@ -519,36 +522,6 @@ class Sandbox:
         if self._server is None:
             raise RuntimeError("the sandbox is not running: call start() or use `with Sandbox()`")
         return self._server
-
-
-def default_memory_limit_mb() -> int:
-    """A quarter of the machine's memory (at least 256 MB; 2 GB when it cannot be read)."""
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return 2048
-    return max(256, total // 4 // 2**20)
-
-
-def _check_settings(
-    rows: int,
-    latency_ms: float,
-    threads: int,
-    workers: int,
-    memory_limit_mb: int | None,
-    query_timeout_ms: int | None,
-) -> None:
-    """ValueError for a setting the sandbox cannot run with."""
-    if rows < 100:
-        raise ValueError(f"rows must be at least 100, not {rows}")
-    if latency_ms < 0:
-        raise ValueError(f"latency_ms must not be negative, not {latency_ms}")
-    if threads < 1 or workers < 1:
-        raise ValueError(f"threads and workers must be at least 1, not {threads} and {workers}")
-    if memory_limit_mb is not None and memory_limit_mb < 64:
-        raise ValueError(f"memory_limit_mb must be at least 64, not {memory_limit_mb}")
-    if query_timeout_ms is not None and query_timeout_ms < 1:
-        raise ValueError(f"query_timeout_ms must be positive (or None), not {query_timeout_ms}")
 
 
 def _close_after(engine, threads: list[threading.Thread]) -> None:
