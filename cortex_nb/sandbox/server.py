@@ -131,7 +131,8 @@ def _refuse_busy(request: socket.socket) -> None:
     body = error_reply(503, "The sandbox has too many open connections; retry shortly").body
     head = (
         "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
+        f"Content-Length: {len(body)}\r\nx-request-id: {uuid.uuid4().hex}\r\n"
+        "Retry-After: 1\r\nConnection: close\r\n\r\n"
     )
     with contextlib.suppress(OSError):
         request.settimeout(1)
