@@ -57,6 +57,22 @@ def add_sandbox_arguments(parser: argparse.ArgumentParser) -> None:
         help="fraction of API requests answering 502/503/504",
     )
     parser.add_argument("--instance-id", default="sandbox0", help="tenant id in table names")
+    parser.add_argument(
+        "--query-timeout-ms",
+        type=int,
+        default=120_000,
+        help="a job times out after this long (a request's shorter timeoutMs wins)",
+    )
+    parser.add_argument(
+        "--memory-limit-mb",
+        type=int,
+        default=None,
+        help="DuckDB memory for logs, queries and kept results (default: a quarter of RAM)",
+    )
+    parser.add_argument("--workers", type=int, default=4, help="jobs that run at once")
+    parser.add_argument(
+        "--verbose", action="store_true", help="print one line per server-side error"
+    )
 
 
 def run_sandbox(args: argparse.Namespace) -> int:
@@ -91,11 +107,17 @@ def _start_sandbox(args: argparse.Namespace) -> Any:
             latency_ms=args.latency_ms,
             fail_rate=args.fail_rate,
             instance_id=args.instance_id,
+            query_timeout_ms=args.query_timeout_ms,
+            memory_limit_mb=args.memory_limit_mb,
+            workers=args.workers,
+            verbose=args.verbose,
         )
     except ValueError as error:
         raise CommandError(str(error)) from None
     try:
         return sandbox.start()
+    except ValueError as error:  # the rows do not fit in the memory limit
+        raise CommandError(str(error)) from None
     except OSError as error:
         reason = error.strerror or error
         raise CommandError(f"cannot listen on {args.host}:{args.port}: {reason}") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 
 import pytest
@@ -77,3 +78,11 @@ class SandboxAPI:
 def sandbox_api(sandbox: Sandbox, sandbox_http: requests.Session) -> SandboxAPI:
     """Query API helpers bound to the session sandbox."""
     return SandboxAPI(sandbox, sandbox_http)
+
+
+@contextlib.contextmanager
+def sandbox_client(sb: Sandbox) -> Iterator[SandboxAPI]:
+    """Query API helpers with their own authorised session, for a sandbox a test starts itself."""
+    with requests.Session() as session:
+        session.headers["Authorization"] = f"Bearer {sb.issue_access_token()}"
+        yield SandboxAPI(sb, session)

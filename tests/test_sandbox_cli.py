@@ -59,6 +59,28 @@ def test_cli_serves_queries_and_stops_cleanly_on_sigint():
     assert "Traceback" not in err and "stopped" in out
 
 
+def test_cli_limits_reach_the_sandbox():
+    proc, url, creds = start_cli("--query-timeout-ms", "300", "--workers", "2", "--verbose")
+    try:
+        grant = {**creds, "grant_type": "refresh_token"}
+        token = requests.post(f"{url}/api/oauth2/RequestToken", json=grant, timeout=10).json()
+        headers = {"Authorization": f"Bearer {token['access_token']}"}
+        t = "`firewall.traffic`"
+        sql = f"SELECT COUNT(*) AS n FROM {t} a, {t} b, {t} c, {t} d, {t} e"  # 2.4e12 rows
+        body = {"params": {"query": sql}}
+        job = requests.post(f"{url}/query/v2/jobs", json=body, headers=headers, timeout=10).json()
+        results = f"{url}/query/v2/jobResults/{job['jobId']}"
+        for _ in range(3):
+            page = requests.get(results, params={"maxWait": 2000}, headers=headers, timeout=10)
+            if page.json()["state"] == "TIMEDOUT":
+                break
+        assert "timed out after 300 ms" in page.json()["errors"][0]["message"]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=20)
+    assert proc.returncode == 0
+
+
 def test_cli_warns_when_not_on_loopback():
     proc, _, _ = start_cli("--host", "0.0.0.0")
     proc.send_signal(signal.SIGTERM)
@@ -79,7 +101,13 @@ def test_busy_port_is_one_line_and_exit_2(capsys):
 
 @pytest.mark.parametrize(
     "argv",
-    [[], ["nonsense"], ["sandbox", "--rows", "many"], ["sandbox", "--rows", "5"]],
+    [
+        [],
+        ["nonsense"],
+        ["sandbox", "--rows", "many"],
+        ["sandbox", "--rows", "5"],
+        ["sandbox", "--memory-limit-mb", "10"],
+    ],
 )
 def test_usage_errors_are_one_line_and_exit_2(capsys, argv):
     assert main(argv) == 2

@@ -30,7 +30,18 @@ def test_not_started_sandbox_has_no_url():
         Sandbox(rows=100).url
 
 
-@pytest.mark.parametrize("kwargs", [{"rows": 10}, {"fail_rate": 1.5}, {"latency_ms": -1}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"rows": 10},
+        {"fail_rate": 1.5},
+        {"latency_ms": -1},
+        {"workers": 0},
+        {"threads": 0},
+        {"memory_limit_mb": 10},
+        {"query_timeout_ms": 0},
+    ],
+)
 def test_bad_settings_raise(kwargs):
     with pytest.raises(ValueError):
         Sandbox(**kwargs)

@@ -5,8 +5,10 @@
     with Sandbox(rows=10_000, seed=7) as sb:
         sb.url, sb.port, sb.credentials()
 
-Modules: ``server`` (HTTP and the ``Sandbox`` life cycle), ``api`` (routes), ``jobs`` (job
-states and workers), ``engine`` (csql -> DuckDB), ``logs`` (the synthetic data and its story),
+Modules: ``server`` (HTTP and the ``Sandbox`` life cycle), ``origins`` (browser safety),
+``api`` (routes), ``cursors`` (signed page cursors), ``jobs`` (job states, workers and limits),
+``retention`` (how long results are kept), ``limits`` (resource defaults), ``engine`` (csql ->
+DuckDB), ``policy`` (what a query may touch), ``logs`` (the synthetic data and its story),
 ``tokens`` (OAuth2 and JWTs), ``faults`` (fault injection). Nothing here imports the client side
 of cortex_nb: the sandbox emulates the service, it does not mirror our code.
 """

@@ -7,15 +7,21 @@ stays a thin transport. Replies are JSON; errors use the documented shapes: IdP 
 
 Results paging: ``pageSize`` (default: the job's ``defaultPageSize`` property or 10000, at most
 100000), ``offset`` (row to start at), ``pageNumber`` (0-based page index at the default page
-size; ``pageSize`` is then ignored), ``pageCursor`` (opaque: base64url of job id, offset and page
-size; a ``pageSize`` given with it wins). A cursor combined with ``offset`` or ``pageNumber`` is a
-400. Every DONE page carries the cursor of the next page, null on the last one.
-``createdAfter`` in job lists is epoch milliseconds (values below 10^11 are taken as seconds).
+size; ``pageSize`` is then ignored), ``pageCursor`` (opaque and signed, see ``cursors``; a
+``pageSize`` given with it wins). A cursor combined with ``offset`` or ``pageNumber``, a cursor
+the sandbox did not issue, and an offset or page number past 2^53 are 400s. Every DONE page
+carries the cursor of the next page, null on the last one. Expired results (see ``retention``)
+answer 404. ``createdAfter`` in job lists is epoch milliseconds (values below 10^11 are taken as
+seconds).
+
+Job creation checks the request body here and leaves the statement to the job's worker; it
+waits up to ``CHECK_WAIT_S`` for that check, answering 400 when the statement was refused in
+that time and 201 otherwise (a statement refused later makes the job FAILED, with the same
+message in ``errors``). So creating a job answers promptly whatever the SQL.
 """
 
 from __future__ import annotations
 
-import base64
 import collections
 import re
 import threading
@@ -28,13 +34,16 @@ import duckdb
 import orjson
 
 from cortex_nb.sandbox import jobs as jobstates
-from cortex_nb.sandbox.engine import Engine, QueryRejected
+from cortex_nb.sandbox.cursors import CursorCodec
+from cortex_nb.sandbox.engine import Engine
 from cortex_nb.sandbox.jobs import DuplicateJob, Job, JobManager
 from cortex_nb.sandbox.tokens import OAuthError, TokenAuthority
 
 DEFAULT_PAGE_SIZE = 10_000
 MAX_PAGE_SIZE = 100_000
 RESULT_FORMATS = ("valuesDictionary", "valuesArray")
+CHECK_WAIT_S = 0.5  # how long job creation waits for the worker's check of the statement
+MAX_ROW = 2**53  # offsets and page numbers beyond this are refused
 
 
 @dataclass
@@ -105,6 +114,13 @@ def error_reply(
     return json_reply(status, {"errors": [item]}, headers)
 
 
+def refusal_reply(path: str, status: int, message: str, headers: dict | None = None) -> Reply:
+    """A refusal in the shape of the endpoint: IdP style on OAuth2 paths, else ``errors``."""
+    if path.startswith("/api/oauth2/"):
+        return json_reply(status, {"error": "access_denied", "error_description": message}, headers)
+    return error_reply(status, message, headers=headers)
+
+
 @dataclass(frozen=True)
 class Paging:
     """Where a results page starts, how long it is, and in which format."""
@@ -129,6 +145,7 @@ class Api:
     ) -> None:
         self.engine, self.jobs, self.tokens = engine, jobs, tokens
         self.instance_id = instance_id
+        self.cursors = CursorCodec()
         self._rate = RateLimit(query_rate_limit, 3600)
         self._routes: list[tuple[str, re.Pattern, Callable[..., Reply], bool]] = [
             ("POST", re.compile(r"/api/oauth2/RequestToken"), self.request_token, False),
@@ -204,12 +221,12 @@ class Api:
                 headers={"Retry-After": str(wait)},
             )
         try:
-            prepared = self.engine.prepare(params["query"])
-            job = self.jobs.submit(job_id, params, prepared, properties.get("timeoutMs"))
-        except QueryRejected as rejected:
-            raise BadRequest(400, rejected.message, rejected.context) from None
+            job = self.jobs.submit(job_id, params, properties.get("timeoutMs"))
         except DuplicateJob:
             raise BadRequest(409, f"Job {job_id} already exists", context=job_id) from None
+        if job.checked.wait(CHECK_WAIT_S) and job.rejection is not None:
+            self.jobs.forget(job)
+            raise BadRequest(400, job.rejection.message, job.rejection.context)
         return json_reply(201, {"jobId": job.job_id, "uri": f"/query/v2/jobs/{job.job_id}"})
 
     def get_job(self, request: Request, job_id: str) -> Reply:
@@ -257,7 +274,7 @@ class Api:
     def job_results(self, request: Request, job_id: str) -> Reply:
         """GET /query/v2/jobResults/<id>: a status page until DONE, then pages of rows."""
         job = self._job(job_id)
-        paging = _paging(request.query, job)
+        paging = _paging(request.query, job, self.cursors)
         if paging.max_wait_ms > 0:
             job.finished.wait(paging.max_wait_ms / 1000)
             state = job.observe(waited=True)
@@ -268,7 +285,7 @@ class Api:
         return self._done_page(job, paging)
 
     def _done_page(self, job: Job, paging: Paging) -> Reply:
-        result = job.result
+        result = self.jobs.result_of(job)
         try:
             rows = (
                 None
@@ -283,7 +300,7 @@ class Api:
             )
         in_page = max(0, min(paging.size, result.rows - paging.offset))
         end = paging.offset + paging.size
-        cursor = encode_cursor(job.job_id, end, paging.size) if end < result.rows else None
+        cursor = self.cursors.encode(job.job_id, end, paging.size) if end < result.rows else None
         head = orjson.dumps(
             {
                 "jobId": job.job_id,
@@ -323,24 +340,6 @@ class RateLimit:
                 return int(self._times[0] + self.window - now) + 1
             self._times.append(now)
         return None
-
-
-def encode_cursor(job_id: str, offset: int, size: int) -> str:
-    """An opaque page cursor."""
-    return base64.urlsafe_b64encode(orjson.dumps([job_id, offset, size])).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[str, int, int]:
-    """(job id, offset, page size) from a cursor; ValueError when it is not one of ours."""
-    try:
-        job_id, offset, size = orjson.loads(
-            base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        )
-    except (ValueError, TypeError, orjson.JSONDecodeError):
-        raise ValueError(cursor) from None
-    if not (isinstance(job_id, str) and isinstance(offset, int) and isinstance(size, int)):
-        raise ValueError(cursor)
-    return job_id, offset, size
 
 
 def _token_form(request: Request) -> dict:
@@ -404,7 +403,7 @@ def _state_param(text: str | None) -> str | None:
     return state
 
 
-def _paging(query: dict[str, str], job: Job) -> Paging:
+def _paging(query: dict[str, str], job: Job, cursors: CursorCodec) -> Paging:
     """Read and check the results parameters (400 on conflicts or bad values)."""
     result_format = query.get("resultFormat") or "valuesDictionary"
     if result_format not in RESULT_FORMATS:
@@ -412,22 +411,22 @@ def _paging(query: dict[str, str], job: Job) -> Paging:
             400, f"resultFormat must be valuesDictionary or valuesArray, not {result_format!r}"
         )
     max_wait = min(_int_param(query, "maxWait") or 0, jobstates.MAX_WAIT_MS)
-    cursor, number = query.get("pageCursor"), _int_param(query, "pageNumber")
-    offset = _int_param(query, "offset")
+    cursor, number = query.get("pageCursor"), _int_param(query, "pageNumber", maximum=MAX_ROW)
+    offset = _int_param(query, "offset", maximum=MAX_ROW)
     if cursor and (number is not None or offset is not None):
         raise BadRequest(400, "pageCursor cannot be combined with pageNumber or offset")
     default_size = job.params["properties"].get("defaultPageSize") or DEFAULT_PAGE_SIZE
     size = _int_param(query, "pageSize", minimum=1, maximum=MAX_PAGE_SIZE)
     if cursor:
         try:
-            owner, start, cursor_size = decode_cursor(cursor)
+            owner, start, cursor_size = cursors.decode(cursor)
         except ValueError:
             raise BadRequest(400, "Invalid pageCursor", context=cursor[:100]) from None
         if owner != job.job_id:
             raise BadRequest(400, "pageCursor belongs to another job", context=cursor[:100])
         start, size = start, size or cursor_size
     elif number is not None:
-        start, size = number * default_size, default_size
+        start, size = min(number * default_size, MAX_ROW), default_size
     else:
         start, size = offset or 0, size or default_size
     return Paging(start, size, result_format == "valuesArray", result_format, max_wait)

@@ -1,9 +1,14 @@
 """The sandbox's query engine: csql (BigQuery-like) translated by sqlglot, run by DuckDB.
 
 ``Engine.prepare`` checks a query the way the service does when a job is created: syntax, a
-single SELECT, known tables of this instance, columns and functions that bind. Any problem
-raises ``QueryRejected`` (the API answers 400). ``Engine.materialize`` runs a prepared query into
-a result table; errors there are runtime errors (the job becomes FAILED).
+single SELECT, known tables of this instance, nothing of DuckDB's own (``policy``), columns and
+functions that bind. Any problem raises ``QueryRejected`` (400, or a FAILED job). It runs in the
+job's worker on the job's cursor, like ``Engine.materialize``, which runs a prepared query into a
+result table; errors there are runtime errors (the job becomes FAILED).
+
+Limits: DuckDB runs on ``threads`` threads within ``memory_limit_mb`` (the logs, running queries
+and kept results together) and never spills to disk, so a query that needs more fails with
+DuckDB's out-of-memory error instead of growing.
 
 A result table keeps the typed columns (for ``valuesArray``) plus ``__json__``, each row already
 rendered as the service's ``valuesDictionary`` object. DuckDB renders that column in parallel
@@ -15,7 +20,8 @@ Table names: `` `<instance_id>.firewall.traffic` `` or `` `firewall.traffic` ``,
 Columns without a name get BigQuery's ``f0_``, ``f1_``... (Timestamps nested inside structs
 or arrays of a result stay ISO strings; the logs have none.) The session time zone is UTC, so
 ``TIMESTAMP("2020-03-01 00:00:00")`` and ``CURRENT_TIMESTAMP`` compare with ``time_generated``
-as the service does. File access is disabled and the configuration locked after loading.
+as the service does. File access and Python replacement scans are disabled and the
+configuration locked after loading.
 """
 
 from __future__ import annotations
@@ -28,7 +34,10 @@ import orjson
 import sqlglot
 from sqlglot import exp
 
-from cortex_nb.sandbox import logs
+from cortex_nb.sandbox import logs, policy
+from cortex_nb.sandbox.policy import QueryRejected
+
+__all__ = ["Engine", "Prepared", "QueryRejected", "ResultSet", "bigquery_field"]
 
 JSON_COLUMN = "__json__"
 CATALOG = "sandbox"  # the compressed in-memory database every name is qualified with
@@ -62,15 +71,6 @@ _BIGQUERY_TYPES = {
 }
 
 
-class QueryRejected(Exception):
-    """A query the service refuses at job creation (HTTP 400)."""
-
-    def __init__(self, message: str, context: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.context = context
-
-
 @dataclass(frozen=True)
 class Prepared:
     """A checked query: the DuckDB SQL and its output columns."""
@@ -82,22 +82,31 @@ class Prepared:
 
 @dataclass
 class ResultSet:
-    """A materialised job result."""
+    """A materialised job result; ``size`` is the bytes of its rendered JSON rows."""
 
     table: str
     rows: int
     prepared: Prepared
     schema: list[dict] = field(default_factory=list)
+    size: int = 0
 
 
 class Engine:
     """DuckDB with the synthetic logs loaded, serving one sandbox instance."""
 
     def __init__(
-        self, rows: int, seed: int, anchor: int, instance_id: str, threads: int = 2
+        self,
+        rows: int,
+        seed: int,
+        anchor: int,
+        instance_id: str,
+        threads: int = 2,
+        memory_limit_mb: int = 1024,
     ) -> None:
-        self.instance_id = instance_id
-        self._con = duckdb.connect(config={"threads": threads})
+        self.instance_id, self.memory_limit_mb = instance_id, memory_limit_mb
+        # no temp_directory: over the limit a query fails instead of spilling into the cwd
+        limits = {"threads": threads, "memory_limit": f"{memory_limit_mb}MB", "temp_directory": ""}
+        self._con = duckdb.connect(config=limits)
         self._con.execute("SET TimeZone = 'UTC'")
         # no progress bar: DuckDB would print it into the user's terminal or notebook
         self._con.execute("SET enable_progress_bar = false")
@@ -109,6 +118,7 @@ class Engine:
         self._con.execute("CREATE SCHEMA memory.results")
         # queries are untrusted text: no files, no network, no way to turn that back on
         self._con.execute("SET enable_external_access = false")
+        self._con.execute("SET python_enable_replacements = false")  # no Python variables
         self._con.execute("SET lock_configuration = true")
         self._names = itertools.count(1)
 
@@ -120,15 +130,20 @@ class Engine:
         """A connection for one thread (DuckDB connections are not shared across threads)."""
         return self._con.cursor()
 
-    def prepare(self, csql: str) -> Prepared:
-        """Translate and bind ``csql``; raise ``QueryRejected`` for anything the service refuses."""
+    def prepare(self, cur: duckdb.DuckDBPyConnection, csql: str) -> Prepared:
+        """Translate and bind ``csql`` on ``cur``; ``QueryRejected`` for what the service refuses.
+
+        Binding may fold constants, which is real work: it runs on the job's cursor, so the
+        job's interrupt (cancel, timeout) reaches it.
+        """
         sql = self.translate(csql)
-        with self.cursor() as cur:
-            try:
-                relation = cur.sql(sql)
-            except duckdb.Error as error:
-                raise QueryRejected(_first_line(error), context=_error_context(error)) from None
+        try:
+            relation = cur.sql(sql)
             names, types = relation.columns, relation.dtypes
+        except (duckdb.InterruptException, duckdb.OutOfMemoryException):
+            raise  # the job's own limits: its worker reports them
+        except duckdb.Error as error:
+            raise QueryRejected(_first_line(error), context=_error_context(error)) from None
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise QueryRejected(
@@ -138,20 +153,25 @@ class Engine:
         return Prepared(sql, list(names), list(types))
 
     def translate(self, csql: str) -> str:
-        """csql -> DuckDB SQL, with table names mapped and unnamed columns named ``fN_``."""
-        tree = _parse_single_select(csql)
-        ctes = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
-        for table in list(tree.find_all(exp.Table)):
-            self._map_table(table, ctes)
-        _name_anonymous_columns(tree)
-        return tree.sql(dialect="duckdb")
+        """csql -> DuckDB SQL, checked by ``policy``, tables mapped, unnamed columns ``fN_``."""
+        try:
+            tree = _parse_single_select(csql)
+            policy.check(tree, self._map_table)
+            _name_anonymous_columns(tree)
+            return tree.sql(dialect="duckdb")
+        except sqlglot.errors.SqlglotError as error:  # the scope analysis could not follow it
+            raise QueryRejected(f"Unsupported query: {_sqlglot_message(error)}", csql) from None
+        except RecursionError:
+            raise QueryRejected(
+                "The query is nested too deeply to parse; flatten it (fewer levels of "
+                "parentheses, subqueries or CASE)"
+            ) from None
 
-    def _map_table(self, table: exp.Table, ctes: set[str]) -> None:
+    def _map_table(self, table: exp.Table) -> None:
+        """Point a log table reference at the sandbox's catalog, or refuse it."""
         if not isinstance(table.this, exp.Identifier):
             raise QueryRejected("Table functions are not supported", context=table.sql("bigquery"))
         catalog, db, name = table.catalog, table.db.lower(), table.name.lower()
-        if not catalog and not db and name in ctes:
-            return
         shown = ".".join(p for p in (catalog, table.db, table.name) if p)
         if catalog and catalog != self.instance_id:
             raise QueryRejected(
@@ -178,9 +198,10 @@ class Engine:
             f"CREATE TABLE {table} AS SELECT *, {row_json} AS {JSON_COLUMN} "  # noqa: S608
             f"FROM ({prepared.sql}) AS q"
         )
-        rows = cur.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # noqa: S608
+        size = f"coalesce(sum(strlen({JSON_COLUMN})), 0)"
+        rows, size = cur.execute(f"SELECT count(*), {size} FROM {table}").fetchone()  # noqa: S608
         schema = [bigquery_field(n, t) for n, t in zip(prepared.names, prepared.types, strict=True)]
-        return ResultSet(table, rows, prepared, schema)
+        return ResultSet(table, rows, prepared, schema, size)
 
     def drop(self, result: ResultSet) -> None:
         """Free a result table."""

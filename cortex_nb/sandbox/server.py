@@ -1,9 +1,20 @@
 """The sandbox's HTTP server and the ``Sandbox`` object that starts and stops it.
 
 A threaded stdlib HTTP/1.1 server (keep-alive) in front of ``api.Api``. Per request it reads the
-body, waits ``latency_ms``, records the request, applies an injected fault if one matches, and
-writes the reply with ``Content-Type: application/json`` and an ``x-request-id``. ``stop()``
-shuts the listener, stops the jobs, closes open keep-alive connections and joins every thread.
+body, refuses what a web page could have sent (``origins``), waits ``latency_ms``, records the
+request, applies an injected fault if one matches, and writes the reply with ``Content-Type:
+application/json`` and an ``x-request-id``.
+
+Edges, hardened: a listen backlog and up to ``MAX_CONNECTIONS`` connection threads, so bursts
+are accepted (beyond that, 503 with Retry-After); bodies of at most ``MAX_BODY_BYTES`` (413), a
+malformed ``Content-Length`` is a 400 and chunked bodies a 411; methods without a route (OPTIONS,
+TRACE, any other) get a JSON 405, and every error the HTTP layer itself raises is JSON too. A
+client that goes away mid-request or mid-reply ends its connection silently; any other error in
+the server answers 500 and, with ``verbose``, prints one line to stderr, never a traceback.
+
+``stop()`` shuts the listener, ends every job, closes open connections and joins every thread,
+within about a second whatever is running: a thread stuck in DuckDB past that is left to end
+on its own, and the database is closed once it has.
 """
 
 from __future__ import annotations
@@ -11,6 +22,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -18,10 +30,24 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from cortex_nb.sandbox import tokens as oauth
-from cortex_nb.sandbox.api import Api, Reply, Request, error_reply
+from cortex_nb.sandbox.api import Api, Reply, Request, error_reply, refusal_reply
 from cortex_nb.sandbox.faults import Faults
+from cortex_nb.sandbox.limits import (
+    DEFAULT_QUERY_TIMEOUT_MS,
+    check_settings,
+    default_memory_limit_mb,
+)
+from cortex_nb.sandbox.origins import BrowserGuard
 
 REQUEST_LOG_SIZE = 10_000
+MAX_BODY_BYTES = 256 * 1024
+DRAIN_BYTES = 4 * 2**20  # of a body over the limit, read this much so the client sees the 413
+MAX_CONNECTIONS = 256
+LISTEN_BACKLOG = 256
+STOP_WAIT_S = 0.4  # stop() waits this long for job workers, then as long for connections
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+# a client that closed its end, reset it, or was cut off by stop()
+CLIENT_GONE = (ConnectionError, TimeoutError, EOFError)
 
 
 @dataclass(frozen=True)
@@ -39,37 +65,87 @@ class RecordedRequest:
 
 
 class _Server(ThreadingHTTPServer):
-    """ThreadingHTTPServer that joins its handler threads and can close idle connections."""
+    """ThreadingHTTPServer with bounded connection threads that ``stop()`` can end."""
 
-    daemon_threads = False
-    block_on_close = True
+    daemon_threads = True
+    block_on_close = False  # stop() joins the threads itself, with a deadline
     allow_reuse_address = True
+    request_queue_size = LISTEN_BACKLOG
 
     def __init__(self, address: tuple[str, int], sandbox: Sandbox) -> None:
         self.sandbox = sandbox
         self.open_sockets: set[socket.socket] = set()
+        self.threads: list[threading.Thread] = []
         self.sockets_lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         super().__init__(address, _Handler)
 
     def process_request(self, request, client_address) -> None:
-        """Track the connection so ``stop()`` can close it."""
+        """Serve the connection in its own thread, or answer 503 when all are taken."""
+        if not self._slots.acquire(blocking=False):
+            _refuse_busy(request)
+            self.shutdown_request(request)
+            return
+        thread = threading.Thread(
+            target=self.process_request_thread, args=(request, client_address), daemon=True
+        )
         with self.sockets_lock:
             self.open_sockets.add(request)
-        super().process_request(request, client_address)
+            self.threads = [t for t in self.threads if t.is_alive()] + [thread]
+        thread.start()
 
     def shutdown_request(self, request) -> None:
-        """Forget the connection once its handler is done."""
+        """Forget the connection once its handler is done, freeing its slot."""
         with self.sockets_lock:
+            served = request in self.open_sockets
             self.open_sockets.discard(request)
+        if served:
+            self._slots.release()
         super().shutdown_request(request)
 
+    def handle_error(self, request, client_address) -> None:
+        """Stay quiet about clients that went away; other errors are one line when verbose."""
+        error = sys.exc_info()[1]
+        if not isinstance(error, CLIENT_GONE):
+            self.sandbox.log(f"error serving {client_address[0]}: {_one_line(error)}")
+
     def close_open_connections(self) -> None:
-        """Wake handlers waiting on idle keep-alive connections."""
+        """Wake handlers waiting on idle keep-alive connections or on slow clients."""
         with self.sockets_lock:
             sockets = list(self.open_sockets)
         for sock in sockets:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+
+    def join_threads(self, timeout: float) -> list[threading.Thread]:
+        """Wait up to ``timeout`` s for the connection threads; return those still running."""
+        with self.sockets_lock:
+            threads = list(self.threads)
+        deadline = time.monotonic() + timeout
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return [thread for thread in threads if thread.is_alive()]
+
+
+def _refuse_busy(request: socket.socket) -> None:
+    body = error_reply(503, "The sandbox has too many open connections; retry shortly").body
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nx-request-id: {uuid.uuid4().hex}\r\n"
+        "Retry-After: 1\r\nConnection: close\r\n\r\n"
+    )
+    with contextlib.suppress(OSError):
+        request.settimeout(1)
+        request.sendall(head.encode() + body)
+
+
+def _one_line(error: BaseException | None) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+class _ClientGone(Exception):
+    """The client closed its connection before its request was complete."""
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -81,10 +157,29 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
 
     def do_GET(self) -> None:
-        """Serve any method the same way: the routes decide."""
+        """Serve any routed method the same way: the routes decide."""
         self._serve()
 
     do_POST = do_DELETE = do_PUT = do_PATCH = do_HEAD = do_GET
+
+    def parse_request(self) -> bool:
+        """Parse as http.server does, and answer methods without a route with a JSON 405."""
+        if not super().parse_request():
+            return False
+        if self.command in METHODS:
+            return True
+        self.close_connection = True  # its body, if any, is not read
+        message = f"Method {self.command} is not allowed; use one of {', '.join(METHODS)}"
+        self._write(error_reply(405, message, headers={"Allow": ", ".join(METHODS)}), "")
+        return False
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own errors (bad request line, headers too long...), as JSON."""
+        self.close_connection = True
+        text = message or explain or "Bad request"
+        self.log_error("refused a malformed request: %d %s", code, text)
+        with contextlib.suppress(*CLIENT_GONE, OSError):
+            self._write(error_reply(code, text, headers={"Connection": "close"}), "")
 
     def version_string(self) -> str:
         """The Server header."""
@@ -93,12 +188,35 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args) -> None:
         """Stay quiet: the request log is ``Sandbox.requests``."""
 
+    def log_error(self, format: str, *args) -> None:
+        """One line on stderr, only when the sandbox is verbose."""
+        self.server.sandbox.log(format % args)
+
     def _serve(self) -> None:
+        try:
+            self._answer()
+        except (_ClientGone, *CLIENT_GONE):
+            self.close_connection = True
+        except Exception as error:  # a bug: answer 500, keep serving
+            self.close_connection = True
+            self.server.sandbox.log(f"error in {self.command} {self.path}: {_one_line(error)}")
+            reply = error_reply(500, f"Internal error in the sandbox: {_one_line(error)}")
+            with contextlib.suppress(*CLIENT_GONE, OSError):
+                self._write(reply, "")
+
+    def _answer(self) -> None:
         sandbox: Sandbox = self.server.sandbox
-        body = self._read_body()
         headers = {name.lower(): value for name, value in self.headers.items()}
+        body, refused = self._read_body()
         request = Request.parse(self.command, self.path, headers, body)
         request_id = uuid.uuid4().hex
+        problem = sandbox.guard.refusal(headers)
+        if refused is None and problem is not None:
+            refused = refusal_reply(request.path, 403, problem)
+        if refused is not None:
+            sandbox.record(request, refused.status, request_id)
+            self._write(refused, request_id)
+            return
         extra_ms, fault = sandbox.faults.take(request.path)
         sandbox.delay(extra_ms)
         if fault is not None and fault.drop:
@@ -112,15 +230,41 @@ class _Handler(BaseHTTPRequestHandler):
         sandbox.record(request, reply.status, request_id)
         self._write(reply, request_id)
 
-    def _read_body(self) -> bytes:
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length > 0 else b""
+    def _read_body(self) -> tuple[bytes, Reply | None]:
+        """The request body, or a refusal (the connection then closes: the body stays unread)."""
+        lengths = self.headers.get_all("Content-Length") or []
+        if self.headers.get("Transfer-Encoding"):
+            return self._refuse(411, "Send the request body with a Content-Length, not chunked")
+        if not lengths:
+            return b"", None
+        if len(set(lengths)) > 1 or not lengths[0].strip().isdigit():
+            return self._refuse(400, f"Malformed Content-Length: {', '.join(lengths)!r}")
+        length = int(lengths[0])
+        if length > MAX_BODY_BYTES:
+            self._discard(length)
+            limit = f"{MAX_BODY_BYTES // 1024} KiB"
+            return self._refuse(413, f"Request body of {length:,} bytes is over the {limit} limit")
+        body = self.rfile.read(length)
+        if len(body) < length:
+            raise _ClientGone
+        return body, None
+
+    def _discard(self, length: int) -> None:
+        """Read and drop the start of an unwanted body: a client still sending it would
+        otherwise meet a reset instead of the reply."""
+        left = min(length, DRAIN_BYTES)
+        while left > 0 and (chunk := self.rfile.read(min(left, 65536))):
+            left -= len(chunk)
+
+    def _refuse(self, status: int, message: str) -> tuple[bytes, Reply]:
+        self.close_connection = True
+        return b"", error_reply(status, message, headers={"Connection": "close"})
 
     def _write(self, reply: Reply, request_id: str) -> None:
         self.send_response(reply.status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(reply.body)))
-        self.send_header("x-request-id", request_id)
+        self.send_header("x-request-id", request_id or uuid.uuid4().hex)
         for name, value in reply.headers.items():
             self.send_header(name, value)
         self.end_headers()
@@ -142,8 +286,15 @@ class Sandbox:
     ``latency_ms`` delays every request; ``fail_rate`` answers that fraction of API requests
     with a random 502/503/504 (reproducible for a seed). Access tokens live ``token_ttl``
     seconds. Jobs spend ``job_delay_ms`` in PENDING and RUNNING on top of the query itself,
-    run on ``threads`` workers (also DuckDB's thread count), and at most ``query_rate_limit``
-    jobs an hour are accepted (then 429). Tables are named `` `<instance_id>.firewall.traffic` ``.
+    and at most ``query_rate_limit`` jobs an hour are accepted (then 429). Tables are named
+    `` `<instance_id>.firewall.traffic` ``.
+
+    Limits: ``workers`` jobs run at once, DuckDB on ``threads`` threads within
+    ``memory_limit_mb`` (default a quarter of the machine's memory) for the logs, the running
+    queries and the kept results together. A job times out after ``query_timeout_ms`` (None: no
+    default), or its request's shorter ``timeoutMs``. Results are kept ``results_ttl_s``
+    seconds while they total at most ``results_mb`` (default half the memory limit), oldest
+    dropped first. ``verbose`` prints one line on stderr per server-side error.
     """
 
     def __init__(
@@ -160,14 +311,21 @@ class Sandbox:
         anchor: int | None = None,
         threads: int = 2,
         query_rate_limit: int = 5000,
+        workers: int = 4,
+        memory_limit_mb: int | None = None,
+        query_timeout_ms: int | None = DEFAULT_QUERY_TIMEOUT_MS,
+        results_ttl_s: float = 3600,
+        results_mb: int | None = None,
+        verbose: bool = False,
     ) -> None:
-        if rows < 100:
-            raise ValueError(f"rows must be at least 100, not {rows}")
-        if latency_ms < 0:
-            raise ValueError(f"latency_ms must not be negative, not {latency_ms}")
+        check_settings(rows, latency_ms, threads, workers, memory_limit_mb, query_timeout_ms)
         self.host, self.rows, self.seed = host, rows, seed
         self.latency_ms, self.job_delay_ms, self.threads = latency_ms, job_delay_ms, threads
-        self.query_rate_limit = query_rate_limit
+        self.query_rate_limit, self.workers, self.verbose = query_rate_limit, workers, verbose
+        self.memory_limit_mb = memory_limit_mb or default_memory_limit_mb()
+        self.query_timeout_ms = query_timeout_ms
+        self.results_ttl_s = results_ttl_s
+        self.results_mb = results_mb or self.memory_limit_mb // 2
         self.instance_id = instance_id
         # data ends at the start of the current UTC hour unless told otherwise (see logs.py)
         self.anchor = int(time.time()) // 3600 * 3600 if anchor is None else int(anchor)
@@ -179,7 +337,7 @@ class Sandbox:
         self._stopping = threading.Event()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
-        self.engine = self.jobs = self.api = None
+        self.engine = self.jobs = self.api = self.guard = None
 
     # ---- life cycle -----------------------------------------------------------------------
 
@@ -187,18 +345,14 @@ class Sandbox:
         """Generate the data, bind the port and serve in a background thread."""
         if self._server is not None:
             return self
-        from cortex_nb.sandbox.engine import Engine
-        from cortex_nb.sandbox.jobs import JobManager
-
-        self.engine = Engine(self.rows, self.seed, self.anchor, self.instance_id, self.threads)
-        self.jobs = JobManager(self.engine, self.job_delay_ms, workers=self.threads)
-        self.api = Api(self.engine, self.jobs, self.tokens, self.instance_id, self.query_rate_limit)
+        self._start_engine()
         try:
             self._server = _Server((self.host, self._requested_port), self)
         except OSError:
-            self.jobs.shutdown()
+            self.jobs.shutdown(timeout=STOP_WAIT_S)
             self.engine.close()
             raise
+        self.guard = BrowserGuard(self.host, self.port)
         self._stopping.clear()
         self._thread = threading.Thread(
             target=self._server.serve_forever,
@@ -209,18 +363,52 @@ class Sandbox:
         self._thread.start()
         return self
 
+    def _start_engine(self) -> None:
+        """Generate the data and start the job workers and the routes."""
+        import duckdb
+
+        from cortex_nb.sandbox.engine import Engine
+        from cortex_nb.sandbox.jobs import JobManager
+        from cortex_nb.sandbox.retention import Retention
+
+        try:
+            self.engine = Engine(
+                self.rows, self.seed, self.anchor, self.instance_id, self.threads,
+                self.memory_limit_mb,
+            )  # fmt: skip
+        except duckdb.OutOfMemoryException:
+            raise ValueError(
+                f"{self.rows:,} rows do not fit in memory_limit_mb={self.memory_limit_mb:,}; "
+                "give the sandbox more memory or fewer rows"
+            ) from None
+        retention = Retention(self.engine.drop, self.results_ttl_s, self.results_mb * 2**20)
+        self.jobs = JobManager(
+            self.engine, self.job_delay_ms, self.workers, self.query_timeout_ms, retention, self.log
+        )
+        self.api = Api(self.engine, self.jobs, self.tokens, self.instance_id, self.query_rate_limit)
+
     def stop(self) -> None:
-        """Stop serving, stop jobs, close connections, join threads; safe to call twice."""
+        """Stop serving, end jobs, close connections, join threads, within about a second.
+
+        Safe to call twice. Threads still busy after that (a DuckDB call that does not heed
+        interrupts) are left to finish; the database is closed when the last one has.
+        """
         server, self._server = self._server, None
         if server is None:
             return
         self._stopping.set()
         server.shutdown()
-        self.jobs.shutdown()
+        workers_done = self.jobs.shutdown(timeout=STOP_WAIT_S)
         server.close_open_connections()
         server.server_close()
+        busy = server.join_threads(timeout=STOP_WAIT_S)
         self._thread.join()
-        self.engine.close()
+        if not workers_done:
+            busy += [worker for worker in self.jobs.workers if worker.is_alive()]
+        if busy:
+            threading.Thread(target=_close_after, args=(self.engine, busy), daemon=True).start()
+        else:
+            self.engine.close()
 
     def __enter__(self) -> Sandbox:
         return self.start()
@@ -326,7 +514,19 @@ class Sandbox:
         if total > 0:
             self._stopping.wait(total / 1000)
 
+    def log(self, line: str) -> None:
+        """Print one line about a server-side problem on stderr, when verbose."""
+        if self.verbose:
+            print(f"cortex-nb sandbox: {line}", file=sys.stderr, flush=True)
+
     def _started(self) -> _Server:
         if self._server is None:
             raise RuntimeError("the sandbox is not running: call start() or use `with Sandbox()`")
         return self._server
+
+
+def _close_after(engine, threads: list[threading.Thread]) -> None:
+    """Close ``engine`` once ``threads`` (still using it after stop()) have ended."""
+    for thread in threads:
+        thread.join()
+    engine.close()

@@ -1,0 +1,52 @@
+"""The sandbox's resource limits: their defaults, and the checks of the values given.
+
+The memory limit defaults to a quarter of the memory this process may use: the machine's, or
+its container's when a cgroup sets less (Binder gives a notebook about 2 GB on a large host).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+DEFAULT_QUERY_TIMEOUT_MS = 120_000
+CGROUP_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+
+
+def default_memory_limit_mb() -> int:
+    """A quarter of the usable memory, at least 256 MB (2 GB when it cannot be read)."""
+    usable = usable_memory_bytes()
+    return 2048 if usable is None else max(256, usable // 4 // 2**20)
+
+
+def usable_memory_bytes() -> int | None:
+    """The machine's physical memory, or its container's limit when that is lower."""
+    sizes = []
+    with contextlib.suppress(ValueError, OSError, AttributeError):  # no sysconf: Windows
+        sizes.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    for path in CGROUP_LIMITS:
+        with contextlib.suppress(OSError, ValueError, IndexError):  # absent, or "max"
+            sizes.append(int(Path(path).read_text().split()[0]))
+    return min(sizes) if sizes else None
+
+
+def check_settings(
+    rows: int,
+    latency_ms: float,
+    threads: int,
+    workers: int,
+    memory_limit_mb: int | None,
+    query_timeout_ms: int | None,
+) -> None:
+    """ValueError for a setting the sandbox cannot run with."""
+    if rows < 100:
+        raise ValueError(f"rows must be at least 100, not {rows}")
+    if latency_ms < 0:
+        raise ValueError(f"latency_ms must not be negative, not {latency_ms}")
+    if threads < 1 or workers < 1:
+        raise ValueError(f"threads and workers must be at least 1, not {threads} and {workers}")
+    if memory_limit_mb is not None and memory_limit_mb < 64:
+        raise ValueError(f"memory_limit_mb must be at least 64, not {memory_limit_mb}")
+    if query_timeout_ms is not None and query_timeout_ms < 1:
+        raise ValueError(f"query_timeout_ms must be positive (or None), not {query_timeout_ms}")

@@ -1,0 +1,221 @@
+"""What a sandbox query may touch: the log tables, and no part of DuckDB itself.
+
+The service lets a query read the tenant's log tables and nothing else. DuckDB, which runs the
+sandbox's queries, also has catalogs of its own (``system``, ``temp``, ``information_schema``,
+``pg_catalog``), settings, and functions that read or change its state; a statement must reach
+none of them, whatever names or CTEs stand around a reference. ``check`` enforces, on the parsed
+csql tree, before anything reaches DuckDB:
+
+- Tables: each reference is resolved by scope (sqlglot's scope analysis, the rules DuckDB uses).
+  A reference to a CTE visible at that point stays as it is; every other reference must name a
+  log table and is rewritten to the sandbox's own catalog, so DuckDB's name lookup never decides.
+- Statements: only a query; no DESCRIBE, SHOW, PRAGMA, SET or DDL nested in one, no parameters.
+- Functions: those that read settings, catalogs, variables, sequences or files, or that sleep,
+  are refused by name (``DENIED_FUNCTIONS``), and so are bare names DuckDB would take for one of
+  them (``user``, ``current_schema``...).
+- Sizes: DuckDB's memory limit does not count a value being built, so functions that make a
+  large value from a small one (``repeat``, ``lpad``, ``range``, ``printf`` widths...) take
+  literal sizes of at most ``MAX_VALUE_SIZE`` characters or items, and are not used inside a
+  lambda or inside one another, where the sizes would multiply.
+
+A statement too deeply nested for the parser is refused too (``QueryRejected``), never crashed on.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from sqlglot import exp
+from sqlglot.optimizer.scope import Scope, traverse_scope
+
+MAX_VALUE_SIZE = 10_000  # characters of a built string, items of a built list
+
+DENIED_FUNCTIONS = re.compile(
+    r"""(?x)^(
+        (duckdb|pragma|pg|txid|inet|read|parquet|json_execute|json_serialize)_\w*
+      | current_(?!(date|time|timestamp|datetime|localtime|localtimestamp)$)\w*
+      | has_\w+_privilege | (col|obj|shobj)_description | format_(pg_)?type
+      | user | session_user | version | platform | user_agent | getenv | getvariable
+      | setvariable | nextval | currval | setval | sleep_ms | write_log | query | query_table
+      | glob | sniff_csv | \w+_scan | sql_auto_complete | which_secret | in_search_path
+      | get_block_size | stats | invoke | parse_duckdb_log_message | database_size
+      | storage_info | table_info | (list_|array_)?reduce
+    )$"""
+)
+# bare names DuckDB answers with a function when no column has that name
+FUNCTION_NAMES = frozenset(
+    {"user", "current_user", "session_user", "current_role", "current_schema", "current_catalog"}
+)
+STATEMENTS = (
+    *(exp.DDL, exp.DML, exp.Command, exp.Describe, exp.Summarize, exp.Pragma, exp.Show),
+    *(exp.Set, exp.Use, exp.Attach, exp.Detach, exp.Install, exp.Transaction),
+)
+PARAMETERS = (exp.Placeholder, exp.Parameter, exp.SessionParameter)
+# the parts of a printf or format pattern that set a width or precision
+FORMAT_SPECS = re.compile(r"%[-+ #0']*[\d.]*|\{[^{}]*\}")
+
+
+class QueryRejected(Exception):
+    """A query the service refuses (HTTP 400 at creation, or a FAILED job)."""
+
+    def __init__(self, message: str, context: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.context = context
+
+
+def check(tree: exp.Query, map_table: Callable[[exp.Table], None]) -> None:
+    """Refuse what ``tree`` may not use; ``map_table`` maps (or refuses) each log table."""
+    cte_references = _cte_references(tree)
+    for node in tree.walk():
+        if isinstance(node, exp.Table) and id(node) not in cte_references:
+            map_table(node)
+        elif isinstance(node, STATEMENTS):
+            raise QueryRejected("Only SELECT queries are supported", context=_shown(node))
+        elif isinstance(node, PARAMETERS):
+            raise QueryRejected("Query parameters are not supported", context=_shown(node))
+        elif isinstance(node, exp.Func):
+            _check_function(node)
+        elif isinstance(node, exp.Column) and not node.table:
+            _check_bare_name(node)
+
+
+def _cte_references(tree: exp.Query) -> set[int]:
+    """Ids of the table nodes that name a CTE visible where they stand."""
+    references = set()
+    for scope in traverse_scope(tree):
+        for table in scope.tables:
+            source = scope.sources.get(table.alias_or_name)
+            if isinstance(source, Scope) and not table.args.get("db"):
+                references.add(id(table))
+    return references
+
+
+def function_name(node: exp.Func) -> str:
+    """The lower-case name DuckDB sees for a function node."""
+    if isinstance(node, exp.Pad):
+        return "lpad" if node.args.get("is_left") else "rpad"
+    return (node.name if isinstance(node, exp.Anonymous) else node.sql_name()).lower()
+
+
+def _check_function(node: exp.Func) -> None:
+    name = function_name(node)
+    if DENIED_FUNCTIONS.match(name):
+        raise QueryRejected(
+            f"Function {name}() is not available: queries may read the log tables only",
+            context=_shown(node),
+        )
+    bound = _SIZE_BOUNDS.get(name)
+    if bound is not None and not bound(node):
+        raise QueryRejected(
+            f"{name}() takes literal sizes of at most {MAX_VALUE_SIZE:,} in the sandbox "
+            "(it would build a value too large for the memory limit)",
+            context=_shown(node),
+        )
+    if bound is not None and _inside_builder(node):
+        raise QueryRejected(
+            f"{name}() cannot be used inside a lambda or another function that builds a large "
+            "value in the sandbox (the sizes would multiply)",
+            context=_shown(node),
+        )
+
+
+def _inside_builder(node: exp.Expression) -> bool:
+    """True when ``node`` stands inside a lambda or a size-bounded function."""
+    parent = node.parent
+    while parent is not None:
+        if isinstance(parent, exp.Lambda):
+            return True
+        if isinstance(parent, exp.Func) and function_name(parent) in _SIZE_BOUNDS:
+            return True
+        parent = parent.parent
+    return False
+
+
+def _check_bare_name(node: exp.Column) -> None:
+    if node.name.lower() in FUNCTION_NAMES:
+        raise QueryRejected(
+            f"'{node.name}' names a DuckDB function here, not a column; use another name",
+            context=node.name,
+        )
+
+
+def _shown(node: exp.Expression) -> str:
+    return node.sql("bigquery")[:200]
+
+
+# ---- sizes of values built by a function ----------------------------------------------------
+
+
+def _int(node: exp.Expression | None) -> int | None:
+    """The value of an integer literal (negative too), else None."""
+    if isinstance(node, exp.Neg):
+        inner = _int(node.this)
+        return None if inner is None else -inner
+    if isinstance(node, exp.Literal) and not node.is_string:
+        try:
+            return int(node.this)
+        except ValueError:
+            return None
+    return None
+
+
+def _small(node: exp.Expression | None, absent_ok: bool = False) -> bool:
+    if node is None:
+        return absent_ok
+    value = _int(node)
+    return value is not None and value <= MAX_VALUE_SIZE
+
+
+def _args(node: exp.Func) -> list[exp.Expression]:
+    """Positional arguments, for functions sqlglot does not know by name."""
+    if isinstance(node, exp.Anonymous):
+        return list(node.expressions)
+    return [value for value in node.args.values() if isinstance(value, exp.Expression)]
+
+
+def _arg(node: exp.Func, position: int) -> exp.Expression | None:
+    args = _args(node)
+    return args[position] if position < len(args) else None
+
+
+def _repeat_ok(node: exp.Func) -> bool:
+    text, times = _arg(node, 0), _int(_arg(node, 1))
+    if not (isinstance(text, exp.Literal) and text.is_string and times is not None):
+        return False
+    return len(text.this) * times <= MAX_VALUE_SIZE
+
+
+def _series_ok(node: exp.Func) -> bool:
+    bounds = [_int(arg) for arg in _args(node)]
+    if not 1 <= len(bounds) <= 3 or None in bounds:
+        return False
+    start, end, step = (*([0] if len(bounds) == 1 else []), *bounds, 1, 1)[:3]
+    return step != 0 and abs(end - start) // abs(step) <= MAX_VALUE_SIZE
+
+
+def _format_ok(node: exp.Func) -> bool:
+    pattern = _arg(node, 0)
+    if not (isinstance(pattern, exp.Literal) and pattern.is_string) or "*" in pattern.this:
+        return False
+    specs = FORMAT_SPECS.findall(pattern.this)
+    return all(int(n) <= MAX_VALUE_SIZE for spec in specs for n in re.findall(r"\d+", spec))
+
+
+_SIZE_BOUNDS: dict[str, Callable[[exp.Func], bool]] = {
+    "repeat": _repeat_ok,
+    "lpad": lambda node: _small(_arg(node, 1)),
+    "rpad": lambda node: _small(_arg(node, 1)),
+    "bar": lambda node: _small(_arg(node, 3), absent_ok=True),
+    "to_base": lambda node: _small(_arg(node, 2), absent_ok=True),
+    "list_resize": lambda node: _small(_arg(node, 1)),
+    "array_resize": lambda node: _small(_arg(node, 1)),
+    "range": _series_ok,
+    "generate_series": _series_ok,
+    "generate_array": _series_ok,
+    "generate_date_array": lambda node: False,
+    "generate_timestamp_array": lambda node: False,
+    "format": _format_ok,
+    "printf": _format_ok,
+}
