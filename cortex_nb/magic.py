@@ -44,7 +44,7 @@ from traitlets import Bool, Enum, Float, Int
 from cortex_nb.connection import Connection, get_connection
 from cortex_nb.exceptions import CortexError
 from cortex_nb.query import DEFAULT_QUERY_TIMEOUT, JOBS
-from cortex_nb.security import scrub
+from cortex_nb.security import mask_url, scrub
 from cortex_nb.sqlparams import qualify_tables, render_parameters
 
 __all__ = ["CellCommand", "CortexCellError", "CortexMagics", "load_ipython_extension", "parse_cell"]
@@ -308,7 +308,7 @@ class CortexMagics(Magics):
 
     def _dry_run(self, method: str, path: str, body: Any) -> None:
         client = self.connection.client
-        base = client.url if client is not None else "<not connected>"
+        base = mask_url(client.url) if client is not None else "<not connected>"
         print(f"{method} {base}{path}")
         print("Authorization: Bearer $TOKEN")
         if body is not None:

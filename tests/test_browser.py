@@ -198,8 +198,8 @@ def _run_cell(page, index: int, count: int) -> None:
     sync_api.expect(prompt).to_contain_text(f"[{count}]", timeout=WAIT_MS)
 
 
-def _open_notebook(page, lab_url: str, token: str) -> None:
-    page.goto(f"{lab_url}/lab/tree/panel.ipynb?reset&token={token}")
+def _open_notebook(page, lab_url: str, token: str, name: str = "panel.ipynb") -> None:
+    page.goto(f"{lab_url}/lab/tree/{name}?reset&token={token}")
     status = page.locator("#jp-main-statusbar")
     sync_api.expect(status).to_contain_text("Python 3 (ipykernel) | Idle", timeout=WAIT_MS)
 
@@ -273,3 +273,68 @@ def test_panel_connects_and_a_cortex_cell_shows_a_dataframe(lab, sandbox_server,
     for secret in ("client_secret", "refresh_token"):  # ... without a secret in it
         assert sandbox_server[secret] not in saved
     shutil.copy(work / "panel.ipynb", tmp_path / "panel.ipynb")
+
+
+SANDBOX_LABEL = "Sandbox (offline, on this machine)"
+# far too much work to finish, streamed (no intermediate result for DuckDB to spill to disk)
+LONG_SQL = (
+    "SELECT COUNT(*) AS n FROM firewall.traffic a, firewall.traffic b, firewall.traffic c "
+    "WHERE hash(a.bytes_total + b.bytes_total + c.bytes_total) = 0"
+)
+
+
+def test_sandbox_with_no_typing_and_an_interrupted_cell_ending_cleanly(lab, tmp_path):
+    lab_url, token, work = lab
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)",
+                                 "language": "python"}
+    nb.cells = [
+        nbformat.v4.new_code_cell("%load_ext cortex_nb\n%cortex panel"),
+        # --timeout: should the interrupt not arrive, the job still ends
+        nbformat.v4.new_code_cell(f"%%cortex --timeout 40\n{LONG_SQL}"),
+    ]
+    nbformat.write(nb, work / "interrupt.ipynb")  # its own kernel
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        try:
+            _open_notebook(page, lab_url, token, "interrupt.ipynb")
+            _run_cell(page, 0, 1)
+            panel = page.locator(".cortex-panel")
+            sync_api.expect(panel).to_be_visible(timeout=WAIT_MS)
+            panel.locator(".cortex-region select").select_option(label=SANDBOX_LABEL)
+            sync_api.expect(panel.locator(".cortex-message")).to_contain_text("No typing needed")
+            panel.locator(".cortex-connect").click()  # nothing typed
+            status = panel.locator(".cortex-status")
+            sync_api.expect(status).to_contain_text("Connected to http://127.0.0.1:", timeout=WAIT_MS)
+            sync_api.expect(panel.locator(".cortex-message")).to_contain_text("demo credentials")
+            page.screenshot(path=str(tmp_path / "sandbox-no-typing.png"), full_page=True)
+            _interrupt_a_running_cell(page)
+            page.screenshot(path=str(tmp_path / "interrupted.png"), full_page=True)
+        except AssertionError as failure:
+            raise AssertionError(f"{failure}\n{_diagnosis(page, tmp_path / 'failed.png')}") from None
+        finally:
+            browser.close()
+    assert (tmp_path / "interrupted.png").stat().st_size > 10_000
+
+
+def _interrupt_a_running_cell(page) -> None:
+    """Run the long cell, interrupt the kernel once it runs; its outputs end cleanly."""
+    page.evaluate(  # not awaited: the command's promise settles only when the cell ends
+        """() => {
+            const panel = window.jupyterapp.shell.currentWidget;
+            panel.content.activeCellIndex = 1;
+            window.jupyterapp.commands.execute('notebook:run-cell');
+        }"""
+    )
+    outputs = page.locator(".jp-Cell").nth(1).locator(".jp-OutputArea")
+    sync_api.expect(outputs).to_contain_text("interrupt the kernel to stop", timeout=WAIT_MS)
+    page.wait_for_timeout(3000)  # the job is on its way (queued or running)
+    # Kernel > Interrupt Kernel, as a person would choose it
+    page.locator(".lm-MenuBar-itemLabel", has_text="Kernel").click()
+    page.locator(".lm-Menu-itemLabel", has_text="Interrupt Kernel").click()
+    sync_api.expect(outputs).to_contain_text("cancelled on the server", timeout=WAIT_MS)
+    sync_api.expect(outputs).to_contain_text("cancelled ")  # the progress line, not frozen
+    page.wait_for_timeout(2000)  # anything printed late by the sandbox's threads shows by now
+    text = outputs.inner_text()
+    assert "running" not in text and "Traceback" not in text and "Error" not in text, text

@@ -150,8 +150,9 @@ def test_the_command_line(sandbox, monkeypatch, tmp_path, capsys):
 
 
 def test_the_sandbox_command_parses():
-    line = block("cortex-nb sandbox --port").strip()
+    line = block("cortex-nb sandbox --port").replace("\\\n", " ").strip()
     args = cli.build_parser().parse_args(shlex.split(re.sub(r"\[|\]", "", line))[1:])
     assert (args.port, args.rows, args.seed, args.latency_ms, args.fail_rate) == (
         8080, 100_000, 7, 50, 0.05
     )
+    assert (args.query_timeout_ms, args.memory_limit_mb, args.workers) == (120_000, 2048, 4)
