@@ -386,16 +386,12 @@ def split_line_sql(line: str) -> tuple[str, str]:
     if match is None:
         return line, ""
     options = line[: match.start()].strip()
-    if any(not word.startswith("-") and not _is_option_value(word, options) for word in
-           options.split()):
-        return line, ""  # words before SELECT that are not options: not SQL on the line
-    return options, line[match.end():].strip()
-
-
-def _is_option_value(word: str, options: str) -> bool:
     words = options.split()
-    index = words.index(word)
-    return index > 0 and words[index - 1].startswith("-")
+    # before the SQL only options and their values (`-o x`): else it is a command, not SQL
+    if not all(w.startswith("-") or (i and words[i - 1].startswith("-"))
+               for i, w in enumerate(words)):
+        return line, ""
+    return options, line[match.end():].strip()
 
 
 def empty_cell_to_line_magic(lines: list[str]) -> list[str]:
