@@ -49,18 +49,21 @@ class ShortFrame(pd.DataFrame):
 
 
 class FullFrame(pd.DataFrame):
-    """A DataFrame shown whole: every row, and text cells not cut (listings to read through)."""
+    """A DataFrame shown whole: every row and column, text not cut (listings to read through)."""
+
+    _WHOLE = ("display.max_rows", None, "display.max_columns", None, "display.max_colwidth",
+              None, "display.expand_frame_repr", False)
 
     @property
     def _constructor(self) -> type[pd.DataFrame]:
         return pd.DataFrame
 
     def __repr__(self) -> str:
-        with pd.option_context("display.max_rows", None, "display.max_colwidth", None):
+        with pd.option_context(*self._WHOLE):
             return repr(pd.DataFrame(self))
 
     def _repr_html_(self) -> str | None:
-        with pd.option_context("display.max_rows", None, "display.max_colwidth", None):
+        with pd.option_context(*self._WHOLE):
             return pd.DataFrame(self)._repr_html_()
 
 
