@@ -176,22 +176,31 @@ class _Unknown:
 
 
 def _unknown_name(message: str, sql: str) -> _Unknown | None:
-    """The table or column of ``sql`` that ``message`` says is unknown, with suggestions."""
+    """The table or column of ``sql`` that ``message`` says is unknown, with suggestions.
+
+    A name the catalog does not know comes first; one it knows (a log type or field this
+    service lacks) still gets the caret, without suggestions.
+    """
     if not _NOT_FOUND.search(message):
         return None
     tokens = sqltext.code_tokens(sql)
-    refs = sqltext.table_refs(sql)
-    ctes = sqltext.cte_names(sql)
+    refs = [r for r in sqltext.table_refs(sql) if r.name.lower() not in sqltext.cte_names(sql)]
+    found = _catalog_tables([r for r in refs if _in_catalog(r.name)]) or {}
+    known: _Unknown | None = None
     for candidate in _message_names(message):
-        for ref in refs:
-            if _same_table(ref.name, candidate) and ref.name.lower() not in ctes:
-                return _Unknown(ref.token, _table_suggestions(ref.name))
+        for ref in (r for r in refs if _same_table(r.name, candidate)):
+            if not _in_catalog(ref.name):
+                return _Unknown(ref.token, catalog.suggest_table(ref.name))
+            known = known or _Unknown(ref.token, [])
         for token in _column_tokens(tokens, refs):
-            if candidate in (p.lower() for p in token.parts) or candidate == _dotted(token):
-                suggestions = _column_suggestions(token.parts, refs)
-                if suggestions is not None:
-                    return _Unknown(token, suggestions)
-    return None
+            if candidate not in _compared_names(token, found):
+                continue
+            suggestions = _column_suggestions(token.parts, found)
+            if suggestions:
+                return _Unknown(token, suggestions)
+            if suggestions is not None:
+                known = known or _Unknown(token, [])
+    return known
 
 
 def _message_names(message: str) -> list[str]:
@@ -207,11 +216,8 @@ def _same_table(written: str, candidate: str) -> bool:
     return catalog.parse_table_name(written)[1] == catalog.parse_table_name(candidate)[1]
 
 
-def _table_suggestions(written: str) -> list[str]:
-    """Closest catalog tables for an unknown one; none for a catalog table the service lacks."""
-    if catalog.parse_table_name(written)[1] in catalog.table_names():
-        return []
-    return catalog.suggest_table(written)
+def _in_catalog(name: str) -> bool:
+    return catalog.parse_table_name(name)[1] in catalog.table_names()
 
 
 def _column_tokens(tokens: list[sqltext.Token], refs: list[sqltext.TableRef]):
@@ -223,28 +229,30 @@ def _column_tokens(tokens: list[sqltext.Token], refs: list[sqltext.TableRef]):
             yield token
 
 
-def _column_suggestions(parts: tuple[str, ...], refs: list[sqltext.TableRef]) -> list | None:
-    """Closest columns for a reference the catalog tables do not have; None if they have it
-    (or none of the query's tables is in the catalog)."""
-    found = _catalog_tables([r for r in refs if _in_catalog(r.name)]) or {}
+def _compared_names(token: sqltext.Token, found: dict[str, catalog.Table]) -> set[str]:
+    """The names a message may use for a column reference: its whole path and its parts,
+    without a table alias in front (``h.threat_nme`` is ``threat_nme``, not ``h``)."""
+    parts = [p.lower() for p in token.parts]
+    if len(parts) > 1 and parts[0] in found:
+        parts = parts[1:]
+    return {".".join(parts), *parts}
+
+
+def _column_suggestions(parts: tuple[str, ...], found: dict[str, catalog.Table]) -> list | None:
+    """Closest columns for a column reference: empty when a catalog table of the query has
+    it (or none is close), None when the query names no catalog table to look in."""
     head = parts[0].lower()
     if len(parts) > 1 and head in found:
         candidates, parts = [found[head]], parts[1:]
     else:
         candidates = list(dict.fromkeys(found.values()))
     dotted = ".".join(parts).lower()
-    if not candidates or any(dotted in t for t in candidates):
+    if not candidates:
         return None
+    if any(dotted in t for t in candidates):
+        return []
     suggestions = [s for t in candidates for s in catalog.suggest_column(t.name, dotted)]
     return list(dict.fromkeys(suggestions))[:3]
-
-
-def _in_catalog(name: str) -> bool:
-    return catalog.parse_table_name(name)[1] in catalog.table_names()
-
-
-def _dotted(token: sqltext.Token) -> str:
-    return ".".join(token.parts).lower()
 
 
 def _position(message: str, sql: str) -> tuple[int, int, int] | None:
