@@ -1,4 +1,4 @@
-"""The credentials panel in a real browser: JupyterLab 4 + headless Chromium through Playwright.
+"""The notebook in a real browser: JupyterLab 4 + headless Chromium through Playwright.
 
 The test starts the sandbox as its own process (``cortex-nb sandbox --port 0``) and reads the URL,
 instance id and demo credentials from its banner; starts JupyterLab on 127.0.0.1 in a temporary
@@ -6,7 +6,8 @@ root; opens a notebook that loads the extension and shows the panel; types the s
 and credentials into the panel as a person would (Custom URL), clicks Connect, waits for the
 connected status, runs a ``%%cortex`` cell and sees the DataFrame's HTML table. It then saves the
 notebook with widget state and checks that no secret reached the file. A screenshot is written
-under the test's tmp_path.
+under the test's tmp_path. A second test presses Tab at the end of ``FROM firewall.t`` in a
+``%%cortex`` cell and sees the kernel's table names in JupyterLab's completer.
 
 Skipped, with the reason, without ``/usr/bin/chromium``, Playwright or JupyterLab.
 """
@@ -198,8 +199,8 @@ def _run_cell(page, index: int, count: int) -> None:
     sync_api.expect(prompt).to_contain_text(f"[{count}]", timeout=WAIT_MS)
 
 
-def _open_notebook(page, lab_url: str, token: str) -> None:
-    page.goto(f"{lab_url}/lab/tree/panel.ipynb?reset&token={token}")
+def _open_notebook(page, lab_url: str, token: str, name: str = "panel.ipynb") -> None:
+    page.goto(f"{lab_url}/lab/tree/{name}?reset&token={token}")
     status = page.locator("#jp-main-statusbar")
     sync_api.expect(status).to_contain_text("Python 3 (ipykernel) | Idle", timeout=WAIT_MS)
 
@@ -273,3 +274,46 @@ def test_panel_connects_and_a_cortex_cell_shows_a_dataframe(lab, sandbox_server,
     for secret in ("client_secret", "refresh_token"):  # ... without a secret in it
         assert sandbox_server[secret] not in saved
     shutil.copy(work / "panel.ipynb", tmp_path / "panel.ipynb")
+
+
+def _write_completion_notebook(path: Path) -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)",
+                                 "language": "python"}
+    nb.cells = [
+        nbformat.v4.new_code_cell("%load_ext cortex_nb\n%cortex connect sandbox --rows 500"),
+        nbformat.v4.new_code_cell("%%cortex\nSELECT COUNT(*) AS n\nFROM firewall.t"),
+    ]
+    nbformat.write(nb, path)
+
+
+def _press_tab_at_end_of_cell(page, index: int) -> None:
+    editor = page.locator(".jp-Cell").nth(index).locator(".cm-content")
+    editor.click()
+    page.keyboard.press("Control+End")  # the cursor after "firewall.t"
+    page.keyboard.press("Tab")
+
+
+def test_tab_in_a_cortex_cell_offers_table_names(lab, tmp_path):
+    lab_url, token, work = lab
+    _write_completion_notebook(work / "complete.ipynb")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        try:
+            _open_notebook(page, lab_url, token, "complete.ipynb")
+            _run_cell(page, 0, 1)
+            _press_tab_at_end_of_cell(page, 1)
+            completer = page.locator(".jp-Completer")
+            sync_api.expect(completer).to_be_visible(timeout=WAIT_MS)
+            items = completer.locator(".jp-Completer-item")
+            sync_api.expect(items).to_have_count(3, timeout=WAIT_MS)
+            labels = sorted(items.locator(".jp-Completer-match").all_inner_texts())
+            types = items.locator(".jp-Completer-typeExtended").all_inner_texts()
+            page.screenshot(path=str(tmp_path / "completion.png"), full_page=True)
+        except AssertionError as failure:
+            raise AssertionError(f"{failure}\n{_diagnosis(page, tmp_path / 'failed.png')}") from None
+        finally:
+            browser.close()
+    assert labels == ["firewall.threat", "firewall.traffic", "firewall.tunnel"], labels
+    assert types == ["table"] * 3, types  # the kind the kernel gave travels to the list
