@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cortex_nb import catalog, sqltext
+from cortex_nb.sqlparams import DATASETS
 
 __all__ = ["FUNCTIONS", "KEYWORDS", "Completions", "complete", "register_completer"]
 
@@ -51,7 +52,6 @@ _CELL_MAGIC = re.compile(r"^\s*%%cortex(?:\s|$)")
 _HTTP_REQUEST = re.compile(r"^\s*(GET|POST|PUT|DELETE|PATCH|HEAD)\s+/", re.IGNORECASE)
 _SQL_START = re.compile(r"(?:^|\s)(?=(?:select|with)\b)", re.IGNORECASE)
 _FRAGMENT_KINDS = ("name", "number")
-_DATASETS = frozenset(name.split(".")[0] for name in catalog.table_names())
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,7 @@ def _instance_prefix(typed: str) -> str | None:
     parts = typed.split(".")
     if len(parts) >= 3:
         return ".".join(parts[:-2])
-    if len(parts) == 2 and parts[0] not in _DATASETS:
+    if len(parts) == 2 and parts[0] not in DATASETS:
         return parts[0]
     return None
 

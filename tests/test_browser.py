@@ -14,6 +14,7 @@ Skipped, with the reason, without ``/usr/bin/chromium``, Playwright or JupyterLa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -172,15 +174,12 @@ def lab(tmp_path_factory):
         _stop(proc)
 
 
-def _write_notebook(path: Path) -> None:
+def _write_notebook(path: Path, *cells: str) -> None:
+    """A notebook of these code cells, with the kernelspec (no "Select Kernel" dialog)."""
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)",
                                  "language": "python"}
-    nb.cells = [
-        nbformat.v4.new_code_cell("import cortex_nb\n%load_ext cortex_nb"),
-        nbformat.v4.new_code_cell("%cortex panel"),
-        nbformat.v4.new_code_cell(f"%%cortex\n{SQL}"),
-    ]
+    nb.cells = [nbformat.v4.new_code_cell(source) for source in cells]
     nbformat.write(nb, path)
 
 
@@ -247,26 +246,34 @@ def _diagnosis(page, shot: Path) -> str:
     return f"screenshot {shot}; outputs: {outputs!r}"
 
 
-def test_panel_connects_and_a_cortex_cell_shows_a_dataframe(lab, sandbox_server, tmp_path):
-    lab_url, token, work = lab
-    _write_notebook(work / "panel.ipynb")
+@contextlib.contextmanager
+def _browser_page(tmp_path: Path, height: int) -> Iterator:
+    """A Chromium page; a failed step is reported with a screenshot and the cells' outputs."""
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 1100})
+        page = browser.new_page(viewport={"width": 1280, "height": height})
         try:
-            _open_notebook(page, lab_url, token)
-            _run_cell(page, 0, 1)
-            _run_cell(page, 1, 2)
-            _fill_panel(page, sandbox_server)
-            _connect(page, sandbox_server)
-            _run_cell(page, 2, 3)
-            _expect_dataframe(page, 2)
-            page.screenshot(path=str(tmp_path / "panel.png"), full_page=True)
-            _save_notebook(page)
+            yield page
         except AssertionError as failure:
             raise AssertionError(f"{failure}\n{_diagnosis(page, tmp_path / 'failed.png')}") from None
         finally:
             browser.close()
+
+
+def test_panel_connects_and_a_cortex_cell_shows_a_dataframe(lab, sandbox_server, tmp_path):
+    lab_url, token, work = lab
+    _write_notebook(work / "panel.ipynb", "import cortex_nb\n%load_ext cortex_nb",
+                    "%cortex panel", f"%%cortex\n{SQL}")
+    with _browser_page(tmp_path, 1100) as page:
+        _open_notebook(page, lab_url, token)
+        _run_cell(page, 0, 1)
+        _run_cell(page, 1, 2)
+        _fill_panel(page, sandbox_server)
+        _connect(page, sandbox_server)
+        _run_cell(page, 2, 3)
+        _expect_dataframe(page, 2)
+        page.screenshot(path=str(tmp_path / "panel.png"), full_page=True)
+        _save_notebook(page)
     assert (tmp_path / "panel.png").stat().st_size > 10_000
     saved = (work / "panel.ipynb").read_text()
     assert "application/vnd.jupyter.widget-state+json" in saved  # widget state was saved ...
@@ -274,17 +281,6 @@ def test_panel_connects_and_a_cortex_cell_shows_a_dataframe(lab, sandbox_server,
     for secret in ("client_secret", "refresh_token"):  # ... without a secret in it
         assert sandbox_server[secret] not in saved
     shutil.copy(work / "panel.ipynb", tmp_path / "panel.ipynb")
-
-
-def _write_completion_notebook(path: Path) -> None:
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)",
-                                 "language": "python"}
-    nb.cells = [
-        nbformat.v4.new_code_cell("%load_ext cortex_nb\n%cortex connect sandbox --rows 500"),
-        nbformat.v4.new_code_cell("%%cortex\nSELECT COUNT(*) AS n\nFROM firewall.t"),
-    ]
-    nbformat.write(nb, path)
 
 
 def _press_tab_at_end_of_cell(page, index: int) -> None:
@@ -296,24 +292,18 @@ def _press_tab_at_end_of_cell(page, index: int) -> None:
 
 def test_tab_in_a_cortex_cell_offers_table_names(lab, tmp_path):
     lab_url, token, work = lab
-    _write_completion_notebook(work / "complete.ipynb")
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        try:
-            _open_notebook(page, lab_url, token, "complete.ipynb")
-            _run_cell(page, 0, 1)
-            _press_tab_at_end_of_cell(page, 1)
-            completer = page.locator(".jp-Completer")
-            sync_api.expect(completer).to_be_visible(timeout=WAIT_MS)
-            items = completer.locator(".jp-Completer-item")
-            sync_api.expect(items).to_have_count(3, timeout=WAIT_MS)
-            labels = sorted(items.locator(".jp-Completer-match").all_inner_texts())
-            types = items.locator(".jp-Completer-typeExtended").all_inner_texts()
-            page.screenshot(path=str(tmp_path / "completion.png"), full_page=True)
-        except AssertionError as failure:
-            raise AssertionError(f"{failure}\n{_diagnosis(page, tmp_path / 'failed.png')}") from None
-        finally:
-            browser.close()
+    _write_notebook(work / "complete.ipynb", "%load_ext cortex_nb\n%cortex connect sandbox --rows 500",
+                    "%%cortex\nSELECT COUNT(*) AS n\nFROM firewall.t")
+    with _browser_page(tmp_path, 900) as page:
+        _open_notebook(page, lab_url, token, "complete.ipynb")
+        _run_cell(page, 0, 1)
+        _press_tab_at_end_of_cell(page, 1)
+        completer = page.locator(".jp-Completer")
+        sync_api.expect(completer).to_be_visible(timeout=WAIT_MS)
+        items = completer.locator(".jp-Completer-item")
+        sync_api.expect(items).to_have_count(3, timeout=WAIT_MS)
+        labels = sorted(items.locator(".jp-Completer-match").all_inner_texts())
+        types = items.locator(".jp-Completer-typeExtended").all_inner_texts()
+        page.screenshot(path=str(tmp_path / "completion.png"), full_page=True)
     assert labels == ["firewall.threat", "firewall.traffic", "firewall.tunnel"], labels
     assert types == ["table"] * 3, types  # the kind the kernel gave travels to the list

@@ -8,7 +8,6 @@ import time
 
 import pytest
 from IPython.core.completer import provisionalcompleter
-from IPython.core.interactiveshell import InteractiveShell
 
 from cortex_nb import catalog, completion
 from cortex_nb.completion import complete
@@ -137,13 +136,6 @@ def test_a_large_cell_completes_quickly():
 
 
 # ---- IPython's completer, in-process ------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def ip():
-    shell = InteractiveShell.instance()
-    shell.run_line_magic("load_ext", "cortex_nb")
-    return shell
 
 
 def shell_completions(ip, code: str, offset: int | None = None) -> list:

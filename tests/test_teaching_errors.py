@@ -9,38 +9,18 @@ from __future__ import annotations
 import re
 
 import pytest
-from IPython.core.interactiveshell import InteractiveShell
-from IPython.utils.capture import capture_output
 
 from cortex_nb import Credentials, HTTPClient, QueryError, QueryService
 from cortex_nb.dataguide import explain
-from cortex_nb.session import get_session
+
+from .support import failed_with, run_cell
 
 REQUEST_ID = re.compile(r"; request id ([0-9a-f]{16,})\)$")
 
 
-@pytest.fixture(scope="module")
-def ip():
-    shell = InteractiveShell.instance()
-    shell.run_line_magic("load_ext", "cortex_nb")
-    yield shell
-    get_session().disconnect()
-
-
-@pytest.fixture()
-def connected(ip, sandbox):
-    get_session().connect(
-        Credentials(**sandbox.credentials()), url=sandbox.url, instance_id=sandbox.instance_id
-    )
-    return ip
-
-
 def cell_error(ip, cell: str) -> str:
     """The error a failed cell showed (the cell must fail, with no traceback)."""
-    with capture_output() as cap:
-        result = ip.run_cell(cell)
-    assert not result.success and "Traceback" not in cap.stdout + cap.stderr
-    return str(result.error_in_exec)
+    return failed_with(*run_cell(ip, cell))
 
 
 def caret_under(lines: list[str]) -> str:
