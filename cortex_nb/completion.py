@@ -194,6 +194,8 @@ def _word_items(fragment: str, keywords_first: bool) -> Iterator[tuple[str, str]
 
 def _complete_line(before: str, line: str, instance_id: str | None) -> Completions | None:
     """``%cortex`` subcommands, options and values; SQL completion for SQL on the line."""
+    if "%cortex" not in before:  # the cursor is in the magic's name
+        return None
     rest = before.split("%cortex", 1)[1]
     match = _SQL_START.search(rest)
     if match is not None:
@@ -212,6 +214,8 @@ def _complete_cell_options(before: str) -> Completions | None:
     """Options (and option values) of the ``%%cortex`` line."""
     from cortex_nb.magic import _cell_parser
 
+    if "%%cortex" not in before:  # the cursor is in the magic's name
+        return None
     words, fragment = _words(before.split("%%cortex", 1)[1])
     return Completions(fragment, tuple(_option_items(_cell_parser(), words, fragment)))
 

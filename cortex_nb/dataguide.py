@@ -125,14 +125,21 @@ def _starred(item: sqltext.SelectItem, found: dict[str, catalog.Table]) -> list[
     return [table] if table is not None else []
 
 
+def _scope(
+    parts: tuple[str, ...], found: dict[str, catalog.Table]
+) -> tuple[list[catalog.Table], str]:
+    """The tables a column reference may come from, and its dotted path in them:
+    ``h.threat_name`` is ``threat_name`` of the table aliased ``h``; ``source_ip.value`` is
+    that path in any of the query's tables."""
+    head = parts[0].lower()
+    if len(parts) > 1 and head in found:
+        return [found[head]], ".".join(parts[1:]).lower()
+    return list(dict.fromkeys(found.values())), ".".join(parts).lower()
+
+
 def _resolve(path: tuple[str, ...], found: dict[str, catalog.Table]) -> catalog.Field | None:
     """The field a column reference names, if exactly one type fits it."""
-    head = path[0].lower()
-    if len(path) > 1 and head in found:
-        candidates, path = [found[head]], path[1:]
-    else:
-        candidates = list(found.values())
-    dotted = ".".join(path).lower()
+    candidates, dotted = _scope(path, found)
     fields = [t.field(dotted) for t in candidates if dotted in t]
     if not fields or any(f.schema_field() != fields[0].schema_field() for f in fields):
         return None
@@ -184,7 +191,8 @@ def _unknown_name(message: str, sql: str) -> _Unknown | None:
     if not _NOT_FOUND.search(message):
         return None
     tokens = sqltext.code_tokens(sql)
-    refs = [r for r in sqltext.table_refs(sql) if r.name.lower() not in sqltext.cte_names(sql)]
+    ctes = sqltext.cte_names(sql)
+    refs = [r for r in sqltext.table_refs(sql) if r.name.lower() not in ctes]
     found = _catalog_tables([r for r in refs if _in_catalog(r.name)]) or {}
     known: _Unknown | None = None
     for candidate in _message_names(message):
@@ -232,21 +240,14 @@ def _column_tokens(tokens: list[sqltext.Token], refs: list[sqltext.TableRef]):
 def _compared_names(token: sqltext.Token, found: dict[str, catalog.Table]) -> set[str]:
     """The names a message may use for a column reference: its whole path and its parts,
     without a table alias in front (``h.threat_nme`` is ``threat_nme``, not ``h``)."""
-    parts = [p.lower() for p in token.parts]
-    if len(parts) > 1 and parts[0] in found:
-        parts = parts[1:]
-    return {".".join(parts), *parts}
+    dotted = _scope(token.parts, found)[1]
+    return {dotted, *dotted.split(".")}
 
 
 def _column_suggestions(parts: tuple[str, ...], found: dict[str, catalog.Table]) -> list | None:
     """Closest columns for a column reference: empty when a catalog table of the query has
     it (or none is close), None when the query names no catalog table to look in."""
-    head = parts[0].lower()
-    if len(parts) > 1 and head in found:
-        candidates, parts = [found[head]], parts[1:]
-    else:
-        candidates = list(dict.fromkeys(found.values()))
-    dotted = ".".join(parts).lower()
+    candidates, dotted = _scope(parts, found)
     if not candidates:
         return None
     if any(dotted in t for t in candidates):

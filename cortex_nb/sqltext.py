@@ -72,7 +72,7 @@ class Token:
 
 @dataclass(frozen=True)
 class TableRef:
-    """A table a query reads: its name as written (backticks removed), alias and depth."""
+    """A table a query reads: its name as written (backticks removed), its alias, its token."""
 
     name: str
     alias: str | None

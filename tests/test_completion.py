@@ -126,6 +126,18 @@ def test_subcommands_come_from_the_magic_s_own_parser(monkeypatch):
     assert texts("%cortex jo") == ["jobs"]
 
 
+@pytest.mark.parametrize("code", [
+    "%%cortex -o x --structs flatten\nWITH r AS (SELECT * FROM `1.firewall.url` u)\n"
+    "SELECT u.source_ip.value, COUNT(*) FROM r JOIN log.system s ON (s.x = 'a\\'b') -- c\n",
+    "%cortex columns `firewall.traffic` *_ip --x",
+    "%%cortex GET /query/v2/jobs\n{\"a\": [1, 2]}",
+    "%%cortex\nSELECT ``, `, \"unclosed, /* comment",
+])
+def test_complete_never_raises_at_any_cursor(code):
+    for offset in range(len(code) + 1):
+        complete(code, offset, "sb0")
+
+
 def test_a_large_cell_completes_quickly():
     body = "\n".join(f"  AND app != 'x{i}'" for i in range(300))
     code = f"%%cortex\nSELECT * FROM firewall.traffic t WHERE TRUE\n{body}\nAND t.sou"
