@@ -21,6 +21,7 @@ _LAZY = {
     "QueryCancelled": "exceptions",
     "QueryError": "exceptions",
     "TransportError": "exceptions",
+    "UnknownNameError": "exceptions",
     "Credentials": "credentials",
     "Endpoint": "endpoints",
     "HTTPClient": "httpclient",
@@ -32,6 +33,8 @@ _LAZY = {
     "get_session": "session",  # the old name of get_connection
     "CredentialsPanel": "panel",
     "panel": "panel",  # the module is callable: cortex_nb.panel() shows the panel
+    "tables": "dataguide",  # the log types as a DataFrame
+    "columns": "dataguide",  # a log type's columns as a DataFrame
 }
 
 __all__ = [*sorted(_LAZY), "__version__", "load_ipython_extension"]

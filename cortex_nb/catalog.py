@@ -57,6 +57,7 @@ __all__ = [
     "Table",
     "closest",
     "columns_frame",
+    "did_you_mean",
     "parse_table_name",
     "sources",
     "suggest_column",
@@ -74,6 +75,14 @@ WIRE_TYPES = frozenset(
 # wire types whose values are objects with subfields, and where those subfields are defined
 _SHAPED_TYPES = frozenset({"ip", "enum", "struct"})
 _GLOB_CHARS = re.compile(r"[*?\[]")
+# the scalar wire types as a results schema names them (BigQuery type names)
+_BIGQUERY_TYPES = {
+    "string": "STRING",
+    "integer": "INTEGER",
+    "float": "FLOAT",
+    "boolean": "BOOLEAN",
+    "timestamp": "TIMESTAMP",
+}
 
 
 class CatalogLookupError(LookupError):
@@ -90,9 +99,7 @@ class CatalogLookupError(LookupError):
         place = f" in {self.where}" if self.where else ""
         text = f"Unknown {self.what} `{self.name}`{place}"
         if self.suggestions:
-            names = [f"`{s}`" for s in self.suggestions]
-            listed = ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0]
-            text += f": did you mean {listed}?"
+            text += f": {did_you_mean(self.suggestions)}"
         return text
 
 
@@ -125,6 +132,23 @@ class Field:
                 return sub.field(rest) if rest else sub
         names = [s.name for s in self.subfields]
         raise CatalogLookupError("subfield", head, closest(head, names), where=f"`{self.name}`")
+
+    def schema_field(self, name: str | None = None) -> dict[str, Any]:
+        """The field as a results ``schema.fields`` item (BigQuery type names), named ``name``.
+
+        What the Query Service's own schema would say of this column, for readers of results
+        pages that came without one.
+        """
+        item: dict[str, Any] = {"name": name or self.name}
+        if self.subfields:
+            item["type"] = "RECORD"
+            item["fields"] = [sub.schema_field() for sub in self.subfields]
+        elif self.type == "list":
+            item["type"] = _BIGQUERY_TYPES.get(self.items or "", "STRING")
+            item["mode"] = "REPEATED"
+        else:
+            item["type"] = _BIGQUERY_TYPES[self.type]
+        return item
 
     def walk(self, prefix: str = "") -> Iterator[tuple[str, Field]]:
         """This field and every subfield below it, each with its dotted path."""
@@ -222,6 +246,15 @@ def closest(name: str, candidates: Sequence[str], n: int = 3, cutoff: float = 0.
     if len(typed) >= 3:
         found += [c for c in by_lower if c.startswith(typed) and c != typed and c not in found]
     return [by_lower[c] for c in found[:n]]
+
+
+def did_you_mean(suggestions: Sequence[str]) -> str:
+    """``did you mean `a`, `b` or `c`?`` for a list of names (empty for none)."""
+    names = [f"`{s}`" for s in suggestions]
+    if not names:
+        return ""
+    listed = ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0]
+    return f"did you mean {listed}?"
 
 
 def suggest_table(name: str) -> list[str]:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["ShortFrame", "shorten_ids", "with_epoch_ms_times"]
+__all__ = ["FullFrame", "ShortFrame", "shorten_ids", "with_epoch_ms_times"]
 
 # an id-like token: long runs of letters, digits, '-' and '_' (uuids, job ids, request ids)
 _LONG_ID = re.compile(r"[A-Za-z0-9_-]{24,}")
@@ -46,6 +46,25 @@ class ShortFrame(pd.DataFrame):
 
     def _repr_html_(self) -> str | None:
         return self._shown()._repr_html_()
+
+
+class FullFrame(pd.DataFrame):
+    """A DataFrame shown whole: every row and column, text not cut (listings to read through)."""
+
+    _WHOLE = ("display.max_rows", None, "display.max_columns", None, "display.max_colwidth",
+              None, "display.expand_frame_repr", False)
+
+    @property
+    def _constructor(self) -> type[pd.DataFrame]:
+        return pd.DataFrame
+
+    def __repr__(self) -> str:
+        with pd.option_context(*self._WHOLE):
+            return repr(pd.DataFrame(self))
+
+    def _repr_html_(self) -> str | None:
+        with pd.option_context(*self._WHOLE):
+            return pd.DataFrame(self)._repr_html_()
 
 
 def with_epoch_ms_times(frame: pd.DataFrame) -> pd.DataFrame:

@@ -8,6 +8,7 @@ The tree::
     ├── TransportError              the request never got a reply (DNS, refused, reset, timeout)
     ├── HTTPError                   a reply with a non-2xx status (``raise_for_status``)
     ├── InvalidJSONError            a reply whose body is not JSON (``enforce_json``)
+    ├── UnknownNameError            a table or column the catalog does not know (with suggestions)
     └── QueryError                  a query job failed, was cancelled, timed out or lost rows
         └── QueryCancelled          the job was cancelled (by the user, an interrupt or the server)
 
@@ -31,6 +32,7 @@ __all__ = [
     "QueryCancelled",
     "QueryError",
     "TransportError",
+    "UnknownNameError",
 ]
 
 
@@ -87,3 +89,11 @@ class QueryError(CortexError):
 
 class QueryCancelled(QueryError):
     """The query job was cancelled."""
+
+
+class UnknownNameError(CortexError, LookupError):
+    """A table or column name the catalog does not know; ``suggestions`` are the closest."""
+
+    def __init__(self, message: str, suggestions: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.suggestions = tuple(suggestions)

@@ -107,13 +107,22 @@ class ValueLostWarning(UserWarning):
 
 
 class FrameBuilder:
-    """Collects Query Service results pages and turns them into one typed DataFrame."""
+    """Collects Query Service results pages and turns them into one typed DataFrame.
+
+    ``schema`` is the results page's own ``schema``: it names, orders and types the columns.
+    ``known_types`` (the same shape) types columns the results *may* hold, where the schema is
+    silent: it adds no column and sets no order, and a column whose values do not fit its
+    known type is inferred as if it had none. The query layer fills it from the catalog, so a
+    timestamp stays a datetime when the service sends no schema and the first page holds only
+    nulls.
+    """
 
     def __init__(
         self,
         schema: dict[str, Any] | None = None,
         result_format: ResultFormat = "valuesDictionary",
         structs: StructMode = "value",
+        known_types: dict[str, Any] | None = None,
     ) -> None:
         if result_format not in ("valuesDictionary", "valuesArray"):
             raise ConfigurationError(
@@ -132,11 +141,14 @@ class FrameBuilder:
         self._sizes: list[int] = []
         self._lost: Counter[str] = Counter()  # output column -> values made missing
         self._finished = False
+        self._known_fields: dict[str, pa.DataType] = {}  # top-level name -> known type
+        self._known: dict[str, pa.DataType] = {}  # output column -> known type
         for name, arrow_type in self._fields:
             self._learn_field(name, arrow_type)
             for column, target in self._schema_outputs(name, arrow_type):
                 self._targets[column] = target
                 self._chunks[column] = []
+        self._learn_known_types(known_types)
 
     @property
     def rows(self) -> int:
@@ -204,6 +216,16 @@ class FrameBuilder:
         if not data:
             return pd.DataFrame(index=pd.RangeIndex(self.rows))
         return pd.DataFrame(data, copy=False)
+
+    def _learn_known_types(self, known_types: dict[str, Any] | None) -> None:
+        """Remember the known types of fields and of the columns they become, as hints."""
+        for name, arrow_type in _parse_schema(known_types):
+            if name in self._schema_names:
+                continue
+            self._known_fields[name] = arrow_type  # requested when the field first appears
+            for column, target in self._schema_outputs(name, arrow_type):
+                if isinstance(target, pa.DataType) and not pa.types.is_null(target):
+                    self._known[column] = target
 
     # -- pages -> chunks ------------------------------------------------------------------
 
@@ -320,6 +342,8 @@ class FrameBuilder:
         known = self._requests.get(name, _MISSING)
         if known is None or (known is not _MISSING and pa.types.is_null(arrow_type)):
             return  # kept as objects for good, or nothing new to learn
+        if known is _MISSING and not replace:  # first seen: its known type, if any, is asked for
+            arrow_type = self._known_fields.get(name, arrow_type)
         learned = known is not _MISSING and not pa.types.is_null(known)
         if learned and (not replace or name in self._schema_names):
             return
@@ -410,7 +434,10 @@ class FrameBuilder:
         target = self._target(name)
         if target is None:
             target = _unify([p for p in pieces if p is not None], _is_time_name(name))
-            if target == pa.int64() and _is_time_name(name):
+            known = self._known.get(name)
+            if known is not None and _fits(target, known):
+                target = known
+            elif target == pa.int64() and _is_time_name(name):
                 target = _UTC_US
         storage = _storage(target)
         arrays = [
@@ -675,6 +702,13 @@ def _unify(pieces: list[pa.Array], prefer_int: bool = False) -> pa.DataType:
     if len(counts) > 1 and all(pa.types.is_integer(t) or pa.types.is_floating(t) for t in counts):
         return pa.int64() if prefer_int else pa.float64()
     return counts.most_common(1)[0][0]
+
+
+def _fits(inferred: pa.DataType, known: pa.DataType) -> bool:
+    """Whether a column whose pages agree on ``inferred`` may take its ``known`` type."""
+    if pa.types.is_null(inferred) or inferred == _storage(known):
+        return True
+    return pa.types.is_floating(known) and pa.types.is_integer(inferred)
 
 
 def _storage(target: pa.DataType) -> pa.DataType:

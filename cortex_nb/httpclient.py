@@ -16,7 +16,7 @@ session's response hooks; nothing here knows about them.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -371,10 +371,18 @@ def service_message(body: Any) -> str:
     return ""
 
 
-def http_error_message(response: requests.Response, secrets: list[str], doing: str = "") -> str:
+def http_error_message(
+    response: requests.Response,
+    secrets: list[str],
+    doing: str = "",
+    explain: Callable[[str], Any] | None = None,
+) -> str:
     """The service's explanation first, then a hint, then what was sent and the request id.
 
-    ``doing`` names the step (``Submitting the query``) for the part in parentheses. Scrubbed.
+    ``doing`` names the step (``Submitting the query``) for the part in parentheses.
+    ``explain(detail)``, given, returns a lesson about the service's explanation: its ``hint``
+    replaces the generic one and its ``excerpt`` (lines of the SQL) goes before the request
+    id. Scrubbed.
     """
     request = response.request
     method = request.method if request is not None else "?"
@@ -386,12 +394,16 @@ def http_error_message(response: requests.Response, secrets: list[str], doing: s
         detail = " ".join(response.text[:200].split())
     text = detail[:500] or f"HTTP {status} {reason}".rstrip()
     hint = _HINTS.get(status) or ("service error; try again later" if status >= 500 else "")
+    lesson = explain(detail) if explain is not None and detail else None
+    if lesson is not None and lesson.hint:
+        hint = lesson.hint
     if hint:
         text += f" — {hint}"
     where = f"HTTP {status} {reason}".rstrip() + f" from {method} {response.url}"
     if doing:
         where = f"{doing}: {where}"
-    return scrub(f"{text} ({where}; request id {rid})", secrets)
+    between = f"\n{lesson.excerpt}\n" if lesson is not None and lesson.excerpt else " "
+    return scrub(f"{text}{between}({where}; request id {rid})", secrets)
 
 
 def _invalid_json_message(response: requests.Response, secrets: list[str]) -> str:

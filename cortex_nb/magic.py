@@ -10,6 +10,8 @@ Line magic::
     %cortex connect sandbox [--rows N] [--seed S] [--port P]   (restarts it for other options)
     %cortex connect [--profile NAME] [--url URL] [--region R] [--instance ID]
     %cortex disconnect | status | panel | history | trace [N]
+    %cortex tables [PATTERN]                (the documented log types)
+    %cortex columns TABLE [PATTERN]         (a log type's columns and struct subfields)
     %cortex GET /query/v2/jobs [-o VAR]     (one REST request with no body)
 
 Cell magic::
@@ -159,6 +161,11 @@ def _line_parser() -> _ArgumentParser:
     trace.add_argument("n", nargs="?", type=int, default=1)
     for name in ("disconnect", "status", "panel", "history"):
         sub.add_parser(name, add_help=False)
+    tables = sub.add_parser("tables", add_help=False)
+    tables.add_argument("pattern", nargs="?", help="name filter: firewall, firewall.*")
+    columns = sub.add_parser("columns", add_help=False)
+    columns.add_argument("table", help="a log type: firewall.traffic")
+    columns.add_argument("pattern", nargs="?", help="column filter: source, *_ip")
     return p
 
 
@@ -258,6 +265,18 @@ class CortexMagics(Magics):
 
     def _do_trace(self, args: argparse.Namespace) -> None:
         self._show_traces(self.connection.traces.last(args.n))
+
+    def _do_tables(self, args: argparse.Namespace) -> Any:
+        from cortex_nb.dataguide import tables
+        from cortex_nb.display import FullFrame
+
+        return FullFrame(tables(args.pattern))
+
+    def _do_columns(self, args: argparse.Namespace) -> Any:
+        from cortex_nb.dataguide import columns
+        from cortex_nb.display import FullFrame
+
+        return FullFrame(columns(args.table, args.pattern))
 
     # -- cell magic ----------------------------------------------------------------------------
     @cell_magic("cortex")
@@ -413,4 +432,7 @@ def load_ipython_extension(ipython: Any) -> None:
     cleanup = ipython.input_transformers_cleanup
     if empty_cell_to_line_magic not in cleanup:  # %load_ext twice must not add it twice
         cleanup.append(empty_cell_to_line_magic)
+    from cortex_nb.completion import register_completer
+
+    register_completer(ipython)
 

@@ -24,6 +24,7 @@ error naming the field; job ids the service chooses are checked and escaped in p
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 import time
 import uuid
@@ -36,6 +37,7 @@ from urllib.parse import quote
 import orjson
 import requests
 
+from cortex_nb import dataguide
 from cortex_nb._version import __version__
 from cortex_nb.exceptions import ConfigurationError, CortexError, QueryCancelled, QueryError
 from cortex_nb.httpclient import HTTPClient, http_error_message, service_message
@@ -281,7 +283,7 @@ class QueryService:
         if response.status_code == 409 and job_id:
             return job_id  # our own earlier attempt landed before the connection dropped
         if not response.ok:
-            raise_for_reply(response, "submitting the query", job_id, self.secrets())
+            raise_for_reply(response, "submitting the query", job_id, self.secrets(), sql=sql)
         reply = decode_json(response, "Submitting the query")
         if not isinstance(reply, dict):
             raise QueryError(
@@ -377,10 +379,16 @@ def _params(base: dict[str, Any] | None, **values: Any) -> dict[str, Any]:
 
 # -- checking replies ----------------------------------------------------------------------------
 def raise_for_reply(
-    response: requests.Response, doing: str, job_id: str | None, secrets: list[str]
+    response: requests.Response, doing: str, job_id: str | None, secrets: list[str],
+    sql: str | None = None,
 ) -> None:
-    """Raise a ``QueryError`` for a non-2xx reply: the service's message first, then the rest."""
-    raise QueryError(http_error_message(response, secrets, doing), job_id)
+    """Raise a ``QueryError`` for a non-2xx reply: the service's message first, then the rest.
+
+    Given the ``sql`` it refused, the message also shows where (a caret under the SQL line)
+    and, for an unknown table or column, the closest catalog names.
+    """
+    explain = None if sql is None else functools.partial(dataguide.explain, sql=sql)
+    raise QueryError(http_error_message(response, secrets, doing, explain), job_id)
 
 
 def check_page(response: requests.Response, job_id: str, secrets: list[str]) -> dict[str, Any]:
@@ -594,7 +602,8 @@ class QueryJob:
 
         self.wait()
         builder = FrameBuilder(
-            schema=self.schema, result_format=self.result_format, structs=structs
+            schema=self.schema, result_format=self.result_format, structs=structs,
+            known_types=dataguide.known_types(self.sql) if self.sql else None,
         )
         for page in self.iter_pages():
             if page.arrow:

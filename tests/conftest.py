@@ -7,8 +7,11 @@ from collections.abc import Iterator
 
 import pytest
 import requests
+from IPython.core.interactiveshell import InteractiveShell
 
+from cortex_nb import Credentials
 from cortex_nb.sandbox import Sandbox
+from cortex_nb.session import get_session
 
 SANDBOX_ROWS = 3000  # small enough for a fast suite, large enough for several pages
 SANDBOX_SEED = 7
@@ -86,3 +89,23 @@ def sandbox_client(sb: Sandbox) -> Iterator[SandboxAPI]:
     with requests.Session() as session:
         session.headers["Authorization"] = f"Bearer {sb.issue_access_token()}"
         yield SandboxAPI(sb, session)
+
+
+@pytest.fixture(scope="module")
+def ip() -> Iterator[InteractiveShell]:
+    """IPython's shell with ``%load_ext cortex_nb`` done; the connection is dropped after."""
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "cortex_nb")
+    yield shell
+    get_session().disconnect()
+
+
+@pytest.fixture()
+def connected(ip: InteractiveShell, sandbox: Sandbox) -> InteractiveShell:
+    """The shell, its shared connection on the session sandbox (with its instance id)."""
+    get_session().connect(
+        Credentials(**sandbox.credentials()), url=sandbox.url, instance_id=sandbox.instance_id
+    )
+    sandbox.clear()
+    ip.run_line_magic("config", "CortexMagics.page_size = 10000")
+    return ip

@@ -7,6 +7,8 @@ import json
 import threading
 
 import requests
+from IPython.core.error import UsageError
+from IPython.utils.capture import capture_output
 from werkzeug import Response
 
 from cortex_nb import Credentials
@@ -87,3 +89,19 @@ def statuses_at_once(client, n: int, path: str = API_PATH) -> list[int]:
     for thread in threads:
         thread.join(timeout=60)
     return statuses
+
+
+# -- cells in an InteractiveShell -----------------------------------------------------------------
+def run_cell(ip, cell: str):
+    """Run a cell; return (result, captured output)."""
+    with capture_output() as cap:
+        result = ip.run_cell(cell)
+    return result, cap
+
+
+def failed_with(result, cap) -> str:
+    """The one-line error a failed cell showed (asserts it failed without a traceback)."""
+    assert not result.success and isinstance(result.error_in_exec, UsageError)
+    text = cap.stdout + cap.stderr
+    assert "Traceback" not in text
+    return str(result.error_in_exec)

@@ -1,4 +1,4 @@
-"""The credentials panel in a real browser: JupyterLab 4 + headless Chromium through Playwright.
+"""The notebook in a real browser: JupyterLab 4 + headless Chromium through Playwright.
 
 The test starts the sandbox as its own process (``cortex-nb sandbox --port 0``) and reads the URL,
 instance id and demo credentials from its banner; starts JupyterLab on 127.0.0.1 in a temporary
@@ -6,13 +6,15 @@ root; opens a notebook that loads the extension and shows the panel; types the s
 and credentials into the panel as a person would (Custom URL), clicks Connect, waits for the
 connected status, runs a ``%%cortex`` cell and sees the DataFrame's HTML table. It then saves the
 notebook with widget state and checks that no secret reached the file. A screenshot is written
-under the test's tmp_path.
+under the test's tmp_path. A second test presses Tab at the end of ``FROM firewall.t`` in a
+``%%cortex`` cell and sees the kernel's table names in JupyterLab's completer.
 
 Skipped, with the reason, without ``/usr/bin/chromium``, Playwright or JupyterLab.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -25,6 +27,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -171,15 +174,12 @@ def lab(tmp_path_factory):
         _stop(proc)
 
 
-def _write_notebook(path: Path) -> None:
+def _write_notebook(path: Path, *cells: str) -> None:
+    """A notebook of these code cells, with the kernelspec (no "Select Kernel" dialog)."""
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)",
                                  "language": "python"}
-    nb.cells = [
-        nbformat.v4.new_code_cell("import cortex_nb\n%load_ext cortex_nb"),
-        nbformat.v4.new_code_cell("%cortex panel"),
-        nbformat.v4.new_code_cell(f"%%cortex\n{SQL}"),
-    ]
+    nb.cells = [nbformat.v4.new_code_cell(source) for source in cells]
     nbformat.write(nb, path)
 
 
@@ -246,26 +246,34 @@ def _diagnosis(page, shot: Path) -> str:
     return f"screenshot {shot}; outputs: {outputs!r}"
 
 
-def test_panel_connects_and_a_cortex_cell_shows_a_dataframe(lab, sandbox_server, tmp_path):
-    lab_url, token, work = lab
-    _write_notebook(work / "panel.ipynb")
+@contextlib.contextmanager
+def _browser_page(tmp_path: Path, height: int) -> Iterator:
+    """A Chromium page; a failed step is reported with a screenshot and the cells' outputs."""
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 1100})
+        page = browser.new_page(viewport={"width": 1280, "height": height})
         try:
-            _open_notebook(page, lab_url, token)
-            _run_cell(page, 0, 1)
-            _run_cell(page, 1, 2)
-            _fill_panel(page, sandbox_server)
-            _connect(page, sandbox_server)
-            _run_cell(page, 2, 3)
-            _expect_dataframe(page, 2)
-            page.screenshot(path=str(tmp_path / "panel.png"), full_page=True)
-            _save_notebook(page)
+            yield page
         except AssertionError as failure:
             raise AssertionError(f"{failure}\n{_diagnosis(page, tmp_path / 'failed.png')}") from None
         finally:
             browser.close()
+
+
+def test_panel_connects_and_a_cortex_cell_shows_a_dataframe(lab, sandbox_server, tmp_path):
+    lab_url, token, work = lab
+    _write_notebook(work / "panel.ipynb", "import cortex_nb\n%load_ext cortex_nb",
+                    "%cortex panel", f"%%cortex\n{SQL}")
+    with _browser_page(tmp_path, 1100) as page:
+        _open_notebook(page, lab_url, token)
+        _run_cell(page, 0, 1)
+        _run_cell(page, 1, 2)
+        _fill_panel(page, sandbox_server)
+        _connect(page, sandbox_server)
+        _run_cell(page, 2, 3)
+        _expect_dataframe(page, 2)
+        page.screenshot(path=str(tmp_path / "panel.png"), full_page=True)
+        _save_notebook(page)
     assert (tmp_path / "panel.png").stat().st_size > 10_000
     saved = (work / "panel.ipynb").read_text()
     assert "application/vnd.jupyter.widget-state+json" in saved  # widget state was saved ...
@@ -285,36 +293,23 @@ LONG_SQL = (
 
 def test_sandbox_with_no_typing_and_an_interrupted_cell_ending_cleanly(lab, tmp_path):
     lab_url, token, work = lab
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)",
-                                 "language": "python"}
-    nb.cells = [
-        nbformat.v4.new_code_cell("%load_ext cortex_nb\n%cortex panel"),
-        # --timeout: should the interrupt not arrive, the job still ends
-        nbformat.v4.new_code_cell(f"%%cortex --timeout 40\n{LONG_SQL}"),
-    ]
-    nbformat.write(nb, work / "interrupt.ipynb")  # its own kernel
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        try:
-            _open_notebook(page, lab_url, token, "interrupt.ipynb")
-            _run_cell(page, 0, 1)
-            panel = page.locator(".cortex-panel")
-            sync_api.expect(panel).to_be_visible(timeout=WAIT_MS)
-            panel.locator(".cortex-region select").select_option(label=SANDBOX_LABEL)
-            sync_api.expect(panel.locator(".cortex-message")).to_contain_text("No typing needed")
-            panel.locator(".cortex-connect").click()  # nothing typed
-            status = panel.locator(".cortex-status")
-            sync_api.expect(status).to_contain_text("Connected to http://127.0.0.1:", timeout=WAIT_MS)
-            sync_api.expect(panel.locator(".cortex-message")).to_contain_text("demo credentials")
-            page.screenshot(path=str(tmp_path / "sandbox-no-typing.png"), full_page=True)
-            _interrupt_a_running_cell(page)
-            page.screenshot(path=str(tmp_path / "interrupted.png"), full_page=True)
-        except AssertionError as failure:
-            raise AssertionError(f"{failure}\n{_diagnosis(page, tmp_path / 'failed.png')}") from None
-        finally:
-            browser.close()
+    # its own notebook, so its own kernel; --timeout: should the interrupt not arrive, it ends
+    _write_notebook(work / "interrupt.ipynb", "%load_ext cortex_nb\n%cortex panel",
+                    f"%%cortex --timeout 40\n{LONG_SQL}")
+    with _browser_page(tmp_path, 900) as page:
+        _open_notebook(page, lab_url, token, "interrupt.ipynb")
+        _run_cell(page, 0, 1)
+        panel = page.locator(".cortex-panel")
+        sync_api.expect(panel).to_be_visible(timeout=WAIT_MS)
+        panel.locator(".cortex-region select").select_option(label=SANDBOX_LABEL)
+        sync_api.expect(panel.locator(".cortex-message")).to_contain_text("No typing needed")
+        panel.locator(".cortex-connect").click()  # nothing typed
+        status = panel.locator(".cortex-status")
+        sync_api.expect(status).to_contain_text("Connected to http://127.0.0.1:", timeout=WAIT_MS)
+        sync_api.expect(panel.locator(".cortex-message")).to_contain_text("demo credentials")
+        page.screenshot(path=str(tmp_path / "sandbox-no-typing.png"), full_page=True)
+        _interrupt_a_running_cell(page)
+        page.screenshot(path=str(tmp_path / "interrupted.png"), full_page=True)
     assert (tmp_path / "interrupted.png").stat().st_size > 10_000
 
 
@@ -338,3 +333,29 @@ def _interrupt_a_running_cell(page) -> None:
     page.wait_for_timeout(2000)  # anything printed late by the sandbox's threads shows by now
     text = outputs.inner_text()
     assert "running" not in text and "Traceback" not in text and "Error" not in text, text
+
+
+def _press_tab_at_end_of_cell(page, index: int) -> None:
+    editor = page.locator(".jp-Cell").nth(index).locator(".cm-content")
+    editor.click()
+    page.keyboard.press("Control+End")  # the cursor after "firewall.t"
+    page.keyboard.press("Tab")
+
+
+def test_tab_in_a_cortex_cell_offers_table_names(lab, tmp_path):
+    lab_url, token, work = lab
+    _write_notebook(work / "complete.ipynb", "%load_ext cortex_nb\n%cortex connect sandbox --rows 500",
+                    "%%cortex\nSELECT COUNT(*) AS n\nFROM firewall.t")
+    with _browser_page(tmp_path, 900) as page:
+        _open_notebook(page, lab_url, token, "complete.ipynb")
+        _run_cell(page, 0, 1)
+        _press_tab_at_end_of_cell(page, 1)
+        completer = page.locator(".jp-Completer")
+        sync_api.expect(completer).to_be_visible(timeout=WAIT_MS)
+        items = completer.locator(".jp-Completer-item")
+        sync_api.expect(items).to_have_count(3, timeout=WAIT_MS)
+        labels = sorted(items.locator(".jp-Completer-match").all_inner_texts())
+        types = items.locator(".jp-Completer-typeExtended").all_inner_texts()
+        page.screenshot(path=str(tmp_path / "completion.png"), full_page=True)
+    assert labels == ["firewall.threat", "firewall.traffic", "firewall.tunnel"], labels
+    assert types == ["table"] * 3, types  # the kind the kernel gave travels to the list

@@ -33,12 +33,15 @@ def test_query_writes_files(tmp_path, capsys, suffix):
     assert "wrote 3 rows" in capsys.readouterr().err
 
 
-def test_query_errors_are_one_line_and_exit_2(capsys, monkeypatch):
+def test_query_errors_are_one_message_and_exit_2(capsys, monkeypatch):
     for name in ("PAN_ACCESS_TOKEN", "PAN_CLIENT_ID", "PAN_CLIENT_SECRET", "PAN_REFRESH_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     assert main(["query", "--sandbox", "SELEKT 1"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("cortex-nb: error:") and "HTTP 400" in err and err.count("\n") == 1
+    assert err.startswith("cortex-nb: error:") and err.count("cortex-nb: error:") == 1
+    first, *excerpt, last = err.splitlines()  # the SQL line and its caret sit in between
+    assert "Syntax error" in first and "HTTP 400" in last and "Traceback" not in err
+    assert excerpt == ["  1 | SELEKT 1", "    |        ^"]
     assert main(["query", "SELECT 1"]) == 2
     assert "PAN_CLIENT_ID" in capsys.readouterr().err
     assert main(["query", "--sandbox", "--output", "x.xlsx", TOP]) == 2

@@ -9,45 +9,12 @@ import threading
 
 import pandas as pd
 import pytest
-from IPython.core.error import UsageError
-from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
-from cortex_nb import Credentials
 from cortex_nb.session import get_session
 
-
-@pytest.fixture(scope="module")
-def ip():
-    shell = InteractiveShell.instance()
-    shell.run_line_magic("load_ext", "cortex_nb")
-    yield shell
-    get_session().disconnect()
-
-
-@pytest.fixture()
-def connected(ip, sandbox):
-    get_session().connect(
-        Credentials(**sandbox.credentials()), url=sandbox.url, instance_id=sandbox.instance_id
-    )
-    sandbox.clear()
-    ip.run_line_magic("config", "CortexMagics.page_size = 10000")
-    return ip
-
-
-def run(ip, cell: str):
-    """Run a cell; return (result, captured output)."""
-    with capture_output() as cap:
-        result = ip.run_cell(cell)
-    return result, cap
-
-
-def failed_with(result, cap) -> str:
-    """The one-line error a failed cell showed (asserts it failed without a traceback)."""
-    assert not result.success and isinstance(result.error_in_exec, UsageError)
-    text = cap.stdout + cap.stderr
-    assert "Traceback" not in text
-    return str(result.error_in_exec)
+from .support import failed_with
+from .support import run_cell as run
 
 
 def test_sql_cell_returns_a_frame_into_var_and_underscore(connected):
