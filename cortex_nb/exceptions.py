@@ -9,7 +9,9 @@ The tree::
     ├── HTTPError                   a reply with a non-2xx status (``raise_for_status``)
     ├── InvalidJSONError            a reply whose body is not JSON (``enforce_json``)
     └── QueryError                  a query job failed, was cancelled, timed out or lost rows
-        └── QueryCancelled          the job was cancelled (by the user, an interrupt or the server)
+        ├── QueryCancelled          the job was cancelled (by the user, an interrupt or the server)
+        └── QueryStillRunning       a background job's result was asked for with a timeout that
+                                    passed before the job ended (also a ``TimeoutError``)
 
 Messages say what failed, where, and what to do next. They never contain a secret: callers
 pass only redacted material, and the classes keep no request bodies or headers of their own.
@@ -30,6 +32,7 @@ __all__ = [
     "InvalidJSONError",
     "QueryCancelled",
     "QueryError",
+    "QueryStillRunning",
     "TransportError",
 ]
 
@@ -87,3 +90,7 @@ class QueryError(CortexError):
 
 class QueryCancelled(QueryError):
     """The query job was cancelled."""
+
+
+class QueryStillRunning(QueryError, TimeoutError):
+    """A background job had not ended within the time given to wait for its result."""
