@@ -258,6 +258,29 @@ def test_the_shared_connection_has_room_for_every_job_s_pages(sandbox, caplog):
     assert "Connection pool is full" not in caplog.text
 
 
+def test_a_job_keeps_running_when_the_notebook_reconnects(sandbox):
+    connection = Connection()
+    credentials = Credentials(**sandbox.credentials(), environ={})
+    connection.connect(credentials, url=sandbox.url, instance_id=sandbox.instance_id)
+    try:
+        handle = connection.require().submit_query(slow_sql(sandbox, 40), timeout=60)
+        wait_until(lambda: handle.id in creates(sandbox), what="the job being created")
+        connection.connect(credentials, url=sandbox.url, instance_id=sandbox.instance_id)
+        assert handle.result(timeout=60).df.columns.tolist() == ["n"]
+        assert connection.jobs.find(handle.id) is handle  # the session's jobs outlive a connect
+    finally:
+        connection.disconnect()
+
+
+def test_finished_jobs_beyond_the_kept_number_are_forgotten(sandbox, service, jobs):
+    handles = [service.submit_query(f"SELECT {i} AS x") for i in range(4)]
+    for handle in handles:
+        handle.wait(30)
+    running = service.submit_query(slow_sql(sandbox), timeout=60)
+    jobs.forget_old(keep=2)
+    assert list(jobs) == [*handles[2:], running]
+
+
 # -- the end of the process ---------------------------------------------------------------------
 EXIT_SCRIPT = """
 import sys, time
@@ -391,6 +414,14 @@ def test_cancel_by_name_and_all_cancels_on_the_service(nb, sandbox):
     for name in ("one", "two"):
         assert server_state(sandbox, jobs.find(name).id) == "CANCELLED"
     assert "No background query was running" in run(nb, "%cortex cancel all")[1].stdout
+
+
+def test_cancel_takes_a_job_id_from_elsewhere(nb, sandbox, sandbox_api):
+    job_id = sandbox_api.create(slow_sql(sandbox)).json()["jobId"]
+    result, cap = run(nb, f"%cortex cancel {job_id}")
+    assert result.success and cap.stdout == f"Cancelled job {job_id} on the service.\n"
+    assert server_state(sandbox, job_id) == "CANCELLED"
+    assert "Job not found: no-such-job" in one_line_error(run(nb, "%cortex cancel no-such-job")[0])
 
 
 def test_fetch_by_id_gives_the_same_frame_in_front_or_in_the_background(nb):

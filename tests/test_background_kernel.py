@@ -43,7 +43,10 @@ class Kernel:
 
     def execute(self, code: str, timeout: float = 60) -> list[dict]:
         """Run ``code``; its own messages until the kernel is idle again (others are kept)."""
-        msg_id = self.kc.execute(code)
+        return self.finished(self.kc.execute(code), timeout)
+
+    def finished(self, msg_id: str, timeout: float = 60) -> list[dict]:
+        """The messages of request ``msg_id``, once the kernel is idle after it."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             own = [m for m in self.messages if m["parent_header"].get("msg_id") == msg_id]
@@ -51,7 +54,7 @@ class Kernel:
                    for m in own):
                 return own
             self.read(0.2)
-        raise AssertionError(f"the kernel was not idle within {timeout} s after {code!r}")
+        raise AssertionError(f"the kernel was not idle within {timeout} s")
 
     def read(self, seconds: float) -> None:
         """Keep the iopub messages that arrive within ``seconds``."""
@@ -171,3 +174,22 @@ def test_a_restart_cancels_running_jobs_unless_configured_not_to(kernel, sandbox
     assert server_state(sandbox, kept) in {"PENDING", "RUNNING", "DONE"}
     kernel.printed(f"%cortex fetch {kept} -o survived")
     assert kernel.printed("print(survived.columns.tolist(), len(survived))") == "['n'] 1\n"
+
+
+def test_interrupting_a_fetch_stops_waiting_and_leaves_the_job_running(kernel, sandbox, sandbox_api):
+    job_id = sandbox_api.create(slow_sql(sandbox)).json()["jobId"]  # a job from elsewhere
+    try:
+        msg_id = kernel.kc.execute(f"%cortex fetch {job_id} -o nothing_yet")
+        while not any(m["parent_header"].get("msg_id") == msg_id
+                      and m["msg_type"] == "display_data" for m in kernel.messages):
+            kernel.read(0.2)  # the progress line is up: the fetch is waiting for the job
+        kernel.km.interrupt_kernel()
+        outputs = kernel.finished(msg_id)
+        [error] = [m["content"] for m in outputs if m["msg_type"] == "error"]
+        assert error["traceback"] == [
+            f"\x1b[0;31mInterrupted: stopped fetching job {job_id}; it was left as it is on the "
+            f"service (fetch it again with %cortex fetch {job_id}).\x1b[0m"
+        ]
+        assert server_state(sandbox, job_id) in {"PENDING", "RUNNING"}  # not cancelled
+    finally:
+        sandbox_api.http.delete(f"{sandbox.url}/query/v2/jobs/{job_id}", timeout=10)
