@@ -4,14 +4,14 @@
 (an ``Endpoint``), the ``Credentials``, the ``HTTPClient`` and the ``QueryService`` on top of
 it, the trace history (kept across reconnects, so ``%cortex history`` tells the whole story),
 the session's background jobs (``jobs``, also kept across reconnects) and, after
-``connect_sandbox()``, the in-process sandbox.
+``connect_sandbox()``, the in-process sandbox. Listeners (the panel's status line) are told
+after every connect and disconnect. (``cortex_nb.session.Session`` and ``get_session`` are the
+old names of ``Connection`` and ``get_connection``.)
 
 Background jobs share the connection from worker threads: the client's connection pool is
 sized for them, its retries hold one shared backoff gate on a 429 (``background.gated_retry``),
 the trace history and the token refresh take their own locks, and a job keeps the client it
-started with when the notebook reconnects. Listeners (the panel's status line)
-are told after every connect and disconnect. (``cortex_nb.session.Session`` and
-``get_session`` are the old names of ``Connection`` and ``get_connection``.)
+started with when the notebook reconnects.
 """
 
 from __future__ import annotations

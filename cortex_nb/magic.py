@@ -20,10 +20,10 @@ Cell magic::
              [--structs value|keep|flatten] [--timeout SECONDS] [--bg]
     SELECT ... FROM `firewall.traffic` WHERE source_ip.value = {ip}
 
+    %%cortex GET /query/v2/jobs            (REST mode; the cell is the JSON body)
+
 ``--bg -o VAR`` returns at once: VAR holds the job's handle (a ``BackgroundQuery``) while a
 status line in the cell follows the job, then the DataFrame.
-
-    %%cortex GET /query/v2/jobs            (REST mode; the cell is the JSON body)
 
 A trailing ``;`` or ``-q`` keeps the cell quiet; ``%cortex [-o VAR] SELECT ...`` runs SQL on the
 line, and a ``%%cortex GET /path`` cell with nothing below runs as the line magic.
@@ -218,7 +218,7 @@ class _BackgroundLine:
     """The live status line of a background cell, updated in place from the job's thread."""
 
     def __init__(self, enabled: bool, secrets: Any) -> None:
-        self.enabled, self.secrets = enabled, secrets
+        self.secrets = secrets
         self.handle: Any = None
         self.last = 0.0
         self.note = ""  # added to the final line (the result could not be stored)

@@ -613,11 +613,6 @@ class QueryJob:
         """Results pages received so far."""
         return self.progress.pages
 
-    @property
-    def cancelled(self) -> bool:
-        """True once ``cancel()`` was called (the job then stops at its next step)."""
-        return self._cancelled.is_set()
-
     def __repr__(self) -> str:
         return f"<QueryJob {self.id} {self.progress.line()}>"
 
