@@ -20,6 +20,7 @@ _LAZY = {
     "InvalidJSONError": "exceptions",
     "QueryCancelled": "exceptions",
     "QueryError": "exceptions",
+    "QueryStillRunning": "exceptions",
     "TransportError": "exceptions",
     "UnknownNameError": "exceptions",
     "Credentials": "credentials",
@@ -28,6 +29,8 @@ _LAZY = {
     "QueryJob": "query",
     "QueryService": "query",
     "Result": "query",
+    "BackgroundJobs": "background",
+    "BackgroundQuery": "background",
     "Connection": "connection",
     "get_connection": "connection",
     "get_session": "session",  # the old name of get_connection

@@ -2,10 +2,16 @@
 
 ``get_connection()`` returns the process-wide ``Connection``. It holds where it is connected
 (an ``Endpoint``), the ``Credentials``, the ``HTTPClient`` and the ``QueryService`` on top of
-it, the trace history (kept across reconnects, so ``%cortex history`` tells the whole story)
-and, after ``connect_sandbox()``, the in-process sandbox. Listeners (the panel's status line)
-are told after every connect and disconnect. (``cortex_nb.session.Session`` and
-``get_session`` are the old names of ``Connection`` and ``get_connection``.)
+it, the trace history (kept across reconnects, so ``%cortex history`` tells the whole story),
+the session's background jobs (``jobs``, also kept across reconnects) and, after
+``connect_sandbox()``, the in-process sandbox. Listeners (the panel's status line) are told
+after every connect and disconnect. (``cortex_nb.session.Session`` and ``get_session`` are the
+old names of ``Connection`` and ``get_connection``.)
+
+Background jobs share the connection from worker threads: the client's connection pool is
+sized for them, its retries hold one shared backoff gate on a 429 (``background.gated_retry``),
+the trace history and the token refresh take their own locks, and a job keeps the client it
+started with when the notebook reconnects.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
+from cortex_nb.background import BackgroundJobs, gated_retry
 from cortex_nb.credentials import Credentials
 from cortex_nb.endpoints import SANDBOX, Endpoint
 from cortex_nb.exceptions import ConfigurationError
@@ -29,6 +36,9 @@ NOT_CONNECTED = (
     "Not connected. Run `%cortex connect sandbox` for the offline sandbox, `%cortex connect` "
     "with PAN_* variables or --profile NAME for a tenant, or `%cortex panel`."
 )
+# connections kept per host: background jobs (4 at once) each fetch 4 pages at once, plus the
+# notebook's own query; urllib3 would otherwise warn of (and drop) the connections beyond 10
+POOL_MAXSIZE = 32
 
 
 class Connection:
@@ -41,6 +51,7 @@ class Connection:
         self.queries: QueryService | None = None
         self.sandbox: Any = None
         self.traces = TraceLog(secrets=self.secrets)
+        self.jobs = BackgroundJobs()
         self.listeners: list[Callable[[Connection], None]] = []
         self._lock = threading.RLock()
 
@@ -93,11 +104,13 @@ class Connection:
         self.traces.attach(credentials.http, kind="token")
         if validate:
             credentials.refresh_if_expiring()
+        client_kwargs.setdefault("max_retries", gated_retry(self.jobs.gate))
+        client_kwargs.setdefault("pool_maxsize", POOL_MAXSIZE)
         client = HTTPClient(url=endpoint.api_url, credentials=credentials, **client_kwargs)
         with self._lock:
             self._close_client()
             self.endpoint, self.credentials, self.client = endpoint, credentials, client
-            self.queries = QueryService(client=client, traces=self.traces)
+            self.queries = QueryService(client=client, traces=self.traces, jobs=self.jobs)
         self._notify()
         return self
 
@@ -164,9 +177,10 @@ class Connection:
 
     def require(self) -> QueryService:
         """The query service, or a clear error saying how to connect."""
-        if self.queries is None:
+        queries = self.queries  # read once: another thread may disconnect meanwhile
+        if queries is None:
             raise ConfigurationError(NOT_CONNECTED)
-        return self.queries
+        return queries
 
     def describe(self) -> str:
         """Where the connection goes, as whom, and until when the token is valid."""

@@ -10,7 +10,9 @@ The tree::
     ├── InvalidJSONError            a reply whose body is not JSON (``enforce_json``)
     ├── UnknownNameError            a table or column the catalog does not know (with suggestions)
     └── QueryError                  a query job failed, was cancelled, timed out or lost rows
-        └── QueryCancelled          the job was cancelled (by the user, an interrupt or the server)
+        ├── QueryCancelled          the job was cancelled (by the user, an interrupt or the server)
+        └── QueryStillRunning       a background job's result was asked for with a timeout that
+                                    passed before the job ended (also a ``TimeoutError``)
 
 Messages say what failed, where, and what to do next. They never contain a secret: callers
 pass only redacted material, and the classes keep no request bodies or headers of their own.
@@ -31,6 +33,7 @@ __all__ = [
     "InvalidJSONError",
     "QueryCancelled",
     "QueryError",
+    "QueryStillRunning",
     "TransportError",
     "UnknownNameError",
 ]
@@ -97,3 +100,7 @@ class UnknownNameError(CortexError, LookupError):
     def __init__(self, message: str, suggestions: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.suggestions = tuple(suggestions)
+
+
+class QueryStillRunning(QueryError, TimeoutError):
+    """A background job had not ended within the time given to wait for its result."""

@@ -13,14 +13,19 @@ Line magic::
     %cortex tables [PATTERN]                (the documented log types)
     %cortex columns TABLE [PATTERN]         (a log type's columns and struct subfields)
     %cortex GET /query/v2/jobs [-o VAR]     (one REST request with no body)
+    %cortex jobs [--server [--max N] [--state S]] | cancel ID|NAME|all | wait [ID|NAME ...]
+    %cortex fetch JOB_ID [-o VAR] [--bg] [-q] [--limit N] [--structs S] [--timeout SECONDS]
 
 Cell magic::
 
     %%cortex [-o VAR] [-q] [--trace] [--dry-run] [--limit N] [--page-size N] [--raw]
-             [--structs value|keep|flatten] [--timeout SECONDS]
+             [--structs value|keep|flatten] [--timeout SECONDS] [--bg]
     SELECT ... FROM `firewall.traffic` WHERE source_ip.value = {ip}
 
     %%cortex GET /query/v2/jobs            (REST mode; the cell is the JSON body)
+
+``--bg -o VAR`` returns at once: VAR holds the job's handle (a ``BackgroundQuery``) while a
+status line in the cell follows the job, then the DataFrame.
 
 A trailing ``;`` or ``-q`` keeps the cell quiet; ``%cortex [-o VAR] SELECT ...`` runs SQL on the
 line, and a ``%%cortex GET /path`` cell with nothing below runs as the line magic.
@@ -30,9 +35,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import html
 import json
 import re
 import shlex
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,11 +48,12 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.display import HTML, display
-from traitlets import Bool, Enum, Float, Int
+from traitlets import Bool, Enum, Float, Int, observe
 
+from cortex_nb.background import FINAL_STATES, BackgroundQuery
 from cortex_nb.connection import Connection, get_connection
-from cortex_nb.exceptions import CortexError
-from cortex_nb.query import DEFAULT_QUERY_TIMEOUT, JOBS
+from cortex_nb.exceptions import CortexError, QueryError
+from cortex_nb.query import DEFAULT_QUERY_TIMEOUT, JOBS, raise_for_reply
 from cortex_nb.security import mask_url, scrub
 from cortex_nb.sqlparams import qualify_tables, render_parameters
 
@@ -91,6 +99,7 @@ def _cell_parser() -> _ArgumentParser:
     )
     p.add_argument("-q", "--quiet", action="store_true", help="show nothing (with -o VAR)")
     p.add_argument("--timeout", type=float, help="cancel the query after N seconds (0: never)")
+    p.add_argument("--bg", action="store_true", help="run in the background (with -o VAR)")
     p.add_argument("request", nargs="*", help="METHOD /path for REST mode")
     return p
 
@@ -112,6 +121,7 @@ class CellCommand:
     quiet: bool = False
     structs: str | None = None
     timeout: float | None = None
+    background: bool = False
 
 
 def parse_cell(line: str, cell: str) -> CellCommand:
@@ -128,7 +138,7 @@ def parse_cell(line: str, cell: str) -> CellCommand:
     options = {
         "output": args.output, "trace": args.trace, "dry_run": args.dry_run,
         "limit": args.limit, "page_size": args.page_size, "raw": args.raw, "quiet": args.quiet,
-        "structs": args.structs, "timeout": args.timeout,
+        "structs": args.structs, "timeout": args.timeout, "background": args.bg,
     }
     if not request:
         sql = cell.strip()
@@ -166,7 +176,29 @@ def _line_parser() -> _ArgumentParser:
     columns = sub.add_parser("columns", add_help=False)
     columns.add_argument("table", help="a log type: firewall.traffic")
     columns.add_argument("pattern", nargs="?", help="column filter: source, *_ip")
+    _add_background_commands(sub)
     return p
+
+
+def _add_background_commands(sub: Any) -> None:
+    """``jobs``, ``cancel``, ``wait`` and ``fetch``: background queries, and jobs by id."""
+    jobs = sub.add_parser("jobs", add_help=False)
+    jobs.add_argument("--server", action="store_true")
+    jobs.add_argument("--max", type=int, default=20)
+    jobs.add_argument("--state")
+    cancel = sub.add_parser("cancel", add_help=False)
+    cancel.add_argument("targets", nargs="+", metavar="ID|NAME|all")
+    wait = sub.add_parser("wait", add_help=False)
+    wait.add_argument("targets", nargs="*", metavar="ID|NAME")
+    wait.add_argument("--timeout", type=float)
+    fetch = sub.add_parser("fetch", add_help=False)
+    fetch.add_argument("job_id")
+    fetch.add_argument("-o", "--output")
+    fetch.add_argument("-q", "--quiet", action="store_true")
+    fetch.add_argument("--bg", action="store_true")
+    fetch.add_argument("--limit", type=int)
+    fetch.add_argument("--structs", choices=["value", "keep", "flatten"])
+    fetch.add_argument("--timeout", type=float)
 
 
 class _ProgressLine:
@@ -189,6 +221,34 @@ class _ProgressLine:
             self.handle.update({"text/plain": text}, raw=True)
 
 
+class _BackgroundLine:
+    """The live status line of a background cell, updated in place from the job's thread."""
+
+    def __init__(self, enabled: bool, secrets: Any) -> None:
+        self.secrets = secrets
+        self.handle: Any = None
+        self.last = 0.0
+        self.note = ""  # added to the final line (the result could not be stored)
+        self.ended = False
+        self._lock = threading.Lock()  # the cell and the job's thread both update the line
+        if enabled:  # shown now, from the cell itself, so the line lands in that cell
+            self.handle = display({"text/plain": "submitting..."}, raw=True, display_id=True)
+
+    def __call__(self, job: BackgroundQuery) -> None:
+        with self._lock:
+            final = job.state in FINAL_STATES
+            now = time.monotonic()
+            if self.handle is None or self.ended or (not final and now - self.last < 0.25):
+                return
+            self.last, self.ended = now, final
+            line = job.line(f"%cortex cancel {job.name or job.id}")
+            text = scrub(line, self.secrets()) + self.note
+            bundle = {"text/plain": text}
+            if final and job.state != "DONE":  # a failure stands out, as a cell's error would
+                bundle["text/html"] = f'<pre style="color:#cf222e">{html.escape(text)}</pre>'
+            self.handle.update(bundle, raw=True)
+
+
 @magics_class
 class CortexMagics(Magics):
     """``%cortex`` and ``%%cortex``: query the Cortex Data Lake from notebooks.
@@ -209,6 +269,22 @@ class CortexMagics(Magics):
     timeout = Float(
         DEFAULT_QUERY_TIMEOUT, help="Seconds a query may take before it is cancelled (0: no limit)."
     ).tag(config=True)
+    max_background_jobs = Int(
+        4, min=1, help="Background queries (%%cortex --bg) that run at once; the rest wait."
+    ).tag(config=True)
+    cancel_on_shutdown = Bool(
+        True, help="Cancel running background queries when the kernel shuts down or restarts."
+    ).tag(config=True)
+
+    @observe("max_background_jobs", "cancel_on_shutdown")
+    def _background_options_changed(self, change: Any = None) -> None:
+        self.apply_background_options()
+
+    def apply_background_options(self) -> None:
+        """Hand the background options to the connection's jobs (at load and on %config)."""
+        jobs = self.connection.jobs
+        jobs.max_running = self.max_background_jobs
+        jobs.cancel_at_exit = self.cancel_on_shutdown
 
     @property
     def connection(self) -> Connection:
@@ -283,6 +359,9 @@ class CortexMagics(Magics):
     def cortex_cell(self, line: str, cell: str) -> Any:
         """Run a SQL query job (default) or a REST request ('METHOD /path' + JSON body)."""
         command = parse_cell(line, cell)
+        if command.background and not command.dry_run:
+            with _one_line_errors(self.connection):
+                return self._run_background(command)
         with _one_line_errors(self.connection):
             run = self._run_rest if command.mode == "rest" else self._run_sql
             result = run(command)
@@ -339,6 +418,156 @@ class CortexMagics(Magics):
 
         if traces:
             display(HTML(render_traces_html(traces)))
+
+    # -- background queries ----------------------------------------------------------------------
+    def _run_background(self, command: CellCommand) -> None:
+        """Start the cell's query in a worker thread; the cell returns at once."""
+        _check_background(command)
+        sql = self._final_sql(command)
+        service = self.connection.require()
+        options = self._job_options(command.limit, command.structs, command.timeout)
+        options["page_size"] = command.page_size or self.page_size
+        self._start_background(
+            command.output or "", command.quiet,
+            lambda **kw: service.submit_query(sql, name=command.output, **options, **kw),
+        )
+
+    def _start_background(self, name: str, quiet: bool, submit: Any) -> None:
+        """Submit, bind ``name`` to the handle now and to the DataFrame when the job is done.
+
+        The result is stored only while ``name`` still holds this job's handle: a cell run
+        again, or a variable reused meanwhile, is never overwritten by an older job.
+        """
+        self.apply_background_options()
+        status = _BackgroundLine(not quiet, self.connection.secrets)
+        namespace, bound = self.shell.user_ns, threading.Event()
+
+        def on_update(job: BackgroundQuery) -> None:
+            if job.state == "DONE":
+                bound.wait(5)  # the cell binds the handle right after submitting
+                if namespace.get(name) is job:
+                    namespace[name] = job.result().df
+                else:
+                    status.note = f" (not stored: {name} was reassigned meanwhile)"
+            status(job)
+
+        job = submit(on_update=on_update)
+        namespace[name] = job
+        bound.set()
+        status(job)
+
+    def _job_options(
+        self, limit: int | None, structs: str | None, timeout: float | None
+    ) -> dict[str, Any]:
+        timeout = self.timeout if timeout is None else timeout
+        return {
+            "max_rows": limit, "structs": structs or self.structs, "parallel": self.parallel,
+            "timeout": timeout or None,
+        }
+
+    def _do_jobs(self, args: argparse.Namespace) -> Any:
+        if args.server:
+            return _server_jobs(self.connection.require().recent_jobs(args.max, args.state))
+        jobs = self.connection.jobs
+        if not len(jobs):
+            print("No background queries in this session (%%cortex --bg -o NAME starts one).")
+            return None
+        return jobs.to_frame()
+
+    def _do_cancel(self, args: argparse.Namespace) -> None:
+        jobs = self.connection.jobs
+        for target in args.targets:
+            if target.lower() == "all":
+                cancelled = jobs.cancel_all()
+                if not cancelled:
+                    print("No background query was running.")
+                _report_cancelled(cancelled)
+            elif (job := jobs.find(target)) is not None:
+                if job.cancel():
+                    _report_cancelled([job])
+                else:
+                    print(f"{job.name or job.id} had already ended: {job.line()}")
+            else:  # a job id from elsewhere: cancel it on the service
+                service = self.connection.require()
+                response = service.cancel_job(target)
+                if not response.ok:
+                    raise_for_reply(response, f"cancelling job {target}", target,
+                                    service.secrets())
+                print(f"Cancelled job {target} on the service.")
+
+    def _do_wait(self, args: argparse.Namespace) -> None:
+        jobs = self.connection.jobs
+        waited = [_find_job(jobs, t) for t in args.targets] if args.targets else jobs.active()
+        try:
+            for job in waited:
+                job.result(args.timeout)  # raises what the job ended with
+        except KeyboardInterrupt:
+            raise CortexCellError(
+                "Stopped waiting; the background queries go on (%cortex jobs lists them)."
+            ) from None
+
+    def _do_fetch(self, args: argparse.Namespace) -> Any:
+        service = self.connection.require()
+        options = self._job_options(args.limit, args.structs, args.timeout)
+        if args.bg:
+            if not args.output:
+                raise CortexCellError("%cortex fetch --bg needs -o NAME, the variable to fill.")
+            self._start_background(
+                args.output, args.quiet,
+                lambda **kw: service.submit_fetch(
+                    args.job_id, name=args.output, page_size=self.page_size, **options, **kw
+                ),
+            )
+            return None
+        options["limit"] = options.pop("max_rows")
+        progress = _ProgressLine(self.progress and not args.quiet)
+        result = service.fetch(args.job_id, progress=progress, page_size=self.page_size, **options)
+        if args.output:
+            self.shell.user_ns[args.output] = result.df
+        return None if args.quiet else result.df
+
+
+def _check_background(command: CellCommand) -> None:
+    """``--bg`` runs SQL into a variable; say so when the cell asks for something else."""
+    if command.mode != "sql":
+        raise CortexCellError("%%cortex --bg runs SQL queries; send REST requests without --bg.")
+    if not command.output:
+        raise CortexCellError("%%cortex --bg needs -o NAME, the variable that gets the result.")
+    if command.raw or command.trace:
+        option = "--raw" if command.raw else "--trace"
+        raise CortexCellError(
+            f"%%cortex --bg does not take {option}; run the cell without --bg, or see "
+            "%cortex trace once the job is done."
+        )
+
+
+def _find_job(jobs: Any, key: str) -> BackgroundQuery:
+    job = jobs.find(key)
+    if job is None:
+        raise QueryError(
+            f"No background query {key!r} in this session; %cortex jobs lists them "
+            "(%cortex fetch JOB_ID takes up a job from elsewhere)."
+        )
+    return job
+
+
+def _report_cancelled(jobs: list[BackgroundQuery]) -> None:
+    """Wait a moment for each cancelled job to stop, then say how it ended."""
+    for job in jobs:
+        job.wait(10)  # the worker stops at its next step; the service answers at once
+        print(f"{job.name or job.id}: {job.line()}")
+
+
+def _server_jobs(jobs: list[dict[str, Any]]) -> Any:
+    """The list endpoint's jobs as a DataFrame (times as UTC datetimes, full job ids)."""
+    import pandas as pd
+
+    from cortex_nb.display import with_epoch_ms_times
+
+    frame = with_epoch_ms_times(pd.json_normalize(jobs))
+    wanted = ["jobId", "state", "submitTime", "startTime", "endTime", "statistics.runTimeMs",
+              "params.query"]
+    return frame[[c for c in wanted if c in frame.columns]] if len(frame) else frame
 
 
 def _json_body(text: str) -> Any:
@@ -427,6 +656,7 @@ def empty_cell_to_line_magic(lines: list[str]) -> list[str]:
 def load_ipython_extension(ipython: Any) -> None:
     """Register the magics with IPython (``%load_ext cortex_nb``)."""
     magics = CortexMagics(shell=ipython)
+    magics.apply_background_options()
     ipython.register_magics(magics)
     ipython.configurables.append(magics)  # so that %config CortexMagics.<option> finds it
     cleanup = ipython.input_transformers_cleanup

@@ -26,12 +26,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import orjson
@@ -42,6 +43,9 @@ from cortex_nb._version import __version__
 from cortex_nb.exceptions import ConfigurationError, CortexError, QueryCancelled, QueryError
 from cortex_nb.httpclient import HTTPClient, http_error_message, service_message
 from cortex_nb.tracing import Trace, TraceLog
+
+if TYPE_CHECKING:
+    from cortex_nb.background import BackgroundJobs, BackgroundQuery
 
 __all__ = ["TERMINAL_STATES", "Page", "Progress", "QueryJob", "QueryService", "Result"]
 
@@ -73,7 +77,7 @@ class Progress:
     elapsed: float = 0.0
     done: bool = False
 
-    def line(self) -> str:
+    def line(self, how_to_stop: str = "interrupt the kernel to stop") -> str:
         """One line for a status display: what is happening, how far, and how to stop."""
         total = self.rows_in_job
         rows = f"{self.rows:,}/{total:,} rows" if total is not None else plural(self.rows, "row")
@@ -81,7 +85,7 @@ class Progress:
             f"{self.phase:<11} {rows}, {plural(self.pages, 'page')}, {self.elapsed:.1f} s "
             f"(job {self.job_id})"
         )
-        return text if self.done else text + " · interrupt the kernel to stop"
+        return text if self.done or not how_to_stop else f"{text} · {how_to_stop}"
 
     @property
     def phase(self) -> str:
@@ -91,7 +95,9 @@ class Progress:
         return _PHASES.get(self.state, self.state.lower())
 
 
-_PHASES = {"PENDING": "queued", "RUNNING": "running", "CANCELLED": "cancelled"}
+_PHASES = {
+    "WAITING": "waiting", "PENDING": "queued", "RUNNING": "running", "CANCELLED": "cancelled",
+}
 
 
 def plural(count: int, noun: str) -> str:
@@ -138,7 +144,8 @@ def decode_json(response: requests.Response, doing: str = "") -> Any:
         ) from None
 
 
-def _job_id() -> str:
+def new_job_id() -> str:
+    """A fresh client-chosen job id (``cortexnb-<uuid4>``): known before the job is created."""
     return f"cortexnb-{uuid.uuid4()}"
 
 
@@ -151,6 +158,7 @@ class QueryService:
         traces: TraceLog | None = None,
         *,
         session: HTTPClient | None = None,
+        jobs: BackgroundJobs | None = None,
         **client_kwargs: Any,
     ) -> None:
         if session is not None:  # the official SDK's name for the client
@@ -166,6 +174,7 @@ class QueryService:
         credentials = self.client.credentials
         self.traces = traces or TraceLog(secrets=credentials.secrets if credentials else None)
         self.traces.attach(self.client.session)
+        self._jobs = jobs
 
     @property
     def session(self) -> HTTPClient:
@@ -176,6 +185,15 @@ class QueryService:
     def url(self) -> str:
         """The API base URL."""
         return self.client.url
+
+    @property
+    def background(self) -> BackgroundJobs:
+        """The background jobs this service's ``submit_query`` runs (created on first use)."""
+        if self._jobs is None:
+            from cortex_nb.background import BackgroundJobs
+
+            self._jobs = BackgroundJobs()
+        return self._jobs
 
     def secrets(self) -> list[str]:
         """The client's secret values, for scrubbing messages."""
@@ -275,7 +293,7 @@ class QueryService:
     # -- jobs ----------------------------------------------------------------------------------
     def submit(self, sql: str, job_id: str | None = None, **properties: Any) -> str:
         """Create a query job for ``sql`` and return its id (409 on a resend counts as created)."""
-        job_id = job_id or _job_id()
+        job_id = job_id or new_job_id()
         params: dict[str, Any] = {"query": sql, "dialect": "csql"}
         if properties:
             params["properties"] = properties
@@ -297,12 +315,13 @@ class QueryService:
         self, sql: str, *, job_id: str | None = None, page_size: int = DEFAULT_PAGE_SIZE,
         result_format: str = "valuesDictionary", limit: int | None = None, parallel: int = 4,
         progress: Callable[[Progress], None] | None = None,
-        timeout: float | None = DEFAULT_QUERY_TIMEOUT, **properties: Any,
+        timeout: float | None = DEFAULT_QUERY_TIMEOUT, pace: Callable[[], None] | None = None,
+        **properties: Any,
     ) -> QueryJob:
         """Create a query job for ``sql`` and return it (nothing is fetched yet)."""
         job = QueryJob(
             self, "", sql=sql, page_size=page_size, result_format=result_format, limit=limit,
-            parallel=parallel, progress=progress, timeout=timeout,
+            parallel=parallel, progress=progress, timeout=timeout, pace=pace,
         )  # checks the paging options before anything is sent
         job.id = job.progress.job_id = self.submit(sql, job_id=job_id, **properties)
         return job
@@ -330,17 +349,65 @@ class QueryService:
         ``max_rows`` fetches at most that many rows; an interrupt cancels the job, and so does
         passing ``timeout`` seconds (None: no limit) before the last page is in.
         """
-        with self.traces.collect() as seen:
-            job = self.start(
+        return self.result_of(
+            lambda: self.start(
                 sql, job_id=job_id, page_size=page_size, result_format=result_format,
                 limit=max_rows, parallel=parallel, progress=progress, timeout=timeout,
                 **properties,
-            )
-            with job.cancel_on_interrupt():
+            ),
+            structs=structs,
+        )
+
+    def result_of(
+        self, make_job: Callable[[], QueryJob], structs: str = "value", cancel: bool = True
+    ) -> Result:
+        """The ``Result`` of the job ``make_job`` starts or takes up, with its own traces.
+
+        An interrupt cancels the job on the server, or with ``cancel=False`` only stops
+        waiting and leaves the job as it is.
+        """
+        with self.traces.collect() as seen:
+            job = make_job()
+            with job.cancel_on_interrupt(cancel=cancel):
                 result = job.result(structs=structs)
         # other threads' requests may have been seen too: keep this job's
         result.traces = [t for t in seen if job.id in t.url or job.id in (t.request_body or "")]
         return result
+
+    def fetch(self, job_id: str, *, structs: str = "value", **options: Any) -> Result:
+        """The results of an existing job, by id (one started before a kernel restart, or an
+        id copied from elsewhere), waiting for it to finish; options as ``start``.
+
+        An interrupt stops waiting and leaves the job as it is on the service.
+        """
+        return self.result_of(
+            lambda: self.job(job_id, **options), structs=structs, cancel=False
+        )
+
+    def submit_query(self, sql: str, **options: Any) -> BackgroundQuery:
+        """Start ``sql`` in the background and return its handle at once.
+
+        The handle has ``result(timeout)``, ``cancel()``, ``done()``, ``state`` and
+        ``progress``; options as ``BackgroundJobs.submit`` (``name``, ``structs``,
+        ``max_rows``, ``timeout``, ``on_update``...).
+        """
+        return self.background.submit(self, sql, **options)
+
+    def submit_fetch(self, job_id: str, **options: Any) -> BackgroundQuery:
+        """Fetch an existing job's results in the background; the handle as ``submit_query``."""
+        return self.background.take_up(self, job_id, **options)
+
+    def recent_jobs(self, max_jobs: int = 20, state: str | None = None) -> list[dict[str, Any]]:
+        """The tenant's recent jobs, newest first, as the list endpoint describes them."""
+        response = self.list_jobs(max_jobs=max_jobs, state=state)
+        if not response.ok:
+            raise_for_reply(response, "listing jobs", None, self.secrets())
+        jobs = decode_json(response, "Listing jobs")
+        if not isinstance(jobs, list) or not all(isinstance(j, dict) for j in jobs):
+            raise QueryError(
+                f"Listing jobs: the reply to GET {JOBS} is {_kind(jobs)}, not a list of jobs."
+            )
+        return jobs
 
 
 def job_path(base: str, job_id: str) -> str:
@@ -471,16 +538,20 @@ def _raise_for_state(state: str, job_id: str, payload: Any) -> None:
 
 
 class _Poller:
-    """Client-side backoff between polls, used only when the server answers without waiting."""
+    """Client-side backoff between polls, used only when the server answers without waiting.
 
-    def __init__(self) -> None:
+    ``stop``, once set (the job was cancelled), cuts the sleep short.
+    """
+
+    def __init__(self, stop: threading.Event | None = None) -> None:
         self.delay = FIRST_BACKOFF
+        self.stop = stop or threading.Event()
 
     def wait(self, response: requests.Response) -> None:
         """Sleep before the next poll, unless the server already held the request."""
         held = response.elapsed.total_seconds()
         if held < MAX_WAIT_MS / 2000:  # the server did not hold the request for long
-            time.sleep(self.delay)
+            self.stop.wait(self.delay)
             self.delay = min(self.delay * 2, MAX_BACKOFF)
 
 
@@ -507,7 +578,9 @@ class QueryJob:
     ``limit`` fetches at most that many rows (the page size shrinks to it); ``parallel`` pages
     are fetched at once by offset when the row count is known; ``progress`` is called with the
     ``Progress`` record after every step; past ``timeout`` seconds (None: no limit) the job is
-    cancelled and ``QueryError`` raised.
+    cancelled and ``QueryError`` raised. ``pace``, when given, is called before every request
+    (background jobs wait there while the service asks everyone to back off). Once ``cancel()``
+    was called, from any thread, the job's own loop stops at its next step (``QueryCancelled``).
     """
 
     def __init__(
@@ -515,7 +588,7 @@ class QueryJob:
         page_size: int = DEFAULT_PAGE_SIZE, result_format: str = "valuesDictionary",
         limit: int | None = None, parallel: int = 4,
         progress: Callable[[Progress], None] | None = None,
-        timeout: float | None = DEFAULT_QUERY_TIMEOUT,
+        timeout: float | None = DEFAULT_QUERY_TIMEOUT, pace: Callable[[], None] | None = None,
     ) -> None:
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise QueryError(f"page_size must be 1..{MAX_PAGE_SIZE}, not {page_size}.")
@@ -535,6 +608,8 @@ class QueryJob:
         self._started = time.monotonic()
         self.timeout = timeout
         self._deadline = None if timeout is None else self._started + timeout
+        self.pace = pace
+        self._cancelled = threading.Event()
 
     @property
     def state(self) -> str:
@@ -554,10 +629,10 @@ class QueryJob:
         """Poll with ``maxWait`` (and a short backoff) until the job is DONE; raise if it fails."""
         if self._first is not None:
             return
-        poll = _Poller()
+        poll = _Poller(self._cancelled)
         self._report("PENDING")
         while True:
-            self._check_time()
+            self._before_request()
             response = self._results(max_wait=MAX_WAIT_MS)
             page = check_page(response, self.id, self.service.secrets())
             if page["state"] == "DONE":
@@ -621,15 +696,23 @@ class QueryJob:
 
     # -- cancelling ------------------------------------------------------------------------------
     def cancel(self) -> bool:
-        """Ask the service to cancel the job; True when it accepted. Never raises."""
+        """Ask the service to cancel the job; True when it accepted. Never raises.
+
+        The job's own loop (in whatever thread) stops before its next request.
+        """
+        self._cancelled.set()
         with contextlib.suppress(CortexError):
             return self.service.cancel_job(self.id, timeout=CANCEL_TIMEOUT).ok
         return False
 
     @contextlib.contextmanager
-    def cancel_on_interrupt(self) -> Iterator[QueryJob]:
+    def cancel_on_interrupt(self, cancel: bool = True) -> Iterator[QueryJob]:
         """Inside, an interrupt (Ctrl-C) cancels the job and becomes ``QueryCancelled``; any
-        failure ends the progress (``failed``, ``cancelled``) before it is raised."""
+        failure ends the progress (``failed``, ``cancelled``) before it is raised.
+
+        With ``cancel=False`` (a job taken up by id) an interrupt only stops waiting: the job
+        is left as it is on the service and the error says how to fetch it again.
+        """
         try:
             yield self
         except QueryError as exc:
@@ -638,6 +721,12 @@ class QueryJob:
                 self._report("CANCELLED" if cancelled else "FAILED", done=True)
             raise
         except KeyboardInterrupt:
+            if not cancel:
+                self._report("STOPPED", done=True)
+                raise QueryError(
+                    f"Interrupted: stopped fetching job {self.id}; it was left as it is on the "
+                    f"service (fetch it again with %cortex fetch {self.id}).", self.id,
+                ) from None
             cancelled = self.cancel()
             self._report("CANCELLED", done=True)
             said = "was cancelled on the server" if cancelled else "could not be cancelled"
@@ -652,8 +741,22 @@ class QueryJob:
         said = "cancelled it on the server" if self.cancel() else "could not cancel it"
         return QueryError(f"Job {self.id}: {problem}; {said}. {advice}", self.id)
 
+    def _before_request(self) -> None:
+        """Before every request: stop if cancelled, keep the pace, give up past the deadline."""
+        self._stop_if_cancelled()
+        if self.pace is not None:
+            self.pace()
+            self._stop_if_cancelled()
+        self._check_time()
+
+    def _stop_if_cancelled(self) -> None:
+        if self._cancelled.is_set():
+            raise QueryCancelled(
+                f"Job {self.id} was cancelled ({self.progress.rows:,} rows had arrived).", self.id
+            )
+
     def _check_time(self) -> None:
-        """Give up once the deadline has passed (checked before every request)."""
+        """Give up once the deadline has passed."""
         if self._deadline is not None and time.monotonic() > self._deadline:
             raise self._give_up(
                 f"not finished within {self.timeout:g} s ({self.state}, "
@@ -696,7 +799,7 @@ class QueryJob:
     ) -> Iterator[Page]:
         seen = {cursor}
         while cursor and received < wanted:
-            self._check_time()
+            self._before_request()
             page = self._read(*self._download(arrow, page_cursor=cursor))
             if page.cursor in seen:  # the service is going round in circles
                 raise self._give_up(
@@ -716,7 +819,7 @@ class QueryJob:
             in_flight: list[Future] = []
             try:
                 for offset in offsets:
-                    self._check_time()
+                    self._before_request()
                     in_flight.append(pool.submit(self._download, arrow, offset=offset))
                     if len(in_flight) >= self.parallel:
                         yield self._read(*in_flight.pop(0).result())

@@ -22,6 +22,7 @@ import contextlib
 import inspect
 import socket
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import requests
@@ -53,8 +54,11 @@ DEFAULT_MAX_REPLY_BYTES = 512 * 2**20
 _CHUNK = 64 * 1024
 
 
-def default_retry(total: int = 4) -> Retry:
-    """The transport retry policy: idempotent methods, transient statuses, bounded backoff."""
+def default_retry(total: int = 4, retry_class: Callable[..., Retry] = Retry) -> Retry:
+    """The transport retry policy: idempotent methods, transient statuses, bounded backoff.
+
+    ``retry_class`` builds it (a ``Retry`` subclass that does more when it sleeps, say).
+    """
     kwargs: dict[str, Any] = {
         "total": total,
         "connect": total,
@@ -70,7 +74,7 @@ def default_retry(total: int = 4) -> Retry:
     }
     if "retry_after_max" in inspect.signature(Retry).parameters:
         kwargs["retry_after_max"] = 30  # a hostile Retry-After must not stall us for hours
-    return Retry(**kwargs)
+    return retry_class(**kwargs)
 
 
 def allowing_post(retry: Retry) -> Retry:

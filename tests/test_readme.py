@@ -13,7 +13,7 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
-from cortex_nb import cli, profiles
+from cortex_nb import Credentials, cli, profiles
 from cortex_nb.magic import _cell_parser, _line_parser, parse_cell
 from cortex_nb.session import get_session
 
@@ -37,6 +37,7 @@ CHECKED = (
     "from cortex_nb import Credentials, HTTPClient\n",
     "cortex-nb query --sandbox",
     "cortex-nb sandbox --port",
+    "from cortex_nb import get_connection",
 )
 
 
@@ -117,6 +118,19 @@ def test_the_magic_table_forms_parse(shell, sandbox):
     result, _ = run_cell(shell, "%%cortex GET /query/v2/jobs")
     assert isinstance(result.result, pd.DataFrame)
     assert _cell_parser().prog == "%cortex"
+
+
+def test_background_queries_from_python(sandbox, capsys):
+    get_session().connect(Credentials(**sandbox.credentials(), environ={}), url=sandbox.url,
+                          instance_id=sandbox.instance_id)
+    namespace: dict = {}
+    try:
+        exec(compile(block("from cortex_nb import get_connection"), "README", "exec"), namespace)
+    finally:
+        get_session().disconnect()
+    assert capsys.readouterr().out.split()[0] in {"WAITING", "PENDING", "RUNNING", "DOWNLOADING"}
+    pd.testing.assert_frame_equal(namespace["again"].df, namespace["result"].df)
+    assert len(namespace["result"].df) > 5
 
 
 def test_the_http_client(sandbox, monkeypatch):
