@@ -61,7 +61,11 @@ CASSETTE_KEYS = SENSITIVE_KEYS | {"client_id"}
 RESPONSE_HEADERS = ("content-type", "x-request-id", "retry-after", "www-authenticate", "allow")
 WIDTH = 100  # a JSON value shorter than this stays on one line
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
-_BEARER = re.compile(r"(Bearer\s+)(?!\*{6})\S+", re.IGNORECASE)
+# a bearer token, not a challenge's parameters (WWW-Authenticate: Bearer error="...")
+_BEARER = re.compile(
+    r"(Bearer\s+)(?!\*{6}|(?:realm|scope|error|error_description|error_uri)=)[^\s,\"]+",
+    re.IGNORECASE,
+)
 _TABLE_INSTANCE = re.compile(rf"`([^`.\s]+)\.(?:{'|'.join(DATASETS)})\.[A-Za-z_][A-Za-z0-9_]*`")
 
 

@@ -126,6 +126,8 @@ def parse_cell(line: str, cell: str) -> CellCommand:
         args = _cell_parser().parse_args(shlex.split(line, comments=True))
     except ValueError as exc:
         raise CortexCellError(f"%%cortex: {exc}") from None
+    if args.raw and (args.cache or args.refresh):
+        raise CortexCellError("%%cortex: --cache keeps DataFrames; it does not go with --raw")
     request, body = list(args.request), cell
     if not request:  # REST mode may also be given on the cell's first line
         first, _, rest = cell.strip().partition("\n")
@@ -344,9 +346,7 @@ class CortexMagics(Magics):
         return result.df
 
     def _caching(self, command: CellCommand) -> bool:
-        if command.raw and (command.cache or command.refresh):
-            raise CortexCellError("%%cortex: --cache keeps DataFrames; it does not go with --raw")
-        return command.cache or command.refresh or (self.cache and not command.raw)
+        return command.cache or command.refresh or self.cache
 
     def _cached(self, command: CellCommand, sql: str, structs: str, run: Any) -> Any:
         """The cached result of ``sql`` (one line says its age), or ``run()``'s, then kept.
