@@ -126,8 +126,6 @@ def parse_cell(line: str, cell: str) -> CellCommand:
         args = _cell_parser().parse_args(shlex.split(line, comments=True))
     except ValueError as exc:
         raise CortexCellError(f"%%cortex: {exc}") from None
-    if args.raw and (args.cache or args.refresh):
-        raise CortexCellError("%%cortex: --cache keeps DataFrames; it does not go with --raw")
     request, body = list(args.request), cell
     if not request:  # REST mode may also be given on the cell's first line
         first, _, rest = cell.strip().partition("\n")
@@ -333,6 +331,7 @@ class CortexMagics(Magics):
             "page_size": command.page_size or self.page_size, "parallel": self.parallel,
             "progress": _ProgressLine(self.progress), "timeout": timeout or None,
         }
+        caching = self._caching(command)  # (refuses --cache with --raw)
         if command.raw:
             job = service.start(sql, limit=command.limit, **options)
             with job.cancel_on_interrupt():
@@ -340,12 +339,16 @@ class CortexMagics(Magics):
         structs = command.structs or self.structs
         run = functools.partial(service.query, sql, structs=structs, max_rows=command.limit,
                                 **options)
-        result = self._cached(command, sql, structs, run) if self._caching(command) else run()
+        result = self._cached(command, sql, structs, run) if caching else run()
         if command.trace or self.show_trace:
             self._show_traces(result.traces)
         return result.df
 
     def _caching(self, command: CellCommand) -> bool:
+        if command.raw:
+            if command.cache or command.refresh:
+                raise CortexCellError("%%cortex: --cache keeps DataFrames; not with --raw")
+            return False
         return command.cache or command.refresh or self.cache
 
     def _cached(self, command: CellCommand, sql: str, structs: str, run: Any) -> Any:
