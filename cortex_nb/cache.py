@@ -19,7 +19,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -170,6 +170,36 @@ class ResultCache:
             return None
         return CachedResult(_plain_objects(frame), entry)
 
+    def fetch(
+        self, scope: tuple[str, str], sql: str, run: Callable[[], Any], *, asked: bool = True,
+        refresh: bool = False, say: Callable[[str], Any] = print, **shape: Any,
+    ) -> Any:
+        """The cached result of ``sql`` in ``scope`` (``(tenant, instance)``), or ``run()``'s,
+        then kept; ``say`` gets one line about what happened (a hit's age, why not cached).
+
+        ``refresh`` runs the query whatever is cached. A query that uses the current time is
+        cached only when ``asked`` (``--cache`` on the cell, not a default), and says so.
+        """
+        clock = current_time_function(sql)
+        if clock and not (asked or refresh):
+            say(f"Not cached: the query uses {clock}, so its result changes with time; "
+                "add --cache to keep it anyway.")
+            return run()
+        tenant, instance = scope
+        key = self.key(tenant, instance, sql, **shape)
+        if not refresh and (hit := self.get(key)) is not None:
+            say(hit.entry.hit_line())
+            return hit
+        result = run()
+        try:
+            self.put(key, result, tenant=tenant, instance=instance, sql=sql, **shape)
+        except ConfigurationError as exc:  # the result stands; only keeping it failed
+            say(f"Not cached: {exc}")
+            return result
+        if clock:
+            say(f"Cached, though the query uses {clock}: this is its result as of now.")
+        return result
+
     def put(
         self, key: str, result: Any, *, tenant: str, instance: str, sql: str, **shape: Any
     ) -> CacheEntry:
@@ -190,6 +220,8 @@ class ResultCache:
                 f"Cannot keep the result in the cache at {self.directory}: "
                 f"{exc.strerror or exc}. Set {CACHE_ENV} to a writable directory."
             ) from None
+        except (TypeError, ValueError) as exc:  # a column Parquet cannot hold
+            raise ConfigurationError(f"Parquet cannot hold this result ({exc}).") from None
         return entry
 
     def entries(self) -> list[CacheEntry]:

@@ -301,9 +301,11 @@ class Recorder:
         """Append one exchange (the whole reply is read, even a streamed one)."""
         if self.closed:
             return
-        self._instance_ids |= {self._instance_id()} - {None}
-        self._instance_ids |= instance_ids_in(response.request)
-        document = exchange_of(response, kind, self._secrets(), self._instance_ids)
+        named = {self._instance_id()} | instance_ids_in(response.request)
+        with self._lock:  # pages arrive on several threads at once
+            self._instance_ids |= named - {None}
+            instance_ids = list(self._instance_ids)
+        document = exchange_of(response, kind, self._secrets(), instance_ids)
         with self._lock:
             if self.closed:
                 return

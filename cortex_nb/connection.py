@@ -238,6 +238,10 @@ class Connection:
             text += f"; token valid until {when}"
         if self.instance_id:
             text += f"; instance {self.instance_id}"
+        if self.replay is not None and self.client.url == self.replay.url:
+            text += f"; replaying {self.replay.path}"
+        if self.recorder is not None:
+            text += f"; recording to {self.recorder.path}"
         return text
 
     def _close_client(self) -> None:

@@ -352,30 +352,14 @@ class CortexMagics(Magics):
         return command.cache or command.refresh or self.cache
 
     def _cached(self, command: CellCommand, sql: str, structs: str, run: Any) -> Any:
-        """The cached result of ``sql`` (one line says its age), or ``run()``'s, then kept.
+        """The cached result of ``sql``, or ``run()``'s, kept (``cache.ResultCache.fetch``)."""
+        from cortex_nb.cache import ResultCache, cache_scope
 
-        A query that uses the current time touches the cache only when the cell asks for it.
-        """
-        from cortex_nb.cache import ResultCache, cache_scope, current_time_function
-
-        say = (lambda line: None) if command.quiet else print
-        clock = current_time_function(sql)
-        if clock and not (command.cache or command.refresh):
-            say(f"Not cached: the query uses {clock}, so its result changes with time; "
-                "add --cache to keep it anyway.")
-            return run()
-        cache = ResultCache()
-        tenant, instance = cache_scope(self.connection)
-        key = cache.key(tenant, instance, sql, structs=structs, limit=command.limit)
-        if not command.refresh and (hit := cache.get(key)) is not None:
-            say(hit.entry.hit_line())
-            return hit
-        result = run()
-        cache.put(key, result, tenant=tenant, instance=instance, sql=sql, structs=structs,
-                  limit=command.limit)
-        if clock:
-            say(f"Cached, though the query uses {clock}: this is its result as of now.")
-        return result
+        return ResultCache().fetch(
+            cache_scope(self.connection), sql, run, asked=command.cache,
+            refresh=command.refresh, say=(lambda line: None) if command.quiet else print,
+            structs=structs, limit=command.limit,
+        )
 
     def _run_rest(self, command: CellCommand) -> Any:
         body = _json_body(command.text)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,13 +15,16 @@ import requests
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
+from werkzeug import Response
 
-from cortex_nb import ConfigurationError, Credentials, QueryError
-from cortex_nb.cassette import FORMAT, INSTANCE, Cassette, dump_document
+from cortex_nb import ConfigurationError, Credentials, HTTPClient, QueryError
+from cortex_nb.cassette import FORMAT, INSTANCE, Cassette, Recorder, dump_document
 from cortex_nb.connection import Connection, get_connection
 from cortex_nb.replay import MISS_STATUS, Replay
 from cortex_nb.sandbox import Sandbox
 from cortex_nb.sandbox.tokens import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_REFRESH_TOKEN
+
+from .support import CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN, make_jwt, refresh_credentials
 
 INSTANCE_ID = "7391550263"  # a tenant-like instance id: digits, as real ones are
 JWT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")
@@ -154,6 +158,41 @@ def test_a_cassette_holds_no_secret_and_no_instance_id(recorded):
     assert f"`{INSTANCE}.firewall.traffic`" in text
     statuses = [e["response"]["status"] for e in Cassette.load(path).exchanges]
     assert 401 in statuses and 400 in statuses  # the refusals are in it, minus their secrets
+
+
+def test_secrets_anywhere_in_an_exchange_stay_out_of_the_cassette(httpserver, tmp_path):
+    """Query strings, form and JSON bodies, reply headers and reply data, at any depth."""
+    jwt = make_jwt(time.time() + 3600, sub="someone")
+    httpserver.expect_request("/api/oauth2/RequestToken").respond_with_json(
+        {"access_token": jwt, "refresh_token": "rt-ROLLED-5e1", "expires_in": "3599"})
+    echo = {"items": [{"note": f"token {jwt} in a message", "auth": f"Bearer {jwt}",
+                       "url": "https://user:pw-SECRET-9@example.com/x",
+                       "nested": {"client_secret": "cs-NESTED-2"}}]}
+    httpserver.expect_request("/echo").respond_with_response(Response(
+        json.dumps(echo), content_type="application/json",
+        headers={"Set-Cookie": "session=ck-SECRET-3", "x-request-id": "req-1"}))
+    credentials = refresh_credentials(httpserver)
+    client = HTTPClient(url=httpserver.url_for("/"), credentials=credentials)
+    path = tmp_path / "secrets.cassette"
+    with Recorder(path, instance_id=INSTANCE_ID, secrets=credentials.secrets) as recorder:
+        recorder.attach(credentials.http, kind="token")
+        recorder.attach(client.session)
+        client.request(method="GET", path="/echo",
+                       params={"access_token": "qp-SECRET-4", "tenantId": INSTANCE_ID})
+        client.request(method="POST", path="/echo", data="client_secret=form-SECRET-5&x=1",
+                       headers={"Content-Type": "application/x-www-form-urlencoded"})
+        client.request(method="POST", path="/echo", json={
+            "token": "body-SECRET-6", "query": f"SELECT 1 FROM `{INSTANCE_ID}.firewall.url`"})
+    text = path.read_text()
+    for secret in (jwt, CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN, "rt-ROLLED-5e1", "qp-SECRET-4",
+                   "form-SECRET-5", "body-SECRET-6", "ck-SECRET-3", "pw-SECRET-9",
+                   "cs-NESTED-2", INSTANCE_ID):
+        assert secret not in text, secret
+    exchanges = Cassette.load(path).exchanges
+    assert [e["kind"] for e in exchanges] == ["token", "api", "api", "api"]
+    assert exchanges[1]["request"]["query"]["tenantId"] == INSTANCE
+    assert exchanges[1]["response"]["headers"] == {"content-type": "application/json",
+                                                   "x-request-id": "req-1"}
 
 
 def test_a_cassette_is_plain_text_with_one_result_row_per_line(recorded):
