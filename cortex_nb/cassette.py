@@ -50,6 +50,7 @@ __all__ = [
     "body_of",
     "dump_document",
     "exchange_of",
+    "with_instance_placeholder",
 ]
 
 FORMAT = "cortex_nb cassette"
@@ -66,7 +67,7 @@ _BEARER = re.compile(
     r"(Bearer\s+)(?!\*{6}|(?:realm|scope|error|error_description|error_uri)=)[^\s,\"]+",
     re.IGNORECASE,
 )
-_TABLE_INSTANCE = re.compile(rf"`([^`.\s]+)\.(?:{'|'.join(DATASETS)})\.[A-Za-z_][A-Za-z0-9_]*`")
+_TABLE_INSTANCE = re.compile(rf"`([^`.\s]+)(\.(?:{'|'.join(DATASETS)})\.[A-Za-z_][A-Za-z0-9_]*`)")
 
 
 # -- what is kept of a string, a JSON value, an exchange --------------------------------------
@@ -153,7 +154,13 @@ def instance_ids_in(request: requests.PreparedRequest) -> set[str]:
     if not body:
         return set()
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
-    return set(_TABLE_INSTANCE.findall(text))
+    return {match.group(1) for match in _TABLE_INSTANCE.finditer(text)}
+
+
+def with_instance_placeholder(sql: str) -> str:
+    """``sql`` with the instance id of each table name (`` `ID.firewall.traffic` ``) replaced by
+    the placeholder: a replay serves one tenant, whichever id a notebook spells out."""
+    return _TABLE_INSTANCE.sub(lambda m: f"`{INSTANCE}{m.group(2)}", sql)
 
 
 # -- the file -----------------------------------------------------------------------------------

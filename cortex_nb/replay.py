@@ -7,7 +7,8 @@ sandbox's demo credentials; nothing secret is needed, or held by the cassette.
 
 Requests are matched by meaning, not by exact sequence. A request's key is its method, its
 path, its query parameters without ``maxWait`` and its body; a job creation's body without
-its ``jobId`` and ``clientVersion``, with the SQL's white space normalized. Job ids are
+its ``jobId`` and ``clientVersion``, with the SQL's white space normalized and any instance id
+in its table names read as ``<instance>`` (so is a ``tenantId``). Job ids are
 client-chosen (``cortexnb-<uuid4>``), so each recorded job gets a token (``{job1}``) that stands
 for its id in later keys; a replayed creation maps the new id to the token of the recorded job
 it matched, and every reply has the recorded ids replaced by the new ones. Replies to one key
@@ -25,7 +26,7 @@ import threading
 from collections import Counter
 from typing import Any
 
-from cortex_nb.cassette import Cassette, Cleaner, body_of
+from cortex_nb.cassette import INSTANCE, Cassette, Cleaner, body_of, with_instance_placeholder
 from cortex_nb.sandbox.api import Reply, Request, error_reply, json_reply
 from cortex_nb.sandbox.server import RecordedRequest, Sandbox
 from cortex_nb.sandbox.tokens import OAuthError, TokenAuthority
@@ -48,11 +49,14 @@ def _meaning(method: str, path: str, query: dict[str, Any], body: Any) -> str:
     """What a request asks for, as text (before job ids become tokens)."""
     path = path.rstrip("/") or "/"
     query = {k: v for k, v in query.items() if k not in IGNORED_PARAMS}
+    if "tenantId" in query:  # one tenant is replayed, whichever id a notebook names
+        query["tenantId"] = INSTANCE
     if _creates_job(method, path) and isinstance(body, dict):
         body = {k: v for k, v in body.items() if k not in IGNORED_CREATE_KEYS}
         params = body.get("params")
         if isinstance(params, dict) and isinstance(params.get("query"), str):
-            body["params"] = {**params, "query": normalize_sql(params["query"])}
+            sql = with_instance_placeholder(normalize_sql(params["query"]))
+            body["params"] = {**params, "query": sql}
     return json.dumps([method.upper(), path, query, body], sort_keys=True, ensure_ascii=False)
 
 

@@ -140,6 +140,15 @@ def test_replay_gives_the_same_traces_and_errors(replayed):
     assert unvarying.sub("", again.error) == unvarying.sub("", live.error)
 
 
+def test_a_notebook_that_spells_out_the_instance_id_replays_too(replayed):
+    connection, live = replayed
+    spelled_out = f"`{INSTANCE_ID}.firewall.traffic`"
+    again = connection.require().query(TALKERS.format(t=spelled_out))
+    pd.testing.assert_frame_equal(again.df, live.frames["talkers"])
+    listed = connection.require().list_jobs(tenant_id=INSTANCE_ID, state="done")
+    assert listed.status_code == 200 and connection.replay.misses == []
+
+
 def test_replayed_job_ids_are_the_new_ones(replayed):
     connection, live = replayed
     again = investigate(connection)
