@@ -12,10 +12,15 @@ Background jobs share the connection from worker threads: the client's connectio
 sized for them, its retries hold one shared backoff gate on a 429 (``background.gated_retry``),
 the trace history and the token refresh take their own locks, and a job keeps the client it
 started with when the notebook reconnects.
+
+``record(path)`` writes every exchange from then on (token refreshes included) into a cassette
+(``cortex_nb.cassette``), across reconnects, until ``stop_recording()`` or ``disconnect()``;
+``connect_replay(path)`` serves a cassette on loopback (``cortex_nb.replay``) and connects to it.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -50,6 +55,8 @@ class Connection:
         self.client: HTTPClient | None = None
         self.queries: QueryService | None = None
         self.sandbox: Any = None
+        self.replay: Any = None  # the Replay serving a cassette, after connect_replay()
+        self.recorder: Any = None  # the cassette Recorder, after record()
         self.traces = TraceLog(secrets=self.secrets)
         self.jobs = BackgroundJobs()
         self.listeners: list[Callable[[Connection], None]] = []
@@ -102,13 +109,19 @@ class Connection:
         credentials = credentials if credentials is not None else Credentials()
         credentials.adopt_token_url(endpoint.token_url)
         self.traces.attach(credentials.http, kind="token")
+        if self.recorder is not None:
+            self.recorder.attach(credentials.http, kind="token")
         if validate:
             credentials.refresh_if_expiring()
         client_kwargs.setdefault("max_retries", gated_retry(self.jobs.gate))
         client_kwargs.setdefault("pool_maxsize", POOL_MAXSIZE)
         client = HTTPClient(url=endpoint.api_url, credentials=credentials, **client_kwargs)
+        if self.recorder is not None:
+            self.recorder.attach(client.session)
         with self._lock:
             self._close_client()
+            if self.replay is not None and endpoint.api_url != self.replay.url:
+                self.stop_replay()  # connected elsewhere: the replayed cassette is done with
             self.endpoint, self.credentials, self.client = endpoint, credentials, client
             self.queries = QueryService(client=client, traces=self.traces, jobs=self.jobs)
         self._notify()
@@ -159,11 +172,56 @@ class Connection:
         return self.connect(Credentials(profile=name, token_url=token_url), endpoint=endpoint)
 
     def disconnect(self) -> None:
-        """Forget the credentials and close the client (the sandbox keeps running)."""
+        """Forget the credentials and close the client; stop recording and replaying (the
+        sandbox keeps running)."""
         with self._lock:
             self._close_client()
             self.client = self.queries = self.credentials = self.endpoint = None
+            self.stop_recording()
+            self.stop_replay()
         self._notify()
+
+    # -- cassettes ----------------------------------------------------------------------------
+    def record(self, path: str | os.PathLike[str]) -> Any:
+        """Record every exchange from now on into the cassette at ``path`` (replaced), without
+        tokens, secrets or the instance id; returns the ``cassette.Recorder``."""
+        from cortex_nb.cassette import Recorder
+
+        with self._lock:
+            self.stop_recording()
+            self.recorder = Recorder(path, instance_id=lambda: self.instance_id,
+                                     secrets=self.secrets)
+            if self.client is not None and self.credentials is not None:
+                self.recorder.attach(self.credentials.http, kind="token")
+                self.recorder.attach(self.client.session)
+            return self.recorder
+
+    def stop_recording(self) -> None:
+        """Stop recording, if recording (the cassette keeps what it holds)."""
+        with self._lock:
+            if self.recorder is not None:
+                self.recorder.close()
+                self.recorder = None
+
+    def connect_replay(self, path: str | os.PathLike[str]) -> Connection:
+        """Serve the cassette at ``path`` on loopback (``replay.Replay``) and connect to it."""
+        from cortex_nb.replay import Replay
+
+        replay = Replay(path).start()
+        with self._lock:
+            self.stop_replay()
+            self.replay = replay
+        endpoint = Endpoint.for_url(
+            replay.url, token_url=replay.token_url, instance_id=replay.instance_id
+        )
+        return self.connect(Credentials(**replay.credentials(), environ={}), endpoint=endpoint)
+
+    def stop_replay(self) -> None:
+        """Stop serving the replayed cassette, if one is served."""
+        with self._lock:
+            if self.replay is not None:
+                self.replay.stop()
+                self.replay = None
 
     def stop_sandbox(self) -> None:
         """Stop the in-process sandbox, if one runs (and disconnect if connected to it)."""
@@ -194,6 +252,10 @@ class Connection:
             text += f"; token valid until {when}"
         if self.instance_id:
             text += f"; instance {self.instance_id}"
+        if self.replay is not None and self.client.url == self.replay.url:
+            text += f"; replaying {self.replay.path}"
+        if self.recorder is not None:
+            text += f"; recording to {self.recorder.path}"
         return text
 
     def _close_client(self) -> None:

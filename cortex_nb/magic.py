@@ -9,9 +9,12 @@ Line magic::
 
     %cortex connect sandbox [--rows N] [--seed S] [--port P]   (restarts it for other options)
     %cortex connect [--profile NAME] [--url URL] [--region R] [--instance ID]
+    %cortex connect ... --record FILE      (write every exchange to a cassette)
+    %cortex connect replay FILE            (serve a cassette offline and connect to it)
     %cortex disconnect | status | panel | history | trace [N]
     %cortex tables [PATTERN]                (the documented log types)
     %cortex columns TABLE [PATTERN]         (a log type's columns and struct subfields)
+    %cortex cache list | clear             (the result cache)
     %cortex GET /query/v2/jobs [-o VAR]     (one REST request with no body)
     %cortex jobs [--server [--max N] [--state S]] | cancel ID|NAME|all | wait [ID|NAME ...]
     %cortex fetch JOB_ID [-o VAR] [--bg] [-q] [--limit N] [--structs S] [--timeout SECONDS]
@@ -19,7 +22,7 @@ Line magic::
 Cell magic::
 
     %%cortex [-o VAR] [-q] [--trace] [--dry-run] [--limit N] [--page-size N] [--raw]
-             [--structs value|keep|flatten] [--timeout SECONDS] [--bg]
+             [--structs value|keep|flatten] [--timeout SECONDS] [--bg] [--cache] [--refresh]
     SELECT ... FROM `firewall.traffic` WHERE source_ip.value = {ip}
 
     %%cortex GET /query/v2/jobs            (REST mode; the cell is the JSON body)
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import html
 import json
 import re
@@ -100,6 +104,8 @@ def _cell_parser() -> _ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="show nothing (with -o VAR)")
     p.add_argument("--timeout", type=float, help="cancel the query after N seconds (0: never)")
     p.add_argument("--bg", action="store_true", help="run in the background (with -o VAR)")
+    p.add_argument("--cache", action="store_true", help="reuse a cached result, or keep this one")
+    p.add_argument("--refresh", action="store_true", help="run it again and cache the new result")
     p.add_argument("request", nargs="*", help="METHOD /path for REST mode")
     return p
 
@@ -122,6 +128,8 @@ class CellCommand:
     structs: str | None = None
     timeout: float | None = None
     background: bool = False
+    cache: bool = False
+    refresh: bool = False
 
 
 def parse_cell(line: str, cell: str) -> CellCommand:
@@ -139,6 +147,7 @@ def parse_cell(line: str, cell: str) -> CellCommand:
         "output": args.output, "trace": args.trace, "dry_run": args.dry_run,
         "limit": args.limit, "page_size": args.page_size, "raw": args.raw, "quiet": args.quiet,
         "structs": args.structs, "timeout": args.timeout, "background": args.bg,
+        "cache": args.cache, "refresh": args.refresh,
     }
     if not request:
         sql = cell.strip()
@@ -159,7 +168,9 @@ def _line_parser() -> _ArgumentParser:
     p = _ArgumentParser(prog="cortex", add_help=False)
     sub = p.add_subparsers(dest="command")
     connect = sub.add_parser("connect", add_help=False)
-    connect.add_argument("target", nargs="?", choices=["sandbox"])
+    connect.add_argument("target", nargs="?", choices=["sandbox", "replay"])
+    connect.add_argument("cassette", nargs="?", help="the cassette file to replay")
+    connect.add_argument("--record", metavar="FILE", help="write every exchange to a cassette")
     connect.add_argument("--profile")
     connect.add_argument("--url")
     connect.add_argument("--region")
@@ -169,6 +180,8 @@ def _line_parser() -> _ArgumentParser:
     connect.add_argument("--port", type=int)
     trace = sub.add_parser("trace", add_help=False)
     trace.add_argument("n", nargs="?", type=int, default=1)
+    cache = sub.add_parser("cache", add_help=False)
+    cache.add_argument("action", nargs="?", choices=["list", "clear"], default="list")
     for name in ("disconnect", "status", "panel", "history"):
         sub.add_parser(name, add_help=False)
     tables = sub.add_parser("tables", add_help=False)
@@ -269,6 +282,10 @@ class CortexMagics(Magics):
     timeout = Float(
         DEFAULT_QUERY_TIMEOUT, help="Seconds a query may take before it is cancelled (0: no limit)."
     ).tag(config=True)
+    cache = Bool(
+        False, help="Keep every query's result in the result cache and reuse it (like --cache), "
+        "except for queries that use the current time.",
+    ).tag(config=True)
     max_background_jobs = Int(
         4, min=1, help="Background queries (%%cortex --bg) that run at once; the rest wait."
     ).tag(config=True)
@@ -308,6 +325,25 @@ class CortexMagics(Magics):
 
     def _do_connect(self, args: argparse.Namespace) -> None:
         connection = self.connection
+        if (args.target == "replay") != bool(args.cassette):
+            raise CortexCellError("%cortex connect: give a cassette as `connect replay FILE`.")
+        if args.target == "replay":
+            if args.record:
+                raise CortexCellError("%cortex connect: a replay cannot be recorded (--record).")
+            connection.connect_replay(args.cassette)
+            print(connection.replay.describe())
+            return
+        connection.stop_recording()
+        if args.record:
+            recorder = connection.record(args.record)
+            print(f"Recording to {recorder.path} (without tokens, secrets or the instance id).")
+        try:
+            self._connect_live(connection, args)
+        except CortexError:
+            connection.stop_recording()
+            raise
+
+    def _connect_live(self, connection: Connection, args: argparse.Namespace) -> None:
         if args.target == "sandbox":
             wanted = {"rows": args.rows, "seed": args.seed, "port": args.port}
             options = {k: v for k, v in wanted.items() if v is not None}
@@ -354,6 +390,16 @@ class CortexMagics(Magics):
 
         return FullFrame(columns(args.table, args.pattern))
 
+    def _do_cache(self, args: argparse.Namespace) -> Any:
+        from cortex_nb.cache import ResultCache
+        from cortex_nb.display import ShortFrame
+
+        cache = ResultCache()
+        if args.action == "clear":
+            print(f"Removed {cache.clear()} cached results from {cache.directory}.")
+            return None
+        return ShortFrame(cache.to_frame())
+
     # -- cell magic ----------------------------------------------------------------------------
     @cell_magic("cortex")
     def cortex_cell(self, line: str, cell: str) -> Any:
@@ -383,15 +429,35 @@ class CortexMagics(Magics):
             "page_size": command.page_size or self.page_size, "parallel": self.parallel,
             "progress": _ProgressLine(self.progress), "timeout": timeout or None,
         }
+        caching = self._caching(command)  # (refuses --cache with --raw)
         if command.raw:
             job = service.start(sql, limit=command.limit, **options)
             with job.cancel_on_interrupt():
                 return job.rows()
         structs = command.structs or self.structs
-        result = service.query(sql, structs=structs, max_rows=command.limit, **options)
+        run = functools.partial(service.query, sql, structs=structs, max_rows=command.limit,
+                                **options)
+        result = self._cached(command, sql, structs, run) if caching else run()
         if command.trace or self.show_trace:
             self._show_traces(result.traces)
         return result.df
+
+    def _caching(self, command: CellCommand) -> bool:
+        if command.raw:
+            if command.cache or command.refresh:
+                raise CortexCellError("%%cortex: --cache keeps DataFrames; not with --raw")
+            return False
+        return command.cache or command.refresh or self.cache
+
+    def _cached(self, command: CellCommand, sql: str, structs: str, run: Any) -> Any:
+        """The cached result of ``sql``, or ``run()``'s, kept (``cache.ResultCache.fetch``)."""
+        from cortex_nb.cache import ResultCache, cache_scope
+
+        return ResultCache().fetch(
+            cache_scope(self.connection), sql, run, asked=command.cache,
+            refresh=command.refresh, say=(lambda line: None) if command.quiet else print,
+            structs=structs, limit=command.limit,
+        )
 
     def _run_rest(self, command: CellCommand) -> Any:
         body = _json_body(command.text)
@@ -538,6 +604,10 @@ def _check_background(command: CellCommand) -> None:
         raise CortexCellError(
             f"%%cortex --bg does not take {option}; run the cell without --bg, or see "
             "%cortex trace once the job is done."
+        )
+    if command.cache or command.refresh:
+        raise CortexCellError(
+            "%%cortex --bg does not use the result cache; run a cached query without --bg."
         )
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from cortex_nb.exceptions import ConfigurationError
 
-__all__ = ["DATASETS", "qualify_tables", "render_parameters", "sql_literal"]
+__all__ = ["DATASETS", "normalize_sql", "qualify_tables", "render_parameters", "sql_literal"]
 
 DATASETS = ("firewall", "log", "endpoint")
 # quoted strings and backticked names (skipped), then the things we rewrite
@@ -122,3 +122,19 @@ def _qualify_bare(text: str, instance_id: str) -> str:
     return _BARE_TABLE.sub(
         lambda m: f"{m.group('kw')}{m.group('ws')}`{instance_id}.{m.group('table')}`", text
     )
+
+
+
+_SPACE = re.compile(r"\s+")
+
+
+def normalize_sql(sql: str) -> str:
+    """``sql`` with each run of white space outside quotes made one space, the ends trimmed and
+    a trailing ``;`` dropped: two layouts of one query compare equal (cache keys, replay)."""
+    out, last = [], 0
+    for match in _TOKENS.finditer(sql):
+        if match.group("quoted"):
+            out += [_SPACE.sub(" ", sql[last : match.start()]), match.group("quoted")]
+            last = match.end()
+    out.append(_SPACE.sub(" ", sql[last:]))
+    return "".join(out).strip().removesuffix(";").rstrip()

@@ -17,13 +17,16 @@ import pytest
 from cortex_nb.sandbox.tokens import DEMO_CLIENT_SECRET, DEMO_REFRESH_TOKEN
 
 ROOT = Path(__file__).parent.parent
-NAMES = ("01-getting-started.ipynb", "02-httpclient.ipynb", "03-investigation.ipynb")
+NAMES = (
+    "01-getting-started.ipynb", "02-httpclient.ipynb", "03-investigation.ipynb",
+    "04-replay.ipynb",
+)
 NOTEBOOKS = [ROOT / "notebooks" / name for name in NAMES]
 JWT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")
 BEARER = re.compile(r"Bearer (?!\$TOKEN|\*{6}|error=|realm=)\S+")  # not WWW-Authenticate
 
 
-def test_the_three_notebooks_exist():
+def test_the_notebooks_exist():
     assert all(path.is_file() for path in NOTEBOOKS)
 
 
@@ -60,3 +63,12 @@ def test_no_secret_in_stored_outputs_or_widget_state(path):
         assert secret not in text
     assert not JWT.search(text), "an access token was saved in the notebook"
     assert not BEARER.search(text), "a bearer token was saved in the notebook"
+
+
+def test_the_example_cassette_holds_no_secret_and_no_instance_id():
+    """04-replay.ipynb runs from a cassette recorded from the sandbox (instance sandbox0)."""
+    text = (ROOT / "notebooks" / "04-replay.cassette").read_text()
+    for secret in (DEMO_CLIENT_SECRET, DEMO_REFRESH_TOKEN, "sandbox0"):
+        assert secret not in text
+    assert not JWT.search(text) and not BEARER.search(text)
+    assert "`<instance>.firewall.traffic`" in text

@@ -38,6 +38,9 @@ CHECKED = (
     "cortex-nb query --sandbox",
     "cortex-nb sandbox --port",
     "from cortex_nb import get_connection",
+    "%cortex connect --profile work --record",
+    "from cortex_nb import get_connection\nfrom cortex_nb.replay import Replay",
+    "%%cortex --cache",
 )
 
 
@@ -125,7 +128,7 @@ def test_background_queries_from_python(sandbox, capsys):
                           instance_id=sandbox.instance_id)
     namespace: dict = {}
     try:
-        exec(compile(block("from cortex_nb import get_connection"), "README", "exec"), namespace)
+        exec(compile(block("from cortex_nb import get_connection\n\nqueries"), "README", "exec"), namespace)
     finally:
         get_session().disconnect()
     assert capsys.readouterr().out.split()[0] in {"WAITING", "PENDING", "RUNNING", "DOWNLOADING"}
@@ -170,3 +173,43 @@ def test_the_sandbox_command_parses():
         8080, 100_000, 7, 50, 0.05
     )
     assert (args.query_timeout_ms, args.memory_limit_mb, args.workers) == (120_000, 2048, 4)
+
+
+def test_record_once_replay_offline(shell, sandbox, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    with pytest.warns(profiles.SecretsInFileWarning):
+        profiles.save_profile("work", url=sandbox.url, **sandbox.credentials())
+    record, _, replay = block("%cortex connect --profile work --record").strip().splitlines()
+    query = "%%cortex -o n\nSELECT COUNT(*) AS n FROM `sandbox0.firewall.threat`"
+    run_cell(shell, "%load_ext cortex_nb")
+    run_cell(shell, record)
+    run_cell(shell, query)
+    recorded = shell.user_ns["n"]
+    _, cap = run_cell(shell, replay)
+    assert "Replaying investigation.cassette" in cap.stdout
+    sandbox.clear()
+    run_cell(shell, query.replace("sandbox0", "<instance>"))
+    pd.testing.assert_frame_equal(shell.user_ns["n"], recorded)
+    assert sandbox.requests == []
+
+
+def test_record_and_replay_from_python(monkeypatch, tmp_path, capsys):
+    monkeypatch.chdir(tmp_path)
+    get_session().start_sandbox(rows=500)  # connect_sandbox() below uses the running one
+    try:
+        exec(compile(block("from cortex_nb import get_connection\nfrom cortex_nb.replay"),
+                     "README", "exec"), {})
+    finally:
+        get_session().stop_sandbox()
+    assert "Replaying investigation.cassette (3 recorded exchanges)" in capsys.readouterr().out
+    assert "sandbox0" not in (tmp_path / "investigation.cassette").read_text()
+
+
+def test_the_result_cache(shell, sandbox, monkeypatch, tmp_path):
+    monkeypatch.setenv("CORTEX_NB_CACHE_DIR", str(tmp_path / "cache"))
+    get_session().connect_sandbox(rows=200)
+    run_cell(shell, "%load_ext cortex_nb")
+    cell = block("%%cortex --cache")
+    run_cell(shell, cell)
+    _, cap = run_cell(shell, cell)
+    assert "Cached result from" in cap.stdout and "no request sent" in cap.stdout

@@ -227,6 +227,7 @@ class _Handler(BaseHTTPRequestHandler):
             reply = error_reply(fault.status, fault.message(), headers=fault.headers())
         else:
             reply = sandbox.api.handle(request)
+            request_id = reply.headers.pop("x-request-id", None) or request_id
         sandbox.record(request, reply.status, request_id)
         self._write(reply, request_id)
 
@@ -261,11 +262,11 @@ class _Handler(BaseHTTPRequestHandler):
         return b"", error_reply(status, message, headers={"Connection": "close"})
 
     def _write(self, reply: Reply, request_id: str) -> None:
+        headers = {"Content-Type": "application/json", **reply.headers}
         self.send_response(reply.status)
-        self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(reply.body)))
         self.send_header("x-request-id", request_id or uuid.uuid4().hex)
-        for name, value in reply.headers.items():
+        for name, value in headers.items():
             self.send_header(name, value)
         self.end_headers()
         if self.command != "HEAD":
@@ -295,6 +296,11 @@ class Sandbox:
     default), or its request's shorter ``timeoutMs``. Results are kept ``results_ttl_s``
     seconds while they total at most ``results_mb`` (default half the memory limit), oldest
     dropped first. ``verbose`` prints one line on stderr per server-side error.
+
+    ``app``, an object whose ``handle(Request) -> Reply`` answers every request, replaces the
+    sandbox's own routes (a cassette's replay is served this way): no data is generated and no
+    job workers run. A reply's ``x-request-id`` or ``Content-Type`` header, if it has one, is
+    sent instead of the server's own.
     """
 
     def __init__(
@@ -317,6 +323,7 @@ class Sandbox:
         results_ttl_s: float = 3600,
         results_mb: int | None = None,
         verbose: bool = False,
+        app: object = None,
     ) -> None:
         check_settings(rows, latency_ms, threads, workers, memory_limit_mb, query_timeout_ms)
         self.host, self.rows, self.seed = host, rows, seed
@@ -338,6 +345,7 @@ class Sandbox:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self.engine = self.jobs = self.api = self.guard = None
+        self.app = app
 
     # ---- life cycle -----------------------------------------------------------------------
 
@@ -349,8 +357,9 @@ class Sandbox:
         try:
             self._server = _Server((self.host, self._requested_port), self)
         except OSError:
-            self.jobs.shutdown(timeout=STOP_WAIT_S)
-            self.engine.close()
+            if self.engine is not None:
+                self.jobs.shutdown(timeout=STOP_WAIT_S)
+                self.engine.close()
             raise
         self.guard = BrowserGuard(self.host, self.port)
         self._stopping.clear()
@@ -364,7 +373,10 @@ class Sandbox:
         return self
 
     def _start_engine(self) -> None:
-        """Generate the data and start the job workers and the routes."""
+        """Generate the data and start the job workers and the routes (or serve ``app``)."""
+        if self.app is not None:
+            self.api = self.app
+            return
         import duckdb
 
         from cortex_nb.sandbox.engine import Engine
@@ -398,13 +410,15 @@ class Sandbox:
             return
         self._stopping.set()
         server.shutdown()
-        workers_done = self.jobs.shutdown(timeout=STOP_WAIT_S)
+        workers_done = self.jobs is None or self.jobs.shutdown(timeout=STOP_WAIT_S)
         server.close_open_connections()
         server.server_close()
         busy = server.join_threads(timeout=STOP_WAIT_S)
         self._thread.join()
         if not workers_done:
             busy += [worker for worker in self.jobs.workers if worker.is_alive()]
+        if self.engine is None:
+            return
         if busy:
             threading.Thread(target=_close_after, args=(self.engine, busy), daemon=True).start()
         else:
