@@ -33,8 +33,10 @@ import duckdb
 import orjson
 import sqlglot
 from sqlglot import exp
+from sqlglot.schema import MappingSchema
 
-from cortex_nb.sandbox import logs, policy
+from cortex_nb.sandbox import logs, policy, typecheck
+from cortex_nb.sandbox.csql import to_duckdb
 from cortex_nb.sandbox.policy import QueryRejected
 
 __all__ = ["Engine", "Prepared", "QueryRejected", "ResultSet", "bigquery_field"]
@@ -114,6 +116,7 @@ class Engine:
         self._con.execute(f"ATTACH ':memory:' AS {CATALOG} (COMPRESS)")
         self._con.execute(f"USE {CATALOG}")  # for loading only: cursors start elsewhere
         self.table_rows = logs.build(self._con, rows, seed, anchor)
+        self.schema = _expose_timestamps_and_describe(self._con)
         # results stay uncompressed: written once, read soon, and compressing JSON text is slow
         self._con.execute("CREATE SCHEMA memory.results")
         # queries are untrusted text: no files, no network, no way to turn that back on
@@ -143,7 +146,9 @@ class Engine:
         except (duckdb.InterruptException, duckdb.OutOfMemoryException):
             raise  # the job's own limits: its worker reports them
         except duckdb.Error as error:
-            raise QueryRejected(_first_line(error), context=_error_context(error)) from None
+            raise typecheck.binding_refusal(
+                _first_line(error), _error_context(error), csql
+            ) from None
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise QueryRejected(
@@ -153,12 +158,14 @@ class Engine:
         return Prepared(sql, list(names), list(types))
 
     def translate(self, csql: str) -> str:
-        """csql -> DuckDB SQL, checked by ``policy``, tables mapped, unnamed columns ``fN_``."""
+        """csql -> DuckDB SQL: checked by ``policy`` and ``typecheck``, tables mapped, unnamed
+        columns ``fN_``, BigQuery's functions in DuckDB's words (``csql``)."""
         try:
             tree = _parse_single_select(csql)
             policy.check(tree, self._map_table)
             _name_anonymous_columns(tree)
-            return tree.sql(dialect="duckdb")
+            typecheck.check(tree, self.schema, csql)
+            return to_duckdb(tree)
         except sqlglot.errors.SqlglotError as error:  # the scope analysis could not follow it
             raise QueryRejected(f"Unsupported query: {_sqlglot_message(error)}", csql) from None
         except RecursionError:
@@ -219,6 +226,31 @@ class Engine:
         with self.cursor() as cur:
             texts = cur.execute(sql, [offset, offset + limit]).fetchnumpy()
         return ",".join(next(iter(texts.values())).tolist()).encode()
+
+
+def _expose_timestamps_and_describe(con: duckdb.DuckDBPyConnection) -> MappingSchema:
+    """Make every timestamp column of the logs a TIMESTAMPTZ; the tables' columns for sqlglot.
+
+    csql's TIMESTAMP is an instant, as in BigQuery: DuckDB's TIMESTAMPTZ. Left as DuckDB's
+    wall-clock TIMESTAMP (BigQuery's DATETIME), a column would not take ``TIME()``, would print
+    without its ``+00`` in ``CAST(... AS STRING)`` and would be cast on every row compared with
+    ``TIMESTAMP("...")`` or ``CURRENT_TIMESTAMP``.
+    """
+    listing = (
+        "SELECT table_schema, table_name, column_name, data_type FROM information_schema.columns "
+        "WHERE table_catalog = ? ORDER BY table_schema, table_name, ordinal_position"
+    )
+    tables: dict[str, dict[str, dict[str, exp.DataType]]] = {}
+    for db, table, column, dtype in con.execute(listing, [CATALOG]).fetchall():
+        if dtype == "TIMESTAMP":
+            con.execute(
+                f"ALTER TABLE {CATALOG}.{db}.{table} ALTER COLUMN {_ident(column)} "
+                "SET DATA TYPE TIMESTAMPTZ"
+            )
+            dtype = "TIMESTAMPTZ"
+        columns = tables.setdefault(db, {}).setdefault(table, {})
+        columns[column] = exp.DataType.build(dtype, dialect="duckdb")
+    return MappingSchema({CATALOG: tables}, dialect="bigquery")
 
 
 def bigquery_field(name: str, dtype: duckdb.DuckDBPyType) -> dict:
