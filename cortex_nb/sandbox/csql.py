@@ -34,7 +34,10 @@ __all__ = ["Csql", "to_duckdb"]
 _UTC = exp.Literal.string("UTC")
 # nodes the generator below writes with a method of its own
 _WRITTEN_HERE = frozenset(
-    {exp.TimeToStr, exp.TimestampDiff, exp.DateAdd, exp.DateSub, exp.UnixToTime, exp.StrToTime}
+    {
+        *(exp.TimeToStr, exp.TimestampDiff, exp.DateAdd, exp.DateSub, exp.UnixToTime),
+        *(exp.StrToTime, exp.NetFunc),
+    }
 )
 # EXTRACT parts that DuckDB reads the way BigQuery does
 _SAME_PARTS = frozenset(
@@ -44,6 +47,8 @@ _WEEKDAYS = ("SUNDAY", "MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY", "
 # a format element as sqlglot leaves it after reading BigQuery's (it expands %F, %T, %D, %c,
 # %x and %E6S, and turns %e into %-d): %E*S, %E<digits>S, %Ez, %-d, or one letter
 _ELEMENT = re.compile(r"%(E\*S|E\d+S|E4Y|Ez|[EO]?[-]?[A-Za-z%])")
+# a printf specification: flags, width and precision, then the conversion
+_PRINTF_SPEC = re.compile(r"%([-+ #0']*\d*(?:\.\d+)?)([a-zA-Z%])")
 # elements DuckDB's strftime writes as BigQuery does
 _NATIVE = frozenset("aAbBdHIjmMpSuUVwWyYGXhf%")
 
@@ -94,10 +99,12 @@ class Csql(DuckDB):
             exp.TsOrDsToTime: lambda self, e: self.sql(_as_time(e.this)),
             exp.CurrentTime: lambda self, e: self.sql(_as_time(exp.CurrentTimestamp())),
             exp.SafeFunc: lambda self, e: self.func("TRY", e.this),
-            exp.Format: lambda self, e: self.func(
-                "PRINTF", _printf_pattern(e.this), *e.expressions
-            ),
         }
+
+        def format_sql(self, expression: exp.Format) -> str:
+            """``FORMAT(pattern, ...)``: printf-style, as DuckDB's ``printf``."""
+            pattern, values = _printf_arguments(expression.this, expression.expressions)
+            return self.func("PRINTF", pattern, *values)
 
         def currentdatetime_sql(self, expression: exp.CurrentDatetime) -> str:
             """``CURRENT_DATETIME([zone])``: the wall-clock time now (UTC by default)."""
@@ -189,6 +196,27 @@ class Csql(DuckDB):
             if limit is not None:
                 written = f"LIST_SLICE({written}, 1, {self.sql(limit)})"
             return written
+
+        def unnest_sql(self, expression: exp.Unnest) -> str:
+            """``UNNEST(a) AS x WITH OFFSET AS o``: ``o`` counts from 0 (DuckDB's ordinality
+            from 1), so the two lists are unnested side by side instead."""
+            offset, alias = expression.args.get("offset"), expression.args.get("alias")
+            columns = alias.columns if alias else []
+            if not isinstance(offset, exp.Identifier) or len(columns) != 1:
+                return super().unnest_sql(expression)
+            array = self.sql(expression.expressions[0])
+            name = self.sql(alias.this) if alias.this else "_unnested"
+            return (
+                f"(SELECT UNNEST({array}) AS {self.sql(columns[0])}, "
+                f"UNNEST(RANGE(LEN({array}))) AS {self.sql(offset)}) AS {name}"
+            )
+
+        def netfunc_sql(self, expression: exp.NetFunc) -> str:
+            """``NET.*``: DuckDB would reach for an extension it may not load here."""
+            called = expression.this
+            name = called.name if isinstance(called, exp.Anonymous) else called.sql_name()
+            self.unsupported(f"NET.{name.upper()}() is not available in the sandbox")
+            return ""
 
         def approxtopk_sql(self, expression: exp.ApproxTopK) -> str:
             """``APPROX_TOP_COUNT(x, n)``: the ``n`` commonest values as ``{value, count}``."""
@@ -344,8 +372,19 @@ def _parse_format(pattern: exp.Expression) -> exp.Expression:
     return exp.Literal.string(text)
 
 
-def _printf_pattern(pattern: exp.Expression) -> exp.Expression:
-    """``FORMAT``'s pattern for DuckDB's printf (``%t``/``%T``, a value as text, become ``%s``)."""
-    if isinstance(pattern, exp.Literal) and pattern.is_string:
-        return exp.Literal.string(re.sub(r"%([-+ #0]*\d*)[tT]", r"%\1s", pattern.this))
-    return pattern
+def _printf_arguments(
+    pattern: exp.Expression, values: list[exp.Expression]
+) -> tuple[exp.Expression, list[exp.Expression]]:
+    """``FORMAT``'s pattern and values for DuckDB's printf: ``%t``/``%T`` (any value as text)
+    become ``%s`` of the value cast to text."""
+    if not (isinstance(pattern, exp.Literal) and pattern.is_string):
+        return pattern, values
+    values = list(values)
+    specs = [m for m in _PRINTF_SPEC.finditer(pattern.this) if m.group(2) != "%"]
+    for position, spec in enumerate(specs):
+        if spec.group(2) in "tT" and position < len(values):
+            values[position] = exp.cast(values[position], exp.DType.VARCHAR)
+    text = _PRINTF_SPEC.sub(
+        lambda m: f"%{m.group(1)}s" if m.group(2) in "tT" else m.group(0), pattern.this
+    )
+    return exp.Literal.string(text), values

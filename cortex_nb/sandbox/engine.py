@@ -152,8 +152,8 @@ class Engine:
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise QueryRejected(
-                f"Duplicate column names in the result are not supported: "
-                f"{', '.join(duplicates)}. Add aliases."
+                "Duplicate column names in the result are not supported. Found duplicate(s): "
+                f"{', '.join(duplicates)} (give the columns aliases with AS)"
             )
         return Prepared(sql, list(names), list(types))
 

@@ -77,14 +77,20 @@ _KINDS: dict[exp.DType, str] = {
     exp.DType.NULL: "NULL",
 }
 # BigQuery's canonical literal formats, which a quoted string must follow to become that type
-_DATE = r"\d{4}-\d{1,2}-\d{1,2}"
+_DATE = r"\s*\d{4}-\d{1,2}-\d{1,2}"
 _TIME = r"\d{1,2}:\d{1,2}(:\d{1,2}(\.\d{1,6})?)?"
 _ZONE = r"(\s*(Z|UTC|[+-]\d{1,2}(:?\d{2})?)|\s+[A-Za-z_]+(/[A-Za-z_+-]+)+)?"
 LITERAL_FORMATS = {
-    "DATE": re.compile(rf"{_DATE}"),
-    "TIME": re.compile(rf"{_TIME}"),
-    "DATETIME": re.compile(rf"{_DATE}([ T]{_TIME})?"),
-    "TIMESTAMP": re.compile(rf"{_DATE}([ Tt]{_TIME})?{_ZONE}", re.IGNORECASE),
+    "INT64": re.compile(r"\s*[+-]?(\d+|0[xX][0-9a-fA-F]+)\s*"),
+    "FLOAT64": re.compile(
+        r"\s*[+-]?((\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|inf|infinity|nan)\s*", re.IGNORECASE
+    ),
+    "NUMERIC": re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*"),
+    "BOOL": re.compile(r"\s*(true|false)\s*", re.IGNORECASE),
+    "DATE": re.compile(rf"{_DATE}\s*"),
+    "TIME": re.compile(rf"\s*{_TIME}\s*"),
+    "DATETIME": re.compile(rf"{_DATE}([ T]{_TIME})?\s*"),
+    "TIMESTAMP": re.compile(rf"{_DATE}([ Tt]{_TIME})?{_ZONE}\s*", re.IGNORECASE),
 }
 _COMPARISONS: dict[type[exp.Expression], str] = {
     exp.EQ: "=",
@@ -121,6 +127,8 @@ _FIRST_ARGUMENT: dict[type[exp.Expression], tuple[str, frozenset[str]]] = {
     exp.UnixSeconds: ("UNIX_SECONDS", frozenset({"TIMESTAMP"})),
     exp.UnixMillis: ("UNIX_MILLIS", frozenset({"TIMESTAMP"})),
     exp.UnixMicros: ("UNIX_MICROS", frozenset({"TIMESTAMP"})),
+    exp.DateAdd: ("DATE_ADD", frozenset({"DATE"})),
+    exp.DateSub: ("DATE_SUB", frozenset({"DATE"})),
 }
 # functions and casts that turn a quoted string into a date or time
 _LITERAL_CONVERSIONS: dict[type[exp.Expression], str] = {
@@ -205,8 +213,13 @@ class _Checker:
         spans = [(n.meta["start"], n.meta["end"]) for n in node.walk() if "start" in n.meta]
         if not spans:
             raise QueryRejected(message, context=node.sql("bigquery"))
-        start, end = min(s for s, _ in spans), max(e for _, e in spans)
-        raise QueryRejected(f"{message}{_at(self.csql, start)}", self.csql[start : end + 1])
+        start, end = min(s for s, _ in spans), max(e for _, e in spans) + 1
+        # the closing parentheses of calls carry no position: take those the text still owes
+        owed = self.csql.count("(", start, end) - self.csql.count(")", start, end)
+        while owed > 0 and end < len(self.csql):
+            owed += {"(": 1, ")": -1}.get(self.csql[end], 0)
+            end += 1
+        raise QueryRejected(f"{message}{_at(self.csql, start)}", self.csql[start:end])
 
     # ---- comparisons ----------------------------------------------------------------------
 
@@ -287,12 +300,12 @@ class _Checker:
                 return  # SAFE_CAST turns a bad value into NULL
         else:
             target = _LITERAL_CONVERSIONS[type(node)]
-        if target in TEMPORAL and _is_string_literal(node.this):
+        if target in LITERAL_FORMATS and _is_string_literal(node.this):
             self.literal(node.this, target, node)
 
     def literal(self, literal: exp.Literal, target: str, node: exp.Expression) -> None:
         """Refuse a quoted string that does not spell a ``target`` (DATE, TIMESTAMP...)."""
-        if not LITERAL_FORMATS[target].fullmatch(literal.this.strip()):
+        if not LITERAL_FORMATS[target].fullmatch(literal.this):
             self.refuse(f'Could not cast literal "{literal.this}" to type {target}', node)
 
     def arithmetic(self, node: exp.Binary) -> None:
@@ -348,7 +361,7 @@ def _comparison_problem(operator: str, left: exp.Expression, right: exp.Expressi
     if a == b or {a, b} <= NUMERIC or {a, b} == {"DATE", "DATETIME"}:
         return ""
     if b == "STRING" and a in TEMPORAL and _is_string_literal(right):
-        if LITERAL_FORMATS[a].fullmatch(right.this.strip()):
+        if LITERAL_FORMATS[a].fullmatch(right.this):
             return ""
         return f'Could not cast literal "{right.this}" to type {a}'
     if a == "STRING" and b in TEMPORAL and _is_string_literal(left):
