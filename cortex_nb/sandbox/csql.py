@@ -29,6 +29,8 @@ from sqlglot import exp
 from sqlglot.dialects.duckdb import DuckDB
 from sqlglot.errors import ErrorLevel
 
+from cortex_nb.sandbox.typecheck import KIND
+
 __all__ = ["Csql", "to_duckdb"]
 
 _UTC = exp.Literal.string("UTC")
@@ -54,8 +56,12 @@ _NATIVE = frozenset("aAbBdHIjmMpSuUVwWyYGXhf%")
 
 
 def to_duckdb(tree: exp.Expression) -> str:
-    """The DuckDB SQL for a csql tree (``UnsupportedError`` for what has no translation)."""
-    return tree.sql(dialect=Csql, unsupported_level=ErrorLevel.RAISE)
+    """The DuckDB SQL for a csql tree (``UnsupportedError`` for what has no translation).
+
+    The tree is written as it is, not copied first (a copy costs as much as the writing), so
+    it may be changed on the way: the caller keeps only the text.
+    """
+    return tree.sql(dialect=Csql, unsupported_level=ErrorLevel.RAISE, copy=False)
 
 
 def _sql(template: str, **parts: exp.Expression) -> exp.Expression:
@@ -68,6 +74,17 @@ def _sql(template: str, **parts: exp.Expression) -> exp.Expression:
         return node
 
     return tree.transform(swap)
+
+
+def _epoch_seconds(value: exp.Expression) -> exp.Expression:
+    """Whole seconds since the epoch, rounded down as BigQuery does (DuckDB's cast rounds)."""
+    return _sql("CAST(FLOOR(EPOCH_US(v) / 1000000) AS BIGINT)", v=value)
+
+
+def _strftime(value: exp.Expression, pattern: str) -> exp.Expression:
+    """DuckDB's ``strftime`` with a pattern in DuckDB's notation (a call sqlglot leaves as it
+    is: its own ``STRFTIME`` node would read the pattern as BigQuery's again)."""
+    return exp.Anonymous(this="STRFTIME", expressions=[value.copy(), exp.Literal.string(pattern)])
 
 
 def _as_time(value: exp.Expression) -> exp.Expression:
@@ -99,7 +116,16 @@ class Csql(DuckDB):
             exp.TsOrDsToTime: lambda self, e: self.sql(_as_time(e.this)),
             exp.CurrentTime: lambda self, e: self.sql(_as_time(exp.CurrentTimestamp())),
             exp.SafeFunc: lambda self, e: self.func("TRY", e.this),
+            exp.UnixSeconds: lambda self, e: self.sql(_epoch_seconds(e.this)),
         }
+
+        def cast_sql(self, expression: exp.Cast, safe_prefix: str | None = None) -> str:
+            """``CAST(timestamp AS STRING)`` as BigQuery writes it: ``+00``, and 0, 3 or 6
+            digits of fraction (DuckDB drops trailing zeros)."""
+            to_text = expression.to.is_type(*exp.DataType.TEXT_TYPES)
+            if to_text and expression.this.meta.get(KIND) == "TIMESTAMP":
+                return self.sql(_timestamp_text(expression.this))
+            return super().cast_sql(expression, safe_prefix)
 
         def format_sql(self, expression: exp.Format) -> str:
             """``FORMAT(pattern, ...)``: printf-style, as DuckDB's ``printf``."""
@@ -230,6 +256,19 @@ class Csql(DuckDB):
             return self.sql(counted)
 
 
+def _timestamp_text(value: exp.Expression) -> exp.Expression:
+    """BigQuery's text for a timestamp: ``2020-03-01 12:34:56[.fff[fff]]+00`` (UTC)."""
+    wall_clock = exp.cast(value, exp.DType.TIMESTAMP)
+    return _sql(
+        "seconds || CASE WHEN MICROSECOND(v) % 1000000 = 0 THEN '' "
+        "WHEN MICROSECOND(v) % 1000 = 0 THEN millis ELSE micros END || '+00'",
+        v=value,
+        seconds=_strftime(wall_clock, "%Y-%m-%d %H:%M:%S"),
+        millis=_strftime(wall_clock, ".%g"),
+        micros=_strftime(wall_clock, ".%f"),
+    )
+
+
 # ---- EXTRACT ------------------------------------------------------------------------------
 
 
@@ -269,7 +308,7 @@ def _format_parts(
     def flush() -> None:
         nonlocal native
         if native:
-            parts.append(exp.func("STRFTIME", local.copy(), exp.Literal.string(native)))
+            parts.append(_strftime(local, native))
             native = ""
 
     position = 0
@@ -311,7 +350,11 @@ def _special_element(
         count = min(int(digits.group(1)), 6)
         if count == 0:
             return "%S"
-        return _sql(f"STRFTIME(v, '%S.') || LEFT(STRFTIME(v, '%f'), {count})", v=local)
+        return _sql(
+            f"seconds || LEFT(micros, {count})",
+            seconds=_strftime(local, "%S."),
+            micros=_strftime(local, "%f"),
+        )
     raise sqlglot.errors.UnsupportedError(f"Format element %{element} is not supported")
 
 
@@ -327,17 +370,17 @@ _BUILDERS = {
     "C": lambda local, instant, zone: _padded("YEAR(v) // 100", local, "0"),
     "g": lambda local, instant, zone: _padded("ISOYEAR(v) % 100", local, "0"),
     "Q": lambda local, instant, zone: _sql("CAST(QUARTER(v) AS VARCHAR)", v=local),
-    "P": lambda local, instant, zone: _sql("LOWER(STRFTIME(v, '%p'))", v=local),
-    "s": lambda local, instant, zone: _sql(
-        "CAST(CAST(EPOCH(v) AS BIGINT) AS VARCHAR)", v=instant or local
-    ),
+    "P": lambda local, instant, zone: exp.Lower(this=_strftime(local, "%p")),
+    "s": lambda local, instant, zone: exp.cast(_epoch_seconds(instant or local), exp.DType.VARCHAR),
     "z": lambda local, instant, zone: _offset_text(local, instant, ""),
     "Ez": lambda local, instant, zone: _offset_text(local, instant, ":"),
     "Z": lambda local, instant, zone: zone.copy() if zone is not None else _UTC.copy(),
     "E*S": lambda local, instant, zone: _sql(
-        "STRFTIME(v, '%S') || CASE WHEN MICROSECOND(v) % 1000000 = 0 THEN '' "
-        "ELSE '.' || RTRIM(STRFTIME(v, '%f'), '0') END",
+        "seconds || CASE WHEN MICROSECOND(v) % 1000000 = 0 THEN '' "
+        "ELSE '.' || RTRIM(micros, '0') END",
         v=local,
+        seconds=_strftime(local, "%S"),
+        micros=_strftime(local, "%f"),
     ),
 }
 

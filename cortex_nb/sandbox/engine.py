@@ -285,7 +285,7 @@ def _name_anonymous_columns(tree: exp.Query) -> None:
     for position, item in enumerate(tree.expressions):
         if isinstance(item, (exp.Alias, exp.Column, exp.Star, exp.Dot)):
             continue
-        tree.expressions[position] = exp.alias_(item, f"f{anonymous}_")
+        tree.expressions[position] = exp.alias_(item, f"f{anonymous}_", copy=False)
         anonymous += 1
 
 

@@ -46,7 +46,10 @@ from sqlglot.schema import Schema
 from cortex_nb.catalog import closest
 from cortex_nb.sandbox.policy import QueryRejected
 
-__all__ = ["MAX_DEPTH", "MAX_NODES", "binding_refusal", "check", "type_name"]
+__all__ = ["KIND", "MAX_DEPTH", "MAX_NODES", "binding_refusal", "check", "kind", "type_name"]
+
+KIND = "csql_kind"  # meta key: the type family of an expression, when the analysis knows it
+_NUMBER = "csql_node"  # meta key: a node's place in the tree, to find it again in the copy
 
 MAX_NODES = 5000  # about half a second of analysis
 MAX_DEPTH = 150
@@ -144,20 +147,28 @@ def check(tree: exp.Query, schema: Schema, csql: str) -> None:
     """Refuse ``tree`` (``QueryRejected``) when its types do not fit BigQuery's rules.
 
     ``tree`` is the checked csql tree whose tables name the sandbox's catalog, ``schema``
-    their columns, ``csql`` the text (for positions). ``tree`` itself is left unchanged.
+    their columns, ``csql`` the text (for positions). The family of each expression whose
+    type is known is left in its ``meta[KIND]`` (``TIMESTAMP``, ``STRING``...), for the
+    translation; the tree is otherwise unchanged.
     """
     if not _small_enough(tree):
         return
+    originals = list(tree.walk())
+    for number, node in enumerate(originals):
+        node.meta[_NUMBER] = number
     typed = _typed_copy(tree, schema)
     if typed is None:
         return
     checker = _Checker(csql)
-    for node in typed.walk():
+    for node in _inside_out(typed):
         rule = _RULES.get(type(node))
         if rule is not None:
             rule(checker, node)
         if type(node) in _FIRST_ARGUMENT:
             checker.first_argument(node)
+        number, found = node.meta.get(_NUMBER), kind(node)
+        if number is not None and found is not None:
+            originals[number].meta[KIND] = found
 
 
 def type_name(dtype: exp.DataType | None) -> str:
@@ -171,6 +182,19 @@ def kind(node: exp.Expression) -> str | None:
     """The family of ``node``'s type (``INT64``, ``STRING``, ``TIMESTAMP``...), None if unknown."""
     dtype = node.type
     return None if dtype is None else _KINDS.get(dtype.this)
+
+
+def _inside_out(tree: exp.Expression):
+    """Every node of ``tree``, each after its arguments and left to right (post-order): the
+    error reported is the innermost, first one, as BigQuery's analysis finds it."""
+    pending: list[tuple[exp.Expression, bool]] = [(tree, False)]
+    while pending:
+        node, expanded = pending.pop()
+        if expanded:
+            yield node
+            continue
+        pending.append((node, True))
+        pending.extend((child, False) for child in reversed(list(node.iter_expressions())))
 
 
 def _small_enough(tree: exp.Expression) -> bool:
