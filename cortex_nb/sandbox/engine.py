@@ -1,10 +1,12 @@
 """The sandbox's query engine: csql (BigQuery-like) translated by sqlglot, run by DuckDB.
 
 ``Engine.prepare`` checks a query the way the service does when a job is created: syntax, a
-single SELECT, known tables of this instance, nothing of DuckDB's own (``policy``), columns and
-functions that bind. Any problem raises ``QueryRejected`` (400, or a FAILED job). It runs in the
-job's worker on the job's cursor, like ``Engine.materialize``, which runs a prepared query into a
-result table; errors there are runtime errors (the job becomes FAILED).
+single SELECT, known tables of this instance, nothing of DuckDB's own (``policy``), BigQuery's
+typing (``typecheck``), columns and functions that bind (DuckDB's binding errors worded as the
+service words them). Any problem raises ``QueryRejected`` (400, or a FAILED job). The csql is
+written for DuckDB with BigQuery's meaning by ``csql``. ``prepare`` runs in the job's worker on
+the job's cursor, like ``Engine.materialize``, which runs a prepared query into a result
+table; errors there are runtime errors (the job becomes FAILED).
 
 Limits: DuckDB runs on ``threads`` threads within ``memory_limit_mb`` (the logs, running queries
 and kept results together) and never spills to disk, so a query that needs more fails with
@@ -18,10 +20,11 @@ columns are left out of the row (``concat_ws`` skips NULL parts).
 
 Table names: `` `<instance_id>.firewall.traffic` `` or `` `firewall.traffic` ``, quoted or not.
 Columns without a name get BigQuery's ``f0_``, ``f1_``... (Timestamps nested inside structs
-or arrays of a result stay ISO strings; the logs have none.) The session time zone is UTC, so
-``TIMESTAMP("2020-03-01 00:00:00")`` and ``CURRENT_TIMESTAMP`` compare with ``time_generated``
-as the service does. File access and Python replacement scans are disabled and the
-configuration locked after loading.
+or arrays of a result stay ISO strings; the logs have none.) The logs' timestamp columns are
+DuckDB TIMESTAMPTZ, csql's TIMESTAMP (an instant; wall-clock TIMESTAMP columns of the generator
+are converted when loaded), and the session time zone is UTC, so ``TIMESTAMP("2020-03-01 00:00:00")``, ``CURRENT_TIMESTAMP``
+and ``time_generated`` compare, print and take ``TIME()`` as in the service. File access and
+Python replacement scans are disabled and the configuration locked after loading.
 """
 
 from __future__ import annotations
