@@ -111,8 +111,10 @@ OVER_LOGS = {
         ),
         lambda logs: count(
             logs,
-            lambda r: r.get("app_sub_category") == "encrypted-tunnel"
-            and time(8) <= utc(r["time_generated"]).time() <= time(18),
+            lambda r: (
+                r.get("app_sub_category") == "encrypted-tunnel"
+                and time(8) <= utc(r["time_generated"]).time() <= time(18)
+            ),
         ),
     ),
     "TIME() compared with a time literal": Form(
@@ -175,8 +177,7 @@ OVER_LOGS = {
         "(SELECT MAX(time_generated) FROM `firewall.traffic`), INTERVAL 1 DAY)",
         lambda logs: count(
             logs,
-            lambda r: r["time_generated"]
-            > max(x["time_generated"] for x in logs) - 86400 * 10**6,
+            lambda r: r["time_generated"] > max(x["time_generated"] for x in logs) - 86400 * 10**6,
         ),
     ),
     # whole seconds between the two instants
@@ -270,6 +271,17 @@ OVER_LOGS = {
                     for v, n in collections.Counter(r["app"] for r in logs).most_common(2)
                 ]
             }
+        ],
+    ),
+    # NULL fits any type (and a null column is left out of the row)
+    "IF and IFNULL with NULL": Form(
+        per_session('IF(is_nat, NULL, "routed") || IFNULL(dest_user, "-")'),
+        lambda logs: [
+            {
+                "session_id": r["session_id"],
+                **({} if r["is_nat"] else {"v": "routed" + r.get("dest_user", "-")}),
+            }
+            for r in sorted(logs, key=lambda r: r["session_id"])
         ],
     ),
     "SAFE_CAST of a column": Form(
@@ -499,6 +511,14 @@ REFUSED = {
     "TIMESTAMP() of a string that is no time": (
         'SELECT TIMESTAMP("yesterday") AS t',
         'Could not cast literal "yesterday" to type TIMESTAMP',
+    ),
+    "IFNULL of an integer and a string": (
+        f'SELECT IFNULL(dest_port, "none") AS p FROM {TRAFFIC}',
+        "No matching signature for function IFNULL for argument types: INT64, STRING",
+    ),
+    "CASE with THEN values of no common type": (
+        f'SELECT CASE WHEN is_nat THEN 1 ELSE "x" END AS p FROM {TRAFFIC}',
+        "all THEN/ELSE arguments must be coercible to a common type",
     ),
     "CAST of a literal that is no number": (
         'SELECT CAST("abc" AS INT64) AS i',

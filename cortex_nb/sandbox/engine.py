@@ -22,9 +22,10 @@ Table names: `` `<instance_id>.firewall.traffic` `` or `` `firewall.traffic` ``,
 Columns without a name get BigQuery's ``f0_``, ``f1_``... (Timestamps nested inside structs
 or arrays of a result stay ISO strings; the logs have none.) The logs' timestamp columns are
 DuckDB TIMESTAMPTZ, csql's TIMESTAMP (an instant; wall-clock TIMESTAMP columns of the generator
-are converted when loaded), and the session time zone is UTC, so ``TIMESTAMP("2020-03-01 00:00:00")``, ``CURRENT_TIMESTAMP``
-and ``time_generated`` compare, print and take ``TIME()`` as in the service. File access and
-Python replacement scans are disabled and the configuration locked after loading.
+are converted when loaded), and the session time zone is UTC, so ``CURRENT_TIMESTAMP``,
+``TIMESTAMP("2020-03-01 00:00:00")`` and ``time_generated`` compare, print and take ``TIME()``
+as in the service. File access and Python replacement scans are disabled and the configuration
+locked after loading.
 """
 
 from __future__ import annotations

@@ -180,6 +180,8 @@ def type_name(dtype: exp.DataType | None) -> str:
 
 def kind(node: exp.Expression) -> str | None:
     """The family of ``node``'s type (``INT64``, ``STRING``, ``TIMESTAMP``...), None if unknown."""
+    if isinstance(node, exp.Null):
+        return "NULL"  # BigQuery types a bare NULL as INT64, yet it fits anywhere
     dtype = node.type
     return None if dtype is None else _KINDS.get(dtype.this)
 
@@ -332,6 +334,38 @@ class _Checker:
         if not LITERAL_FORMATS[target].fullmatch(literal.this):
             self.refuse(f'Could not cast literal "{literal.this}" to type {target}', node)
 
+    def branches(self, node: exp.Expression) -> None:
+        """``IFNULL``/``COALESCE``, ``IF`` and ``CASE``: values of one supertype."""
+        if isinstance(node, exp.Coalesce):
+            values, shown = [node.this, *node.expressions], None
+            name = self.called_name(node, "COALESCE")
+            head = f"No matching signature for function {name} for argument types: "
+        elif isinstance(node, exp.Case):
+            values = [branch.args.get("true") for branch in node.args.get("ifs") or []]
+            values.append(node.args.get("default"))
+            head = (
+                "No matching signature for operator CASE; all THEN/ELSE arguments must be "
+                "coercible to a common type but found: "
+            )
+            shown = None
+        elif isinstance(node.parent, exp.Case):
+            return  # a WHEN ... THEN of a CASE: the CASE checks its values
+        else:
+            values = [node.args.get("true"), node.args.get("false")]
+            head = "No matching signature for function IF for argument types: "
+            shown = [node.this]
+        values = [value for value in values if value is not None]
+        if all(_coercible(a, b) for a in values for b in values):
+            return
+        listed = [*(shown or []), *values]
+        self.refuse(head + ", ".join(type_name(v.type) for v in listed), node)
+
+    def called_name(self, node: exp.Expression, default: str) -> str:
+        """The function name as the csql spells it at ``node`` (``IFNULL`` for a COALESCE)."""
+        start = node.meta.get("start")
+        found = re.match(r"[A-Za-z_]\w*", self.csql[start:]) if start is not None else None
+        return found.group(0).upper() if found else default
+
     def arithmetic(self, node: exp.Binary) -> None:
         """``a + b`` and the like: numbers, or dates and times with what they take."""
         operator = _ARITHMETIC[type(node)]
@@ -396,6 +430,21 @@ def _comparison_problem(operator: str, left: exp.Expression, right: exp.Expressi
     )
 
 
+def _coercible(left: exp.Expression, right: exp.Expression) -> bool:
+    """Whether ``left`` and ``right`` have a common supertype (unknown types pass)."""
+    a, b = kind(left), kind(right)
+    if a is None or b is None or "NULL" in (a, b):
+        return True
+    if a == b or {a, b} <= NUMERIC or {a, b} == {"DATE", "DATETIME"}:
+        return True
+    literal, other = (left, b) if a == "STRING" else (right, a)
+    return (
+        other in TEMPORAL
+        and _is_string_literal(literal)
+        and bool(LITERAL_FORMATS[other].fullmatch(literal.this))
+    )
+
+
 def _arithmetic_fits(operator: str, left: str, right: str) -> bool:
     if left in NUMERIC and right in NUMERIC:
         return True
@@ -435,6 +484,9 @@ _RULES: dict[type[exp.Expression], Callable[[_Checker, exp.Expression], None]] =
     exp.Where: _Checker.condition,
     exp.Having: _Checker.condition,
     exp.Dot: _Checker.field_access,
+    exp.Coalesce: _Checker.branches,
+    exp.If: _Checker.branches,
+    exp.Case: _Checker.branches,
 }
 
 
