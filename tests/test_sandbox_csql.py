@@ -10,6 +10,7 @@ worked out by hand (with the reason next to them) or with Python's ``datetime``.
 from __future__ import annotations
 
 import collections
+import itertools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,10 +45,15 @@ def logs(sandbox) -> list[dict]:
 
 @dataclass(frozen=True)
 class Form:
-    """A csql form and what it must return: rows, or rows worked out from the reference."""
+    """A csql form and what it must return: rows, or rows worked out from the reference (the
+    query itself may be written from the reference too, to name times the logs hold)."""
 
-    csql: str
+    csql: str | Callable[[list[dict]], str]
     expected: list[dict] | Callable[[list[dict]], list[dict]]
+
+    def query(self, logs: list[dict]) -> str:
+        """The csql text for this reference data."""
+        return self.csql(logs) if callable(self.csql) else self.csql
 
     def rows(self, logs: list[dict]) -> list[dict]:
         """The expected rows for this reference data."""
@@ -98,6 +104,26 @@ def grouped(expression: str) -> str:
 
 def where(condition: str) -> str:
     return f"SELECT COUNT(*) AS n FROM {TRAFFIC} WHERE {condition}"
+
+
+def window(logs: list[dict]) -> tuple[datetime, datetime]:
+    """Two naive UTC datetimes inside the logs' span: a day after the first log, a day before
+    the last (with microseconds, as ``str()`` writes them)."""
+    first = utc(min(r["time_generated"] for r in logs)).replace(tzinfo=None)
+    last = utc(max(r["time_generated"] for r in logs)).replace(tzinfo=None)
+    return first + timedelta(days=1, microseconds=7), last - timedelta(days=1)
+
+
+def gaps(logs: list[dict]) -> list[dict]:
+    """Whole seconds from each log to the one before it (by time, then session)."""
+    ordered = sorted(logs, key=lambda r: (r["time_generated"], r["session_id"]))
+    seconds = {ordered[0]["session_id"]: None}
+    for before, row in itertools.pairwise(ordered):
+        seconds[row["session_id"]] = (row["time_generated"] - before["time_generated"]) // 10**6
+    return [
+        {"session_id": sid, **({} if seconds[sid] is None else {"v": seconds[sid]})}
+        for sid in sorted(seconds)
+    ]
 
 
 NEW_YORK = ZoneInfo("America/New_York")
@@ -198,6 +224,26 @@ OVER_LOGS = {
     "BETWEEN TIMESTAMP() AND CURRENT_TIMESTAMP": Form(
         where('time_generated BETWEEN TIMESTAMP("2020-03-01 00:00:00") AND CURRENT_TIMESTAMP'),
         lambda logs: [{"n": len(logs)}],
+    ),
+    # as an integration writes its time window: Python's str() of naive UTC datetimes
+    "BETWEEN TIMESTAMP(str(datetime)) bounds": Form(
+        lambda logs: where(
+            f'time_generated BETWEEN TIMESTAMP("{window(logs)[0]}") '
+            f'AND TIMESTAMP("{window(logs)[1]}")'
+        ),
+        lambda logs: count(
+            logs,
+            lambda r: (
+                window(logs)[0] <= utc(r["time_generated"]).replace(tzinfo=None) <= window(logs)[1]
+            ),
+        ),
+    ),
+    "LAG and TIMESTAMP_DIFF over a window": Form(
+        per_session(
+            "TIMESTAMP_DIFF(time_generated, LAG(time_generated) OVER "
+            "(ORDER BY time_generated, session_id), SECOND)"
+        ),
+        lambda logs: gaps(logs),
     ),
     "timestamp compared with a quoted literal": Form(
         where('time_generated >= "2020-03-01T00:00:00Z"'),
@@ -404,12 +450,12 @@ CONSTANT = {
 
 @pytest.mark.parametrize("form", OVER_LOGS.values(), ids=OVER_LOGS.keys())
 def test_forms_over_the_logs_answer_as_the_service(sandbox_api, logs, form):
-    assert sandbox_api.rows(form.csql) == form.rows(logs)
+    assert sandbox_api.rows(form.query(logs)) == form.rows(logs)
 
 
 @pytest.mark.parametrize("form", CONSTANT.values(), ids=CONSTANT.keys())
 def test_constant_forms_answer_as_the_service(sandbox_api, form):
-    assert sandbox_api.rows(form.csql) == form.rows([])
+    assert sandbox_api.rows(form.query([])) == form.rows([])
 
 
 def test_time_of_a_timestamp_is_its_time_of_day_in_utc(sandbox_api, logs):

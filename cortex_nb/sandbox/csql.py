@@ -97,7 +97,7 @@ def _local(value: exp.Expression, zone: exp.Expression | None) -> exp.Expression
     instant = exp.cast(value, exp.DType.TIMESTAMPTZ)
     if zone is None:
         return exp.cast(instant, exp.DType.TIMESTAMP)
-    return exp.func("timezone", zone.copy(), instant)
+    return exp.Anonymous(this="TIMEZONE", expressions=[zone.copy(), instant])
 
 
 class Csql(DuckDB):
@@ -194,7 +194,8 @@ class Csql(DuckDB):
             """``PARSE_TIMESTAMP(format, text[, zone])``: an instant, UTC unless told."""
             zone = expression.args.get("zone")
             pattern = _parse_format(expression.args.get("format"))
-            parsed = exp.cast(exp.func("STRPTIME", expression.this, pattern), exp.DType.TIMESTAMP)
+            call = exp.Anonymous(this="STRPTIME", expressions=[expression.this, pattern])
+            parsed = exp.cast(call, exp.DType.TIMESTAMP)
             if zone is None:
                 return self.sql(exp.cast(parsed, exp.DType.TIMESTAMPTZ))
             return self.sql(exp.AtTimeZone(this=parsed, zone=zone))
