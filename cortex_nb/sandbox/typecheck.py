@@ -492,34 +492,27 @@ _RULES: dict[type[exp.Expression], Callable[[_Checker, exp.Expression], None]] =
 
 # ---- DuckDB's binding errors, in the service's words -------------------------------------
 
-# DuckDB's message -> BigQuery's wording, and whether the name may be a typo of a candidate
-_BINDING_ERRORS = (
+# DuckDB's message -> BigQuery's wording
+_BINDING_ERRORS = [
+    (r'Referenced column "(?P<name>[^"]+)" not found', "Unrecognized name: {name}"),
     (
-        re.compile(r'Referenced column "(?P<name>[^"]+)" not found'),
-        "Unrecognized name: {name}",
-        True,
-    ),
-    (
-        re.compile(r'Table "(?P<table>[^"]+)" does not have a column named "(?P<name>[^"]+)"'),
-        "Name {name} not found inside {table}",
-        True,
-    ),
-    (
-        re.compile(r'Could not find key "(?P<name>[^"]+)" in struct'),
+        r'Could not find key "(?P<name>[^"]+)" in struct',
         "Field name {name} does not exist in STRUCT",
-        True,
     ),
     (
-        re.compile(r"(?:Scalar|Aggregate|Table) Function with name (?P<name>\S+) does not exist"),
+        r"(?:Scalar|Aggregate|Table) Function with name (?P<name>\S+) does not",
         "Function not found: {name}",
-        False,
     ),
     (
-        re.compile(r'column "(?P<name>[^"]+)" must appear in the GROUP BY clause'),
-        "SELECT list expression references column {name} which is neither grouped nor aggregated",
-        False,
+        r'Table "(?P<table>[^"]+)" does not have a column named "(?P<name>[^"]+)"',
+        "Name {name} not found inside {table}",
     ),
-)
+    (
+        r'column "(?P<name>[^"]+)" must appear in the GROUP BY clause',
+        "SELECT list expression references column {name} which is neither grouped nor aggregated",
+    ),
+]
+# DuckDB's candidates for an unknown name: 'Candidate bindings: "source_ip", "source_port"'
 _CANDIDATES = re.compile(r'"([^"]+)"')
 
 
@@ -529,13 +522,14 @@ def binding_refusal(message: str, details: str | None, csql: str) -> QueryReject
     An unknown name also gets BigQuery's ``Did you mean ...?`` from DuckDB's candidates and
     the ``at [line:column]`` where the name stands in the csql text.
     """
-    for pattern, wording, typo in _BINDING_ERRORS:
-        found = pattern.search(message)
+    for pattern, wording in _BINDING_ERRORS:
+        found = re.search(pattern, message)
         if found is None:
             continue
         name = found.group("name")
         text = wording.format(**found.groupdict())
-        suggestions = closest(name, _CANDIDATES.findall(details or ""), n=1) if typo else []
+        listed = (details or "") if (details or "").startswith("Candidate") else ""
+        suggestions = closest(name, _CANDIDATES.findall(listed), n=1)
         if suggestions:
             text += f"; Did you mean {suggestions[0]}?"
         return QueryRejected(text + _name_position(csql, name), context=name)
