@@ -23,7 +23,9 @@ Types come from sqlglot's analysis (``qualify`` resolves every column against th
 schema, ``annotate_types`` types every expression with BigQuery's rules), run on a copy of the
 tree. Only types sqlglot is sure of count: an expression it cannot type passes, and a query
 whose columns it cannot resolve is left to DuckDB's binding (which refuses unknown names).
-Messages follow BigQuery's wording and end with ``at [line:column]`` of the csql text.
+Messages follow BigQuery's wording and end with ``at [line:column]`` of the csql text;
+``binding_refusal`` words DuckDB's own binding errors (unknown names and functions, columns
+neither grouped nor aggregated) the same way.
 
 Bounded work: nothing is evaluated, and sqlglot's column resolution costs the number of
 columns times the depth of the tree, so a query larger than ``MAX_NODES`` nodes or deeper than
@@ -234,12 +236,15 @@ class _Checker:
     def __init__(self, csql: str) -> None:
         self.csql = csql
 
-    def refuse(self, message: str, node: exp.Expression) -> None:
-        """Raise the service's refusal for ``node``, positioned in the csql text."""
+    def refuse(self, message: str, node: exp.Expression, keyword: str = "") -> None:
+        """Raise the service's refusal for ``node``, positioned in the csql text (at the
+        ``keyword`` that opens it, for nodes whose own tokens carry no position)."""
         spans = [(n.meta["start"], n.meta["end"]) for n in node.walk() if "start" in n.meta]
         if not spans:
             raise QueryRejected(message, context=node.sql("bigquery"))
         start, end = min(s for s, _ in spans), max(e for _, e in spans) + 1
+        opening = self.csql.upper().rfind(keyword, 0, start) if keyword else -1
+        start = opening if opening >= 0 else start
         # the closing parentheses of calls carry no position: take those the text still owes
         owed = self.csql.count("(", start, end) - self.csql.count(")", start, end)
         while owed > 0 and end < len(self.csql):
@@ -336,29 +341,30 @@ class _Checker:
 
     def branches(self, node: exp.Expression) -> None:
         """``IFNULL``/``COALESCE``, ``IF`` and ``CASE``: values of one supertype."""
+        if isinstance(node, exp.If) and isinstance(node.parent, exp.Case):
+            return  # a WHEN ... THEN of a CASE: the CASE checks its values
+        values, head, listed = self.branch_values(node)
+        if not all(_coercible(a, b) for a in values for b in values):
+            keyword = {exp.If: "IF", exp.Case: "CASE"}.get(type(node), "")
+            self.refuse(head + ", ".join(type_name(v.type) for v in listed), node, keyword)
+
+    def branch_values(self, node: exp.Expression) -> tuple[list, str, list]:
+        """The values that need a common type, the message's start, and what it lists."""
         if isinstance(node, exp.Coalesce):
-            values, shown = [node.this, *node.expressions], None
+            values = [node.this, *node.expressions]
             name = self.called_name(node, "COALESCE")
-            head = f"No matching signature for function {name} for argument types: "
-        elif isinstance(node, exp.Case):
+            return values, f"No matching signature for function {name} for argument types: ", values
+        if isinstance(node, exp.Case):
             values = [branch.args.get("true") for branch in node.args.get("ifs") or []]
-            values.append(node.args.get("default"))
+            values = [v for v in [*values, node.args.get("default")] if v is not None]
             head = (
                 "No matching signature for operator CASE; all THEN/ELSE arguments must be "
                 "coercible to a common type but found: "
             )
-            shown = None
-        elif isinstance(node.parent, exp.Case):
-            return  # a WHEN ... THEN of a CASE: the CASE checks its values
-        else:
-            values = [node.args.get("true"), node.args.get("false")]
-            head = "No matching signature for function IF for argument types: "
-            shown = [node.this]
-        values = [value for value in values if value is not None]
-        if all(_coercible(a, b) for a in values for b in values):
-            return
-        listed = [*(shown or []), *values]
-        self.refuse(head + ", ".join(type_name(v.type) for v in listed), node)
+            return values, head, values
+        values = [v for v in (node.args.get("true"), node.args.get("false")) if v is not None]
+        head = "No matching signature for function IF for argument types: "
+        return values, head, [node.this, *values]
 
     def called_name(self, node: exp.Expression, default: str) -> str:
         """The function name as the csql spells it at ``node`` (``IFNULL`` for a COALESCE)."""
