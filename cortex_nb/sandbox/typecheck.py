@@ -28,9 +28,9 @@ Messages follow BigQuery's wording and end with ``at [line:column]`` of the csql
 neither grouped nor aggregated) the same way.
 
 Bounded work: nothing is evaluated, and sqlglot's column resolution costs the number of
-columns times the depth of the tree, so a query larger than ``MAX_NODES`` nodes or deeper than
-``MAX_DEPTH`` levels (a chain of thousands of ``OR``, a list of thousands of values) is not
-analysed here: DuckDB's binding alone checks it.
+columns times the depth of the tree, so a query of more than ``MAX_ANALYSED_NODES`` nodes or
+``MAX_ANALYSED_DEPTH`` levels (a chain of thousands of ``OR``, a list of thousands of values)
+is not analysed here: DuckDB's binding alone checks it.
 """
 
 from __future__ import annotations
@@ -46,15 +46,23 @@ from sqlglot.optimizer.qualify import qualify
 from sqlglot.schema import Schema
 
 from cortex_nb.catalog import closest
-from cortex_nb.sandbox.policy import QueryRejected
+from cortex_nb.sandbox.policy import QueryRejected, within
 
-__all__ = ["KIND", "MAX_DEPTH", "MAX_NODES", "binding_refusal", "check", "kind", "type_name"]
+__all__ = [
+    "KIND",
+    "MAX_ANALYSED_DEPTH",
+    "MAX_ANALYSED_NODES",
+    "binding_refusal",
+    "check",
+    "kind",
+    "type_name",
+]
 
 KIND = "csql_kind"  # meta key: the type family of an expression, when the analysis knows it
 _NUMBER = "csql_node"  # meta key: a node's place in the tree, to find it again in the copy
 
-MAX_NODES = 5000  # about half a second of analysis
-MAX_DEPTH = 150
+MAX_ANALYSED_NODES = 5000  # about half a second of analysis
+MAX_ANALYSED_DEPTH = 150
 
 NUMERIC = frozenset({"INT64", "FLOAT64", "NUMERIC", "BIGNUMERIC"})
 STRINGS = frozenset({"STRING", "BYTES"})
@@ -153,7 +161,7 @@ def check(tree: exp.Query, schema: Schema, csql: str) -> None:
     type is known is left in its ``meta[KIND]`` (``TIMESTAMP``, ``STRING``...), for the
     translation; the tree is otherwise unchanged.
     """
-    if not _small_enough(tree):
+    if not within(tree, MAX_ANALYSED_NODES, MAX_ANALYSED_DEPTH):
         return
     originals = list(tree.walk())
     for number, node in enumerate(originals):
@@ -199,18 +207,6 @@ def _inside_out(tree: exp.Expression):
             continue
         pending.append((node, True))
         pending.extend((child, False) for child in reversed(list(node.iter_expressions())))
-
-
-def _small_enough(tree: exp.Expression) -> bool:
-    """Whether ``tree`` is within ``MAX_NODES`` and ``MAX_DEPTH`` (counted without recursion)."""
-    pending, count = [(tree, 1)], 0
-    while pending:
-        node, depth = pending.pop()
-        count += 1
-        if count > MAX_NODES or depth > MAX_DEPTH:
-            return False
-        pending.extend((child, depth + 1) for child in node.iter_expressions())
-    return True
 
 
 def _typed_copy(tree: exp.Query, schema: Schema) -> exp.Expression | None:
