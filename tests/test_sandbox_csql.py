@@ -632,3 +632,30 @@ def test_another_dialect_is_a_400_that_names_csql(sandbox_api, params, named):
 @pytest.mark.parametrize("params", [{"dialect": "csql"}, {"dialect": "CSQL"}, {}])
 def test_csql_named_in_any_case_or_left_out_is_accepted(sandbox_api, params):
     assert sandbox_api.create("SELECT 1 AS x", params=params).status_code == 201
+
+
+# ---- how the engine exposes stored timestamps ------------------------------------------------
+
+
+def test_stored_timestamps_of_either_kind_are_csql_timestamps():
+    """A generator may store a log time as wall-clock TIMESTAMP or as the wire's integer
+    microseconds: csql sees an instant either way, and other integers stay integers."""
+    import duckdb
+
+    from cortex_nb.sandbox.engine import _expose_timestamps_and_describe
+
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute("ATTACH ':memory:' AS sandbox")
+    con.execute("CREATE SCHEMA sandbox.firewall")
+    con.execute(
+        "CREATE TABLE sandbox.firewall.traffic AS SELECT 1583020800123456::BIGINT AS "
+        "time_generated, TIMESTAMP '2020-03-01 00:00:01' AS log_time, 7::BIGINT AS session_id"
+    )
+    _expose_timestamps_and_describe(con)
+    row = con.execute(
+        "SELECT epoch_us(time_generated), epoch_us(log_time), typeof(time_generated), "
+        "typeof(log_time), typeof(session_id) FROM sandbox.firewall.traffic"
+    ).fetchone()
+    instant = "TIMESTAMP WITH TIME ZONE"
+    assert row == (1583020800123456, 1583020801000000, instant, instant, "BIGINT")

@@ -39,6 +39,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.schema import MappingSchema
 
+from cortex_nb import catalog
 from cortex_nb.sandbox import logs, policy, typecheck
 from cortex_nb.sandbox.csql import to_duckdb
 from cortex_nb.sandbox.policy import QueryRejected
@@ -238,7 +239,8 @@ def _expose_timestamps_and_describe(con: duckdb.DuckDBPyConnection) -> MappingSc
     csql's TIMESTAMP is an instant, as in BigQuery: DuckDB's TIMESTAMPTZ. Left as DuckDB's
     wall-clock TIMESTAMP (BigQuery's DATETIME), a column would not take ``TIME()``, would print
     without its ``+00`` in ``CAST(... AS STRING)`` and would be cast on every row compared with
-    ``TIMESTAMP("...")`` or ``CURRENT_TIMESTAMP``.
+    ``TIMESTAMP("...")`` or ``CURRENT_TIMESTAMP``; stored as integer microseconds (the wire's
+    form, which the catalog calls ``timestamp``), it would not be a timestamp at all.
     """
     listing = (
         "SELECT table_schema, table_name, column_name, data_type FROM information_schema.columns "
@@ -246,15 +248,31 @@ def _expose_timestamps_and_describe(con: duckdb.DuckDBPyConnection) -> MappingSc
     )
     tables: dict[str, dict[str, dict[str, exp.DataType]]] = {}
     for db, table, column, dtype in con.execute(listing, [CATALOG]).fetchall():
-        if dtype == "TIMESTAMP":
+        converted = _as_instant(dtype, f"{db}.{table}", column)
+        if converted is not None:
             con.execute(
                 f"ALTER TABLE {CATALOG}.{db}.{table} ALTER COLUMN {_ident(column)} "
-                "SET DATA TYPE TIMESTAMPTZ"
+                f"SET DATA TYPE TIMESTAMPTZ USING {converted.format(_ident(column))}"
             )
             dtype = "TIMESTAMPTZ"
         columns = tables.setdefault(db, {}).setdefault(table, {})
         columns[column] = exp.DataType.build(dtype, dialect="duckdb")
     return MappingSchema({CATALOG: tables}, dialect="bigquery")
+
+
+def _as_instant(dtype: str, table: str, column: str) -> str | None:
+    """How to turn a stored column into csql's TIMESTAMP (``{}`` is the column), or None."""
+    if dtype == "TIMESTAMP":
+        return "CAST({} AS TIMESTAMPTZ)"
+    if dtype not in ("BIGINT", "HUGEINT", "UBIGINT"):
+        return None
+    try:
+        wire = catalog.table(table).field(column).type
+    except catalog.CatalogLookupError:
+        return None
+    return (
+        "CAST(make_timestamp(CAST({} AS BIGINT)) AS TIMESTAMPTZ)" if wire == "timestamp" else None
+    )
 
 
 def bigquery_field(name: str, dtype: duckdb.DuckDBPyType) -> dict:
