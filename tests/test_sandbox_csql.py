@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
+import duckdb
 import pytest
 
+from cortex_nb.sandbox.engine import _expose_timestamps_and_describe
 from tests.conftest import sandbox_client
 
 UTC = timezone.utc
@@ -640,10 +642,6 @@ def test_csql_named_in_any_case_or_left_out_is_accepted(sandbox_api, params):
 def test_stored_timestamps_of_either_kind_are_csql_timestamps():
     """A generator may store a log time as wall-clock TIMESTAMP or as the wire's integer
     microseconds: csql sees an instant either way, and other integers stay integers."""
-    import duckdb
-
-    from cortex_nb.sandbox.engine import _expose_timestamps_and_describe
-
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     con.execute("ATTACH ':memory:' AS sandbox")
