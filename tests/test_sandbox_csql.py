@@ -560,6 +560,14 @@ REFUSED = {
         'SELECT TIMESTAMP("yesterday") AS t',
         'Could not cast literal "yesterday" to type TIMESTAMP',
     ),
+    "TIMESTAMP_MICROS of a timestamp (it is one already)": (
+        where("TIMESTAMP_MICROS(time_generated) > CURRENT_TIMESTAMP()"),
+        "No matching signature for function TIMESTAMP_MICROS for argument types: TIMESTAMP",
+    ),
+    "a date part BigQuery does not have": (
+        f"SELECT EXTRACT(EPOCH FROM time_generated) AS e FROM {TRAFFIC}",
+        "A valid date part name is required but found EPOCH",
+    ),
     "IFNULL of an integer and a string": (
         f'SELECT IFNULL(dest_port, "none") AS p FROM {TRAFFIC}',
         "No matching signature for function IFNULL for argument types: INT64, STRING",

@@ -29,6 +29,7 @@ from sqlglot import exp
 from sqlglot.dialects.duckdb import DuckDB
 from sqlglot.errors import ErrorLevel
 
+from cortex_nb.sandbox.policy import QueryRejected
 from cortex_nb.sandbox.typecheck import KIND
 
 __all__ = ["Csql", "to_duckdb"]
@@ -147,8 +148,8 @@ class Csql(DuckDB):
                 return self.sql(built(value))
             if name == "WEEK":
                 return self.sql(_week_number(value, "SUNDAY"))
-            if name not in _SAME_PARTS:
-                self.unsupported(f"EXTRACT({name} FROM ...) is not supported by the sandbox")
+            if name not in _SAME_PARTS:  # BigQuery's parts are all known here
+                raise QueryRejected(f"A valid date part name is required but found {name}")
             return super().extract_sql(expression)
 
         def timetostr_sql(self, expression: exp.TimeToStr) -> str:

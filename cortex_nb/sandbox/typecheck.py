@@ -140,6 +140,7 @@ _FIRST_ARGUMENT: dict[type[exp.Expression], tuple[str, frozenset[str]]] = {
     exp.UnixSeconds: ("UNIX_SECONDS", frozenset({"TIMESTAMP"})),
     exp.UnixMillis: ("UNIX_MILLIS", frozenset({"TIMESTAMP"})),
     exp.UnixMicros: ("UNIX_MICROS", frozenset({"TIMESTAMP"})),
+    exp.UnixToTime: ("TIMESTAMP_SECONDS", frozenset({"INT64"})),
     exp.DateAdd: ("DATE_ADD", frozenset({"DATE"})),
     exp.DateSub: ("DATE_SUB", frozenset({"DATE"})),
 }
@@ -300,8 +301,8 @@ class _Checker:
             self.literal(argument, next(iter(accepted & TEMPORAL)), node)
             return
         self.refuse(
-            f"No matching signature for function {name} for argument types: "
-            f"{type_name(argument.type)}",
+            f"No matching signature for function {self.called_name(node, name)} for argument "
+            f"types: {type_name(argument.type)}",
             node,
         )
 
