@@ -101,10 +101,12 @@ def per_session(expression: str) -> str:
 
 
 def grouped(expression: str) -> str:
+    """A count of the traffic rows per value of ``expression`` (``k``), in order."""
     return f"SELECT {expression} AS k, COUNT(*) AS n FROM {TRAFFIC} GROUP BY k ORDER BY k"
 
 
 def where(condition: str) -> str:
+    """A count of the traffic rows where ``condition`` holds."""
     return f"SELECT COUNT(*) AS n FROM {TRAFFIC} WHERE {condition}"
 
 
