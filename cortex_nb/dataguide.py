@@ -168,9 +168,11 @@ def explain(message: str, sql: str) -> Lesson:
         position = _position(message, sql)
         if unknown is not None:
             at_token = _token_position(sql, unknown.token)
-            if position is None or position[:2] == at_token[:2]:
+            if position is None or _within(position, at_token):
                 position = at_token
-        hint = catalog.did_you_mean(unknown.suggestions) if unknown else ""
+        # a service that already suggests names (BigQuery: "Did you mean x?") is not repeated
+        suggested = "did you mean" in message.lower()
+        hint = catalog.did_you_mean(unknown.suggestions) if unknown and not suggested else ""
         return Lesson(hint, _excerpt(sql, *position) if position else "")
     except Exception:  # teaching is a bonus: it must never hide the service's error
         return Lesson()
@@ -266,6 +268,11 @@ def _position(message: str, sql: str) -> tuple[int, int, int] | None:
             if 0 <= line < len(lines) and 0 <= column <= len(lines[line]):
                 return line, column, 1
     return None
+
+
+def _within(position: tuple[int, int, int], token: tuple[int, int, int]) -> bool:
+    """True when ``position`` falls inside ``token``'s span (a service may point at a part)."""
+    return position[0] == token[0] and token[1] <= position[1] < token[1] + max(1, token[2])
 
 
 def _token_position(sql: str, token: sqltext.Token) -> tuple[int, int, int]:

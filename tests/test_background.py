@@ -112,7 +112,7 @@ def test_progress_and_the_status_line_follow_the_job(sandbox, service):
 
 
 def test_a_failed_job_keeps_its_error_on_the_handle(sandbox, service):
-    handle = service.submit_query(traffic(sandbox, "SELECT CAST('x' AS INT64) AS x FROM {T}"))
+    handle = service.submit_query(traffic(sandbox, "SELECT CAST(app AS INT64) AS x FROM {T}"))
     assert handle.wait(60)
     error = handle.exception()
     assert handle.state == "FAILED" and isinstance(error, QueryError)
@@ -372,7 +372,7 @@ def test_bg_takes_sql_into_a_variable(nb):
 
 
 def test_a_failed_bg_job_keeps_its_handle_and_wait_fails_with_its_line(nb):
-    assert run(nb, "%%cortex --bg -o bad\nSELECT CAST('x' AS INT64) AS x FROM firewall.traffic")[0].success
+    assert run(nb, "%%cortex --bg -o bad\nSELECT CAST(app AS INT64) AS x FROM firewall.traffic")[0].success
     message = one_line_error(run(nb, "%cortex wait bad")[0])
     handle = nb.user_ns["bad"]
     assert isinstance(handle, BackgroundQuery) and handle.state == "FAILED"

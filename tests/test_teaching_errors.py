@@ -33,8 +33,9 @@ def caret_under(lines: list[str]) -> str:
 def test_an_unknown_column_gets_a_caret_and_the_closest_column(connected, sandbox):
     message = cell_error(connected, "%%cortex\nSELECT src_ip, app FROM firewall.traffic")
     lines = message.split("\n")
-    assert lines[0].startswith('Binder Error: Referenced column "src_ip" not found')
-    assert "did you mean `source_ip`" in lines[0]
+    # the sandbox speaks BigQuery: its own suggestion is not repeated by the catalog's
+    assert lines[0].startswith("Unrecognized name: src_ip; Did you mean source_ip?")
+    assert lines[0].lower().count("did you mean") == 1
     assert lines[1] == f"  1 | SELECT src_ip, app FROM `{sandbox.instance_id}.firewall.traffic`"
     assert caret_under(lines[1:3]) == "src_ip"
     assert len(lines) == 4 and REQUEST_ID.search(lines[3])
@@ -43,7 +44,7 @@ def test_an_unknown_column_gets_a_caret_and_the_closest_column(connected, sandbo
 def test_the_caret_is_on_the_line_that_holds_the_unknown_column(connected):
     sql = "SELECT\n  app,\n  bytes_snt\nFROM firewall.traffic\nLIMIT 5"
     lines = cell_error(connected, f"%%cortex\n{sql}").split("\n")
-    assert "did you mean `bytes_sent`" in lines[0]
+    assert "did you mean bytes_sent" in lines[0].lower()
     assert lines[1].startswith("  3 | ") and caret_under(lines[1:3]) == "bytes_snt"
 
 
@@ -65,7 +66,8 @@ def test_a_column_of_an_aliased_table_is_looked_up_in_that_table(connected):
         "JOIN firewall.threat h ON t.session_id = h.session_id"
     )
     lines = cell_error(connected, f"%%cortex\n{sql}").split("\n")
-    assert "did you mean `threat_name`" in lines[0]
+    assert "did you mean threat_name" in lines[0].lower()
+    # the service points at the field; the caret covers the whole name as written
     assert caret_under(lines[1:3]) == "h.threat_nme"
 
 
@@ -77,11 +79,12 @@ def test_a_syntax_error_gets_the_caret_at_the_line_and_column_the_service_names(
     assert caret_under(lines[1:3]) == "E"  # sqlglot points at the end of WHERE
 
 
-def test_an_error_about_no_name_is_the_service_s_message_and_request_id(connected):
+def test_an_error_naming_no_catalog_name_gets_only_the_caret_the_service_points_at(connected):
     message = cell_error(connected, "%%cortex\nSELECT nosuchfunc(app) FROM firewall.traffic")
-    assert "\n" not in message and "did you mean" not in message
-    assert message.startswith("Catalog Error: Scalar Function with name nosuchfunc")
-    assert REQUEST_ID.search(message)
+    lines = message.split("\n")
+    assert lines[0].startswith("Function not found: nosuchfunc") and "did you mean" not in message
+    assert caret_under(lines[1:3]) == "n"  # [1:8]: where the function name starts
+    assert len(lines) == 4 and REQUEST_ID.search(lines[3])
 
 
 def test_query_service_raises_the_same_lesson_from_python(sandbox):
@@ -89,7 +92,7 @@ def test_query_service_raises_the_same_lesson_from_python(sandbox):
     with client, pytest.raises(QueryError) as caught:
         QueryService(client=client).query("SELECT dest_prot FROM firewall.traffic")
     lines = str(caught.value).split("\n")
-    assert "did you mean `dest_port`" in lines[0] and caret_under(lines[1:3]) == "dest_prot"
+    assert "did you mean dest_port" in lines[0].lower() and caret_under(lines[1:3]) == "dest_prot"
     assert REQUEST_ID.search(lines[-1])
 
 

@@ -360,9 +360,15 @@ def _job_request(body: dict) -> tuple[str | None, dict, dict]:
     query = params.get("query") if isinstance(params, dict) else None
     if not isinstance(query, str) or not query.strip():
         raise BadRequest(400, "params.query is required: the SQL text of the query")
-    dialect = params.get("dialect") or params.get("language") or "csql"
-    if str(dialect).lower() != "csql":
-        raise BadRequest(400, f"Unsupported dialect {dialect!r}: only csql is supported")
+    key = "dialect" if params.get("dialect") else "language"
+    dialect = params.get(key) or "csql"
+    if not isinstance(dialect, str) or dialect.lower() != "csql":
+        raise BadRequest(
+            400,
+            f"Unsupported dialect {dialect!r} (params.{key}): only csql is supported; "
+            'send "dialect": "csql" or leave it out',
+            context=str(dialect)[:100],
+        )
     properties = params.get("properties") or {}
     if not isinstance(properties, dict):
         raise BadRequest(400, "params.properties must be an object")

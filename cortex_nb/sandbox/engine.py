@@ -1,10 +1,12 @@
 """The sandbox's query engine: csql (BigQuery-like) translated by sqlglot, run by DuckDB.
 
 ``Engine.prepare`` checks a query the way the service does when a job is created: syntax, a
-single SELECT, known tables of this instance, nothing of DuckDB's own (``policy``), columns and
-functions that bind. Any problem raises ``QueryRejected`` (400, or a FAILED job). It runs in the
-job's worker on the job's cursor, like ``Engine.materialize``, which runs a prepared query into a
-result table; errors there are runtime errors (the job becomes FAILED).
+single SELECT, known tables of this instance, nothing of DuckDB's own (``policy``), BigQuery's
+typing (``typecheck``), columns and functions that bind (DuckDB's binding errors worded as the
+service words them). Any problem raises ``QueryRejected`` (400, or a FAILED job). The csql is
+written for DuckDB with BigQuery's meaning by ``csql``. ``prepare`` runs in the job's worker on
+the job's cursor, like ``Engine.materialize``, which runs a prepared query into a result
+table; errors there are runtime errors (the job becomes FAILED).
 
 Limits: DuckDB runs on ``threads`` threads within ``memory_limit_mb`` (the logs, running queries
 and kept results together) and never spills to disk, so a query that needs more fails with
@@ -18,10 +20,12 @@ columns are left out of the row (``concat_ws`` skips NULL parts).
 
 Table names: `` `<instance_id>.firewall.traffic` `` or `` `firewall.traffic` ``, quoted or not.
 Columns without a name get BigQuery's ``f0_``, ``f1_``... (Timestamps nested inside structs
-or arrays of a result stay ISO strings; the logs have none.) The session time zone is UTC, so
-``TIMESTAMP("2020-03-01 00:00:00")`` and ``CURRENT_TIMESTAMP`` compare with ``time_generated``
-as the service does. File access and Python replacement scans are disabled and the
-configuration locked after loading.
+or arrays of a result stay ISO strings; the logs have none.) The logs' timestamp columns are
+DuckDB TIMESTAMPTZ, csql's TIMESTAMP (an instant; wall-clock TIMESTAMP columns of the generator
+are converted when loaded), and the session time zone is UTC, so ``CURRENT_TIMESTAMP``,
+``TIMESTAMP("2020-03-01 00:00:00")`` and ``time_generated`` compare, print and take ``TIME()``
+as in the service. File access and Python replacement scans are disabled and the configuration
+locked after loading.
 """
 
 from __future__ import annotations
@@ -33,8 +37,11 @@ import duckdb
 import orjson
 import sqlglot
 from sqlglot import exp
+from sqlglot.schema import MappingSchema
 
-from cortex_nb.sandbox import logs, policy
+from cortex_nb import catalog
+from cortex_nb.sandbox import logs, policy, typecheck
+from cortex_nb.sandbox.csql import to_duckdb
 from cortex_nb.sandbox.policy import QueryRejected
 
 __all__ = ["Engine", "Prepared", "QueryRejected", "ResultSet", "bigquery_field"]
@@ -114,6 +121,7 @@ class Engine:
         self._con.execute(f"ATTACH ':memory:' AS {CATALOG} (COMPRESS)")
         self._con.execute(f"USE {CATALOG}")  # for loading only: cursors start elsewhere
         self.table_rows = logs.build(self._con, rows, seed, anchor)
+        self.schema = _expose_timestamps_and_describe(self._con)
         # results stay uncompressed: written once, read soon, and compressing JSON text is slow
         self._con.execute("CREATE SCHEMA memory.results")
         # queries are untrusted text: no files, no network, no way to turn that back on
@@ -143,22 +151,26 @@ class Engine:
         except (duckdb.InterruptException, duckdb.OutOfMemoryException):
             raise  # the job's own limits: its worker reports them
         except duckdb.Error as error:
-            raise QueryRejected(_first_line(error), context=_error_context(error)) from None
+            raise typecheck.binding_refusal(
+                _first_line(error), _error_context(error), csql
+            ) from None
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise QueryRejected(
-                f"Duplicate column names in the result are not supported: "
-                f"{', '.join(duplicates)}. Add aliases."
+                "Duplicate column names in the result are not supported. Found duplicate(s): "
+                f"{', '.join(duplicates)} (give the columns aliases with AS)"
             )
         return Prepared(sql, list(names), list(types))
 
     def translate(self, csql: str) -> str:
-        """csql -> DuckDB SQL, checked by ``policy``, tables mapped, unnamed columns ``fN_``."""
+        """csql -> DuckDB SQL: checked by ``policy`` and ``typecheck``, tables mapped, unnamed
+        columns ``fN_``, BigQuery's functions in DuckDB's words (``csql``)."""
         try:
             tree = _parse_single_select(csql)
             policy.check(tree, self._map_table)
             _name_anonymous_columns(tree)
-            return tree.sql(dialect="duckdb")
+            typecheck.check(tree, self.schema, csql)
+            return to_duckdb(tree)
         except sqlglot.errors.SqlglotError as error:  # the scope analysis could not follow it
             raise QueryRejected(f"Unsupported query: {_sqlglot_message(error)}", csql) from None
         except RecursionError:
@@ -221,6 +233,48 @@ class Engine:
         return ",".join(next(iter(texts.values())).tolist()).encode()
 
 
+def _expose_timestamps_and_describe(con: duckdb.DuckDBPyConnection) -> MappingSchema:
+    """Make every timestamp column of the logs a TIMESTAMPTZ; the tables' columns for sqlglot.
+
+    csql's TIMESTAMP is an instant, as in BigQuery: DuckDB's TIMESTAMPTZ. Left as DuckDB's
+    wall-clock TIMESTAMP (BigQuery's DATETIME), a column would not take ``TIME()``, would print
+    without its ``+00`` in ``CAST(... AS STRING)`` and would be cast on every row compared with
+    ``TIMESTAMP("...")`` or ``CURRENT_TIMESTAMP``; stored as integer microseconds (the wire's
+    form, which the catalog calls ``timestamp``), it would not be a timestamp at all.
+    """
+    listing = (
+        "SELECT table_schema, table_name, column_name, data_type FROM information_schema.columns "
+        "WHERE table_catalog = ? ORDER BY table_schema, table_name, ordinal_position"
+    )
+    tables: dict[str, dict[str, dict[str, exp.DataType]]] = {}
+    for db, table, column, dtype in con.execute(listing, [CATALOG]).fetchall():
+        converted = _as_instant(dtype, f"{db}.{table}", column)
+        if converted is not None:
+            con.execute(
+                f"ALTER TABLE {CATALOG}.{db}.{table} ALTER COLUMN {_ident(column)} "
+                f"SET DATA TYPE TIMESTAMPTZ USING {converted.format(_ident(column))}"
+            )
+            dtype = "TIMESTAMPTZ"
+        columns = tables.setdefault(db, {}).setdefault(table, {})
+        columns[column] = exp.DataType.build(dtype, dialect="duckdb")
+    return MappingSchema({CATALOG: tables}, dialect="bigquery")
+
+
+def _as_instant(dtype: str, table: str, column: str) -> str | None:
+    """How to turn a stored column into csql's TIMESTAMP (``{}`` is the column), or None."""
+    if dtype == "TIMESTAMP":
+        return "CAST({} AS TIMESTAMPTZ)"
+    if dtype not in ("BIGINT", "HUGEINT", "UBIGINT"):
+        return None
+    try:
+        wire = catalog.table(table).field(column).type
+    except catalog.CatalogLookupError:
+        return None
+    return (
+        "CAST(make_timestamp(CAST({} AS BIGINT)) AS TIMESTAMPTZ)" if wire == "timestamp" else None
+    )
+
+
 def bigquery_field(name: str, dtype: duckdb.DuckDBPyType) -> dict:
     """A ``schema.fields`` item (BigQuery type names) for a DuckDB column type."""
     if dtype.id in ("list", "array"):
@@ -253,7 +307,7 @@ def _name_anonymous_columns(tree: exp.Query) -> None:
     for position, item in enumerate(tree.expressions):
         if isinstance(item, (exp.Alias, exp.Column, exp.Star, exp.Dot)):
             continue
-        tree.expressions[position] = exp.alias_(item, f"f{anonymous}_")
+        tree.expressions[position] = exp.alias_(item, f"f{anonymous}_", copy=False)
         anonymous += 1
 
 

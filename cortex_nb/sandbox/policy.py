@@ -18,18 +18,22 @@ csql tree, before anything reaches DuckDB:
   literal sizes of at most ``MAX_VALUE_SIZE`` characters or items, and are not used inside a
   lambda or inside one another, where the sizes would multiply.
 
-A statement too deeply nested for the parser is refused too (``QueryRejected``), never crashed on.
+A statement too deeply nested for the parser is refused too (``QueryRejected``), never crashed on,
+and so is one nested deeper than DuckDB's expression depth limit (``MAX_DEPTH``), before any
+more work is spent on it.
 """
 
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Callable
 
 from sqlglot import exp
 from sqlglot.optimizer.scope import Scope, traverse_scope
 
 MAX_VALUE_SIZE = 10_000  # characters of a built string, items of a built list
+MAX_DEPTH = 1000  # DuckDB's max_expression_depth: deeper statements fail there anyway
 
 DENIED_FUNCTIONS = re.compile(
     r"""(?x)^(
@@ -67,6 +71,11 @@ class QueryRejected(Exception):
 
 def check(tree: exp.Query, map_table: Callable[[exp.Table], None]) -> None:
     """Refuse what ``tree`` may not use; ``map_table`` maps (or refuses) each log table."""
+    if not within(tree, max_nodes=sys.maxsize, max_depth=MAX_DEPTH):
+        raise QueryRejected(
+            f"The query is nested too deeply (more than {MAX_DEPTH} levels of expressions); "
+            "flatten it (fewer terms in one chain of operators, fewer levels of parentheses)"
+        )
     cte_references = _cte_references(tree)
     for node in tree.walk():
         if isinstance(node, exp.Table) and id(node) not in cte_references:
@@ -79,6 +88,19 @@ def check(tree: exp.Query, map_table: Callable[[exp.Table], None]) -> None:
             _check_function(node)
         elif isinstance(node, exp.Column) and not node.table:
             _check_bare_name(node)
+
+
+def within(tree: exp.Expression, max_nodes: int, max_depth: int) -> bool:
+    """Whether ``tree`` has at most ``max_nodes`` nodes and ``max_depth`` levels (counted
+    without recursion, so any depth can be measured)."""
+    pending, count = [(tree, 1)], 0
+    while pending:
+        node, depth = pending.pop()
+        count += 1
+        if count > max_nodes or depth > max_depth:
+            return False
+        pending.extend((child, depth + 1) for child in node.iter_expressions())
+    return True
 
 
 def _cte_references(tree: exp.Query) -> set[int]:
