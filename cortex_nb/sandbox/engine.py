@@ -113,7 +113,8 @@ class Engine:
         # a compressed in-memory catalog holds the logs in a tenth of the memory
         self._con.execute(f"ATTACH ':memory:' AS {CATALOG} (COMPRESS)")
         self._con.execute(f"USE {CATALOG}")  # for loading only: cursors start elsewhere
-        self.table_rows = logs.build(self._con, rows, seed, anchor)
+        # traffic now, every other log table when a query first names it (see _map_table)
+        self.logs = logs.LogTables(self._con, rows, seed, anchor, database=CATALOG)
         # results stay uncompressed: written once, read soon, and compressing JSON text is slow
         self._con.execute("CREATE SCHEMA memory.results")
         # queries are untrusted text: no files, no network, no way to turn that back on
@@ -179,12 +180,13 @@ class Engine:
                 f"'{self.instance_id}'",
                 context=shown,
             )
-        if f"{db}.{name}" not in self.table_rows:
+        if f"{db}.{name}" not in self.logs.names:
             raise QueryRejected(
-                f"Table not found: `{shown}`. Tables: {', '.join(sorted(self.table_rows))} "
+                f"Table not found: `{shown}`. Tables: {', '.join(sorted(self.logs.names))} "
                 f"(optionally prefixed with '{self.instance_id}.')",
                 context=shown,
             )
+        self.logs.ensure(f"{db}.{name}")
         table.set("catalog", exp.to_identifier(CATALOG))
         table.set("db", exp.to_identifier(db))
         table.set("this", exp.to_identifier(name))
