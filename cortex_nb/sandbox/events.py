@@ -10,8 +10,13 @@ import numpy as np
 
 from cortex_nb.sandbox import world
 from cortex_nb.sandbox.columns import TableData, const_enum, enum, ip, lit, lookup, ts
-from cortex_nb.sandbox.sessions import ACTIONS, END_REASONS, SEVERITIES, device_columns
-from cortex_nb.sandbox.sessions import record_columns
+from cortex_nb.sandbox.sessions import (
+    ACTIONS,
+    END_REASONS,
+    SEVERITIES,
+    device_columns,
+    record_columns,
+)
 from cortex_nb.sandbox.world import US, ip_int
 
 MINUTE = 60 * US
@@ -123,7 +128,8 @@ def config_table(ctx) -> TableData:
         f"'ip-netmask: {world.SCANNER_IP}/32' END",
     }
     derived = {
-        "admin_user_info": "{'name': admin_user, 'domain': 'local', 'uuid': hash(admin_user) % 1000}",
+        "admin_user_info": "{'name': admin_user, 'domain': 'local', "
+        "'uuid': hash(admin_user) % 1000}",
         "severity": lit("informational"),
         "vendor_severity": const_enum(SEVERITIES[0]),
         "time_generated_high_res": "event_time",

@@ -12,7 +12,7 @@ csql tree, before anything reaches DuckDB:
 - Statements: only a query; no DESCRIBE, SHOW, PRAGMA, SET or DDL nested in one, no parameters.
 - Functions: those that read settings, catalogs, variables, sequences or files, or that sleep,
   are refused by name (``DENIED_FUNCTIONS``), and so are bare names DuckDB would take for one of
-  them (``user``, ``current_schema``...).
+  them (``user``, ``current_schema``...) unless a log table the query reads has such a column.
 - Sizes: DuckDB's memory limit does not count a value being built, so functions that make a
   large value from a small one (``repeat``, ``lpad``, ``range``, ``printf`` widths...) take
   literal sizes of at most ``MAX_VALUE_SIZE`` characters or items, and are not used inside a
@@ -28,6 +28,8 @@ from collections.abc import Callable
 
 from sqlglot import exp
 from sqlglot.optimizer.scope import Scope, traverse_scope
+
+from cortex_nb import catalog
 
 MAX_VALUE_SIZE = 10_000  # characters of a built string, items of a built list
 
@@ -68,6 +70,7 @@ class QueryRejected(Exception):
 def check(tree: exp.Query, map_table: Callable[[exp.Table], None]) -> None:
     """Refuse what ``tree`` may not use; ``map_table`` maps (or refuses) each log table."""
     cte_references = _cte_references(tree)
+    columns = _log_columns(tree, cte_references)
     for node in tree.walk():
         if isinstance(node, exp.Table) and id(node) not in cte_references:
             map_table(node)
@@ -78,7 +81,7 @@ def check(tree: exp.Query, map_table: Callable[[exp.Table], None]) -> None:
         elif isinstance(node, exp.Func):
             _check_function(node)
         elif isinstance(node, exp.Column) and not node.table:
-            _check_bare_name(node)
+            _check_bare_name(node, columns)
 
 
 def _cte_references(tree: exp.Query) -> set[int]:
@@ -133,8 +136,23 @@ def _inside_builder(node: exp.Expression) -> bool:
     return False
 
 
-def _check_bare_name(node: exp.Column) -> None:
-    if node.name.lower() in FUNCTION_NAMES:
+def _log_columns(tree: exp.Query, cte_references: set[int]) -> set[str]:
+    """Lower-case names of the columns of the log tables ``tree`` reads (from the catalog)."""
+    names: set[str] = set()
+    for table in tree.find_all(exp.Table):
+        if id(table) in cte_references:
+            continue
+        try:
+            found = catalog.table(f"{table.db}.{table.name}")
+        except LookupError:
+            continue  # not a log table: map_table refuses it
+        names.update(f.name.lower() for f in found.fields)
+    return names
+
+
+def _check_bare_name(node: exp.Column, columns: set[str]) -> None:
+    # a column of that name wins over DuckDB's function (firewall.userid has a `user`)
+    if node.name.lower() in FUNCTION_NAMES and node.name.lower() not in columns:
         raise QueryRejected(
             f"'{node.name}' names a DuckDB function here, not a column; use another name",
             context=node.name,

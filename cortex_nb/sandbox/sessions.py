@@ -435,7 +435,10 @@ def device_columns(code: str) -> dict[str, str]:
 
 
 def record_columns(table_name: str, sub_type: str) -> dict[str, str]:
-    """Stored header of a record (time, type, log source) from ``t_us``, ``log_delay_us``, ``firewall``."""
+    """Stored header of a record: time, log type, sub-type, log source.
+
+    From the raw columns ``t_us``, ``log_delay_us`` and ``firewall``.
+    """
     return {
         "time_generated": ts("t_us"),
         "log_time": ts("t_us + log_delay_us"),
@@ -486,7 +489,8 @@ SIGNATURES = [
 ]
 _KIND_FIRST_SIGNATURE = [0, 1, 2, 5, 6, 7]
 THREAT_CATEGORIES = sorted({s[2] for s in SIGNATURES})
-VERDICTS = [(0, "benign"), (1, "malware"), (2, "grayware"), (4, "phishing"), (5, "command-and-control")]
+VERDICTS = [(0, "benign"), (1, "malware"), (2, "grayware"), (4, "phishing"),
+            (5, "command-and-control")]  # fmt: skip
 FILES = [("setup.exe", "pe"), ("invoice_0423.exe", "pe"), ("update.exe", "pe"),
          ("report.pdf", "pdf"), ("budget.xlsx", "xlsx"), ("slides.pptx", "pptx"),
          ("archive.zip", "zip"), ("notes.docx", "docx")]  # fmt: skip
@@ -599,7 +603,8 @@ def file_data_table(ctx) -> TableData:
     """``firewall.file_data``: files moved by web and file-sharing sessions, a few data matches."""
     rng, c = ctx.rng("firewall.file_data"), ctx.traffic.cols
     movers = app_codes("web-browsing", "ssl", "dropbox-base", "ftp", "gmail-base", "smtp-base")
-    pool = np.flatnonzero(np.isin(c["app"], movers) & (c["action"] == ALLOW) & (c["site"] != C2_SITE))
+    moved = np.isin(c["app"], movers) & (c["action"] == ALLOW) & (c["site"] != C2_SITE)
+    pool = np.flatnonzero(moved)
     index = world.spread(rng, pool, max(10, len(c["t_us"]) // 50))
     cols = ctx.traffic.take(index)
     n = len(index)

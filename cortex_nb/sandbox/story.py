@@ -13,8 +13,17 @@ from __future__ import annotations
 import numpy as np
 
 from cortex_nb.sandbox import world
-from cortex_nb.sandbox.columns import TableData, const_enum, enum, fitting, ip, lit, lookup, ts
-from cortex_nb.sandbox.columns import user_info
+from cortex_nb.sandbox.columns import (
+    TableData,
+    const_enum,
+    enum,
+    fitting,
+    ip,
+    lit,
+    lookup,
+    ts,
+    user_info,
+)
 from cortex_nb.sandbox.sessions import C2_SITE, SITES, TRUST, UDP, app_codes, record_columns
 from cortex_nb.sandbox.world import US, ip_int
 
@@ -29,6 +38,7 @@ GP_EVENTS = [(1, "portal-auth"), (2, "gateway-auth"), (3, "gateway-connected"),
              (4, "gateway-logout")]  # fmt: skip
 PORTAL_AUTH, GATEWAY_AUTH, CONNECTED, LOGOUT = range(4)
 STAGES = ["login", "login", "connected", "logout"]
+_CONNECTED_S = "(logout_us - connect_us) // 1000000"  # SQL: seconds a session lasted
 
 
 # ---- remote access sessions --------------------------------------------------------------
@@ -42,7 +52,12 @@ def remote_sessions(ctx) -> dict[str, np.ndarray]:
 
 def _session(n: int, **values) -> dict[str, np.ndarray]:
     """``n`` sessions: each value is a constant or an array of ``n``."""
-    return {k: np.broadcast_to(np.asarray(v, dtype=np.int64), (n,)).copy() for k, v in values.items()}
+    return {name: _column(n, value) for name, value in values.items()}
+
+
+def _column(n: int, value) -> np.ndarray:
+    """An integer column of ``n`` from a constant or an array of ``n``."""
+    return np.broadcast_to(np.asarray(value, dtype=np.int64), (n,)).copy()
 
 
 def _beacon_laptop(anchor_us: int) -> dict[str, np.ndarray]:
@@ -165,7 +180,7 @@ def globalprotect_table(ctx) -> TableData:
         "stage": lookup("event", STAGES),
         "private_ip": f"CASE WHEN event >= {CONNECTED} THEN {ip('private')} END",
         "connection_error": f"CASE WHEN failed = 1 THEN {const_enum((1, BAD_PASSWORD))} END",
-        "login_duration": f"CASE WHEN event = {LOGOUT} THEN (logout_us - connect_us) // 1000000 END",
+        "login_duration": f"CASE WHEN event = {LOGOUT} THEN {_CONNECTED_S} END",
         "tunnel": f"CASE WHEN event >= {CONNECTED} THEN "
         "CASE WHEN managed = 1 THEN 'IPSec' ELSE 'SSL' END END",
     }
@@ -202,7 +217,7 @@ def agent_table(ctx) -> TableData:
         **record_columns("endpoint.agent", const_enum((0, "agent"))),
         "event_id": enum("event", AGENT_EVENTS),
         "private_ip": ip("private"),
-        "login_duration": "CASE WHEN event = 2 THEN (logout_us - connect_us) // 1000000 END",
+        "login_duration": f"CASE WHEN event = 2 THEN {_CONNECTED_S} END",
     }
     derived = {
         "status": const_enum(STATUS[0]),
@@ -249,7 +264,8 @@ def userid_table(ctx) -> TableData:
         "event_id": lookup("event", ["login", "logout"]),
         "mapping_data_source": enum("source", MAPPING_SOURCES),
         "mapping_data_source_type": enum("source", MAPPING_SOURCE_TYPES),
-        "mapping_data_source_name": f"CASE WHEN source = 0 THEN 'dc01.acme.example' ELSE {gateway} END",
+        "mapping_data_source_name": f"CASE WHEN source = 0 THEN 'dc01.acme.example' "
+        f"ELSE {gateway} END",
         "mapping_timeout": "CASE WHEN source = 0 THEN 2700 ELSE 0 END",
     }
     derived = {
@@ -272,10 +288,15 @@ def auth_table(ctx) -> TableData:
     s = ctx.once(remote_sessions)
     # GlobalProtect portal logins, from the home (or attacker's) address
     vpn = _merge(_failures(s), _events(s, {PORTAL_AUTH: -20 * US}))
-    vpn |= {"src": vpn["public"], "client": np.ones(len(vpn["t_us"]), int),
-            "profile": np.where(vpn["auth"] == 1, 2, 1), "session_id": np.full(len(vpn["t_us"]), -1),
-            "ok": (vpn["t_us"] >= vpn["connect_us"] - MINUTE).astype(int)}  # fmt: skip
-    vpn["firewall"] = np.where(vpn["gateway"] == 1, 2, 0)
+    n = len(vpn["t_us"])
+    vpn |= {
+        "src": vpn["public"],
+        "client": np.ones(n, int),
+        "profile": np.where(vpn["auth"] == 1, 2, 1),  # the service account is not on SSO
+        "session_id": np.full(n, -1),
+        "ok": (vpn["t_us"] >= vpn["connect_us"] - MINUTE).astype(int),
+        "firewall": np.where(vpn["gateway"] == 1, 2, 0),
+    }
     cols = _merge(vpn, _portal_prompts(ctx, rng, s))
     cols["log_delay_us"] = rng.integers(US, 10 * US, len(cols["t_us"]))
     stored = {
@@ -339,8 +360,9 @@ def iptag_table(ctx) -> TableData:
     s = ctx.once(remote_sessions)
     remote = _events(s, {0: 2 * US}, 1)
     intruder = remote["private"] == ip_int(world.SCANNER_IP)
-    quarantine = {"t_us": np.array([start + 10 * MINUTE, remote["t_us"][intruder].max() + 5 * MINUTE]),
-                  "tag": np.array([2, 2]), "src": np.full(2, ip_int(world.SCANNER_IP)),
+    tagged = [start + 10 * MINUTE, remote["t_us"][intruder].max() + 5 * MINUTE]  # until logout
+    scanner = np.full(2, ip_int(world.SCANNER_IP))
+    quarantine = {"t_us": np.array(tagged), "tag": np.array([2, 2]), "src": scanner,
                   "event": np.array([0, 1])}  # fmt: skip
     remote = {"t_us": remote["t_us"], "tag": np.full(len(remote["t_us"]), 3),
               "src": remote["private"], "event": remote["event"]}  # fmt: skip
@@ -424,10 +446,11 @@ def dns_security_table(ctx) -> TableData:
 
 
 def _lookups(t_us, src, dst, site, ptr, rtype, firewall) -> dict[str, np.ndarray]:
+    """DNS lookups: times, and per lookup or for all of them the other raw columns."""
     n = len(t_us)
-    full = [np.broadcast_to(np.asarray(v), (n,)).copy() for v in (src, dst, site, ptr, rtype, firewall)]
-    keys = ("src", "dst", "site", "ptr", "rtype", "firewall")
-    return {"t_us": t_us, **dict(zip(keys, full, strict=True)), "user": world.owner(full[0])}
+    cols = dict(src=src, dst=dst, site=site, ptr=ptr, rtype=rtype, firewall=firewall)
+    cols = {name: _column(n, value) for name, value in cols.items()}
+    return {"t_us": t_us, **cols, "user": world.owner(cols["src"])}
 
 
 def _office_lookups(ctx, rng: np.random.Generator) -> dict[str, np.ndarray]:

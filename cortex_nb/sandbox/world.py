@@ -141,7 +141,7 @@ def day_starts(anchor_us: int) -> np.ndarray:
 
 
 def spread(rng: np.random.Generator, pool: np.ndarray, n: int) -> np.ndarray:
-    """``n`` picks from ``pool`` without repeats when it is large enough (empty when it is empty)."""
+    """Up to ``n`` picks from ``pool``, without repeats, in pool order."""
     if len(pool) == 0 or n <= 0:
         return pool[:0]
     return np.sort(rng.choice(pool, min(n, len(pool)), replace=False))
