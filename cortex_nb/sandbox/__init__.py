@@ -8,8 +8,10 @@
 Modules: ``server`` (HTTP and the ``Sandbox`` life cycle), ``origins`` (browser safety),
 ``api`` (routes), ``cursors`` (signed page cursors), ``jobs`` (job states, workers and limits),
 ``retention`` (how long results are kept), ``limits`` (resource defaults), ``engine`` (csql ->
-DuckDB), ``policy`` (what a query may touch), ``logs`` (the synthetic data and its story),
-``tokens`` (OAuth2 and JWTs), ``faults`` (fault injection). Nothing here imports the client side
+DuckDB), ``policy`` (what a query may touch), ``logs`` (the synthetic log tables, made from
+``world``: hosts, users and the story; ``sessions``, ``story`` and ``events``: the generators;
+``columns``: catalog columns in DuckDB), ``tokens`` (OAuth2 and JWTs), ``faults`` (fault
+injection). Nothing here imports the client side
 of cortex_nb: the sandbox emulates the service, it does not mirror our code.
 """
 

@@ -212,8 +212,7 @@ def app_codes(*names: str) -> np.ndarray:
 
 def traffic(rng: np.random.Generator, rows: int, anchor_us: int) -> Traffic:
     """``rows`` sessions: everyday traffic plus the scanner's probes and the beacon's calls."""
-    n_scan = max(20, rows // 50)
-    n_beacon = int(min(max(24, rows // 100), world.SPAN_DAYS * 86400 // world.BEACON_INTERVAL_S))
+    n_scan, n_beacon = max(20, rows // 50), beacon_calls(rows)
     n_base = max(rows - n_scan - n_beacon, 0)
     parts = [
         _base_sessions(rng, n_base, anchor_us),
@@ -226,6 +225,11 @@ def traffic(rng: np.random.Generator, rows: int, anchor_us: int) -> Traffic:
     cols = {name: values[order] for name, values in cols.items()}
     cols["session_id"] = 100_000 + np.arange(len(order), dtype=np.int64) * 3
     return Traffic(cols)
+
+
+def beacon_calls(rows: int) -> int:
+    """How many times the beacon calls: the last ones before the anchor, ``rows`` // 100."""
+    return int(min(max(24, rows // 100), world.SPAN_DAYS * 86400 // world.BEACON_INTERVAL_S))
 
 
 def _base_sessions(rng: np.random.Generator, n: int, anchor_us: int) -> dict[str, np.ndarray]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cortex_nb.sandbox import world
+from cortex_nb.sandbox import sessions, world
 from cortex_nb.sandbox.columns import (
     TableData,
     const_enum,
@@ -46,7 +46,7 @@ _CONNECTED_S = "(logout_us - connect_us) // 1000000"  # SQL: seconds a session l
 
 def remote_sessions(ctx) -> dict[str, np.ndarray]:
     """Every GlobalProtect session: the beacon laptop's daily ones, the intruder's, staff's."""
-    parts = [_beacon_laptop(ctx.anchor_us), _intruder(ctx.anchor_us), _staff(ctx)]
+    parts = [_beacon_laptop(ctx), _intruder(ctx.anchor_us), _staff(ctx)]
     return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
 
@@ -60,11 +60,21 @@ def _column(n: int, value) -> np.ndarray:
     return np.broadcast_to(np.asarray(value, dtype=np.int64), (n,)).copy()
 
 
-def _beacon_laptop(anchor_us: int) -> dict[str, np.ndarray]:
-    """The beacon user's managed laptop: always on VPN, re-authenticating every morning."""
+def _beacon_laptop(ctx) -> dict[str, np.ndarray]:
+    """The beacon user's managed laptop: always on VPN, re-authenticating every morning.
+
+    Reconnections fall between two calls of the beacon (which are ``BEACON_INTERVAL_S`` apart
+    counting back from the anchor, a few seconds either way), and the first session begins
+    before the first call, so the laptop is connected whenever it calls.
+    """
+    anchor_us, interval = ctx.anchor_us, world.BEACON_INTERVAL_S * US
     connect = world.day_starts(anchor_us) + (7 * 60 + 40) * MINUTE
+    connect += 120 * US - (connect - anchor_us) % interval  # two minutes after a call
+    first_call = anchor_us - sessions.beacon_calls(ctx.rows) * interval
+    if first_call < connect[0] + MINUTE:
+        connect = np.insert(connect, 0, first_call - 10 * MINUTE)
     connect = connect[connect < anchor_us]
-    logout = np.append(connect[1:] - MINUTE, -1)  # the last session is still connected
+    logout = np.append(connect[1:] - 30 * US, -1)  # the last session is still connected
     user = world.USERS.index(world.BEACON_USER)
     return _session(
         len(connect), user=user, private=ip_int(world.BEACON_IP), public=_home(user), gateway=0,
