@@ -143,6 +143,7 @@ SITES = [
     (world.C2_DOMAIN, "newly-registered-domain", 0),
 ]  # fmt: skip
 SITE = {s[0]: code for code, s in enumerate(SITES)}
+SITE_CATEGORIES = np.array([_CATEGORY[s[1]] for s in SITES])
 C2_SITE = SITE[world.C2_DOMAIN]
 # the sites an application's sessions go to (general browsing picks by weight)
 APP_SITES = {
@@ -256,7 +257,9 @@ def _base_sessions(rng: np.random.Generator, n: int, anchor_us: int) -> dict[str
         "to_zone": np.where(inbound, DMZ, np.where(internal_dst, TRUST, UNTRUST)),
         "action": np.where(denied, rng.choice([DENY, DROP, RESET_BOTH], n), ALLOW),
         "rule": np.where(
-            inbound, INBOUND_DMZ, np.where(internal_dst, INTERNAL, np.where(infra, DNS_NTP, 0))
+            inbound,
+            INBOUND_DMZ,
+            np.where(internal_dst, INTERNAL, np.where(infra, DNS_NTP, OUTBOUND_WEB)),
         ),
         "bytes_sent": rng.lognormal(7.5, 1.6, n).astype(np.int64) + 60,
         "bytes_received": rng.lognormal(9.0, 2.0, n).astype(np.int64) + 60,
@@ -328,6 +331,7 @@ def _finish_sessions(rng: np.random.Generator, c: dict[str, np.ndarray]) -> None
     c["user"] = np.where(c["from_zone"] == TRUST, world.owner(c["src"]), -1)
     c["site"] = _sites(rng, c["app"])
     c["site"] = np.where(c["dst"] == ip_int(world.C2_IP), C2_SITE, c["site"])
+    c["url_cat"] = np.where(c["site"] >= 0, SITE_CATEGORIES[c["site"]], 0)  # 0: any
     c["firewall"] = np.where(c["src"] % 7 == 0, 2, rng.integers(0, 2, n))
     c["log_delay_us"] = rng.integers(1 * US, 20 * US, n)
     c["action_flags"] = np.where(rng.random(n) < 0.5, np.iinfo(np.int64).min, 0)
@@ -384,9 +388,7 @@ def session_columns(table_name: str, sub_type: str) -> dict[str, str]:
         "session_start_time": ts("t_us - elapsed * 1000000"),
         "total_time_elapsed": "elapsed",
         "session_end_reason": enum("end_reason", END_REASONS),
-        "url_category": "CASE WHEN site >= 0 THEN "
-        + enum(lookup("site", [_CATEGORY[s[1]] for s in SITES]), URL_CATEGORIES)
-        + f" ELSE {const_enum(URL_CATEGORIES[0])} END",
+        "url_category": enum("url_cat", URL_CATEGORIES),
         "is_nat": "is_nat",
         "is_decrypted": "is_decrypted",
         "action_flags": "action_flags",
@@ -523,9 +525,13 @@ def threat_table(ctx) -> TableData:
     kind = np.concatenate([np.full(len(p), k) for k, p in enumerate(picks)])
     n = len(kind)
     variant = np.where(kind == 2, rng.integers(0, 3, n), 0)
+    signature = np.array(_KIND_FIRST_SIGNATURE)[kind] + variant
     cols |= {
         "kind": kind,
-        "signature": np.array(_KIND_FIRST_SIGNATURE)[kind] + variant,
+        "signature": signature,
+        "category": np.array([THREAT_CATEGORIES.index(s[2]) for s in SIGNATURES])[signature],
+        "level": np.array(_KIND_SEVERITY)[kind],
+        "direction": np.array(_KIND_DIRECTION)[kind],
         "file_pick": np.where(kind == 3, rng.integers(0, 3, n), rng.integers(0, len(FILES), n)),
         "verdict": np.select(
             [kind == 3, kind == 5], [rng.choice([0, 1], n, p=[0.6, 0.4]), rng.choice(4, n)], -1
@@ -544,16 +550,14 @@ def threat_table(ctx) -> TableData:
 
 def _threat_columns() -> dict[str, str]:
     has_file = "kind IN (3, 4, 5)"
-    category = lookup("signature", [THREAT_CATEGORIES.index(s[2]) for s in SIGNATURES])
-    severity = lookup("kind", _KIND_SEVERITY)
     return {
         "threat_id": lookup("signature", [s[1] for s in SIGNATURES]),
         "threat_name": lookup("signature", [s[0] for s in SIGNATURES]),
         "threat_name_firewall": lookup("signature", [s[0] for s in SIGNATURES]),
-        "threat_category": enum(category, list(enumerate(THREAT_CATEGORIES))),
-        "vendor_severity": enum(severity, SEVERITIES),
-        "severity": lookup(severity, [s[1] for s in SEVERITIES]),
-        "direction_of_attack": enum(lookup("kind", _KIND_DIRECTION), DIRECTIONS),
+        "threat_category": enum("category", list(enumerate(THREAT_CATEGORIES))),
+        "vendor_severity": enum("level", SEVERITIES),
+        "severity": lookup("level", [s[1] for s in SEVERITIES]),
+        "direction_of_attack": enum("direction", DIRECTIONS),
         "file_name": f"CASE WHEN {has_file} THEN {lookup('file_pick', [f[0] for f in FILES])} END",
         "file_type": f"CASE WHEN {has_file} THEN {lookup('file_pick', [f[1] for f in FILES])} END",
         "file_sha_256": f"CASE WHEN {has_file} THEN sha256(file_pick::VARCHAR || "

@@ -116,9 +116,11 @@ def _home(user) -> np.ndarray:
 
 
 def _events(s: dict[str, np.ndarray], offsets_us: dict[int, int], logout: int | None = None):
-    """Per-session events: for each ``event code: offset`` one event per session at connect plus
-    offset, and a ``logout`` event for each session that ended. Returns the session columns of
-    each event plus ``t_us`` and ``event``."""
+    """Events of each session: its session columns plus ``t_us`` and the ``event`` code.
+
+    For each ``code: offset`` one event per session, at its connection plus the offset; with
+    ``logout``, one event of that code for each session that ended, at its end.
+    """
     every = np.arange(len(s["connect_us"]))
     picks = [(every, np.full(len(every), code), s["connect_us"] + off)
              for code, off in offsets_us.items()]  # fmt: skip
