@@ -16,6 +16,14 @@ from tests.conftest import sandbox_client
 
 ANCHOR = 1_767_225_600  # 2026-01-01T00:00:00Z
 STORY = [(world.SCANNER_IP, world.SCANNER_USER), (world.BEACON_IP, world.BEACON_USER)]
+# log types that say which user was at which address: (table, address column, user column)
+WHO_WAS_WHERE = [
+    ("firewall.userid", "source_ip", "user"),
+    ("firewall.auth", "source_ip", "user"),
+    ("firewall.dns_security", "source_ip", "source_user"),
+    ("firewall.globalprotect", "private_ip", "source_user"),
+    ("firewall.hipmatch", "source_ip", "source_user"),
+]
 # the application sub-categories of the vendor's application catalogue
 SUB_CATEGORIES = [
     "auth-service", "database", "erp-crm", "general-business", "management", "office-programs",
@@ -35,16 +43,7 @@ def distinct(api, sql: str) -> set:
 
 
 @pytest.mark.parametrize(("host", "user"), STORY)
-@pytest.mark.parametrize(
-    ("table", "address", "who"),
-    [
-        ("firewall.userid", "source_ip", "user"),
-        ("firewall.auth", "source_ip", "user"),
-        ("firewall.dns_security", "source_ip", "source_user"),
-        ("firewall.globalprotect", "private_ip", "source_user"),
-        ("firewall.hipmatch", "source_ip", "source_user"),
-    ],
-)
+@pytest.mark.parametrize(("table", "address", "who"), WHO_WAS_WHERE)
 def test_the_story_hosts_have_their_one_user_in_every_log(
     sandbox_api, table, address, who, host, user
 ):
@@ -52,15 +51,7 @@ def test_the_story_hosts_have_their_one_user_in_every_log(
     assert distinct(sandbox_api, sql) == {user}
 
 
-@pytest.mark.parametrize(
-    ("table", "address", "who"),
-    [
-        ("firewall.userid", "source_ip", "user"),
-        ("firewall.auth", "source_ip", "user"),
-        ("firewall.dns_security", "source_ip", "source_user"),
-        ("firewall.globalprotect", "private_ip", "source_user"),
-    ],
-)
+@pytest.mark.parametrize(("table", "address", "who"), WHO_WAS_WHERE)
 def test_users_join_to_traffic_by_address(sandbox_api, table, address, who):
     sql = (
         f"SELECT COUNT(*) AS joined, COUNTIF(l.{who} != t.source_user) AS other_user, "
