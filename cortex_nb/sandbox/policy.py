@@ -70,7 +70,6 @@ class QueryRejected(Exception):
 def check(tree: exp.Query, map_table: Callable[[exp.Table], None]) -> None:
     """Refuse what ``tree`` may not use; ``map_table`` maps (or refuses) each log table."""
     cte_references = _cte_references(tree)
-    columns = _log_columns(tree, cte_references)
     for node in tree.walk():
         if isinstance(node, exp.Table) and id(node) not in cte_references:
             map_table(node)
@@ -81,7 +80,7 @@ def check(tree: exp.Query, map_table: Callable[[exp.Table], None]) -> None:
         elif isinstance(node, exp.Func):
             _check_function(node)
         elif isinstance(node, exp.Column) and not node.table:
-            _check_bare_name(node, columns)
+            _check_bare_name(node, tree, cte_references)
 
 
 def _cte_references(tree: exp.Query) -> set[int]:
@@ -150,9 +149,10 @@ def _log_columns(tree: exp.Query, cte_references: set[int]) -> set[str]:
     return names
 
 
-def _check_bare_name(node: exp.Column, columns: set[str]) -> None:
+def _check_bare_name(node: exp.Column, tree: exp.Query, cte_references: set[int]) -> None:
+    name = node.name.lower()
     # a column of that name wins over DuckDB's function (firewall.userid has a `user`)
-    if node.name.lower() in FUNCTION_NAMES and node.name.lower() not in columns:
+    if name in FUNCTION_NAMES and name not in _log_columns(tree, cte_references):
         raise QueryRejected(
             f"'{node.name}' names a DuckDB function here, not a column; use another name",
             context=node.name,
