@@ -152,8 +152,16 @@ def test_every_application_sub_category_appears(sandbox_api):
     ("sql", "expected"),
     [
         (
+            "SELECT DISTINCT app_category FROM `firewall.traffic`",
+            {"business-systems", "collaboration", "general-internet", "media", "networking"},
+        ),
+        (
             "SELECT DISTINCT action.value FROM `firewall.traffic`",
             {"allow", "deny", "drop", "reset-both"},
+        ),
+        (
+            "SELECT DISTINCT sub_type.value FROM `firewall.traffic`",
+            {"end", "drop", "deny"},
         ),
         (
             "SELECT DISTINCT sub_type.value FROM `firewall.threat`",
