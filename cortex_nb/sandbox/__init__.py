@@ -11,8 +11,8 @@ Modules: ``server`` (HTTP and the ``Sandbox`` life cycle), ``origins`` (browser 
 DuckDB), ``policy`` (what a query may touch), ``logs`` (the synthetic log tables, made from
 ``world``: hosts, users and the story; ``sessions``, ``story`` and ``events``: the generators;
 ``columns``: catalog columns in DuckDB), ``tokens`` (OAuth2 and JWTs), ``faults`` (fault
-injection). Nothing here imports the client side
-of cortex_nb: the sandbox emulates the service, it does not mirror our code.
+injection). Nothing here imports the client side of cortex_nb (only its ``catalog``, the data
+both sides read): the sandbox emulates the service, it does not mirror our code.
 """
 
 from cortex_nb.sandbox.server import RecordedRequest, Sandbox
