@@ -17,10 +17,9 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
-import duckdb
 import pytest
 
-from cortex_nb.sandbox.engine import _expose_timestamps_and_describe
+from cortex_nb import catalog
 from tests.conftest import sandbox_client
 
 UTC = timezone.utc
@@ -649,21 +648,15 @@ def test_csql_named_in_any_case_or_left_out_is_accepted(sandbox_api, params):
 # ---- how the engine exposes stored timestamps ------------------------------------------------
 
 
-def test_stored_timestamps_of_either_kind_are_csql_timestamps():
-    """A generator may store a log time as wall-clock TIMESTAMP or as the wire's integer
-    microseconds: csql sees an instant either way, and other integers stay integers."""
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    con.execute("ATTACH ':memory:' AS sandbox")
-    con.execute("CREATE SCHEMA sandbox.firewall")
-    con.execute(
-        "CREATE TABLE sandbox.firewall.traffic AS SELECT 1583020800123456::BIGINT AS "
-        "time_generated, TIMESTAMP '2020-03-01 00:00:01' AS log_time, 7::BIGINT AS session_id"
+@pytest.mark.parametrize("table", [t.name for t in catalog.tables()])
+def test_every_table_s_time_column_is_a_csql_timestamp(sandbox_api, table):
+    """Tables are made on first use; their time columns are instants as csql means them."""
+    column = catalog.table(table).time_column
+    sql = (
+        f"SELECT TIME({column}) AS t, CAST({column} AS STRING) AS s, "
+        f"TIMESTAMP_DIFF({column}, TIMESTAMP('1970-01-01 00:00:00'), SECOND) AS secs "
+        f"FROM `{table}` WHERE {column} IS NOT NULL LIMIT 1"
     )
-    _expose_timestamps_and_describe(con)
-    row = con.execute(
-        "SELECT epoch_us(time_generated), epoch_us(log_time), typeof(time_generated), "
-        "typeof(log_time), typeof(session_id) FROM sandbox.firewall.traffic"
-    ).fetchone()
-    instant = "TIMESTAMP WITH TIME ZONE"
-    assert row == (1583020800123456, 1583020801000000, instant, instant, "BIGINT")
+    rows = sandbox_api.rows(sql)
+    assert rows, f"{table} has no rows with {column}"
+    assert rows[0]["s"].endswith("+00") and rows[0]["secs"] > 1_600_000_000

@@ -8,11 +8,12 @@
 Modules: ``server`` (HTTP and the ``Sandbox`` life cycle), ``origins`` (browser safety),
 ``api`` (routes), ``cursors`` (signed page cursors), ``jobs`` (job states, workers and limits),
 ``retention`` (how long results are kept), ``limits`` (resource defaults), ``engine`` (csql ->
-DuckDB), ``csql`` (BigQuery's forms in DuckDB's words), ``typecheck`` (BigQuery's type checks
-at creation), ``policy`` (what a query may touch), ``logs`` (the synthetic data and its story),
-``tokens`` (OAuth2 and JWTs), ``faults`` (fault injection). Nothing here imports the client side
-of cortex_nb but the catalog (data both sides read): the sandbox emulates the service, it does
-not mirror our code.
+DuckDB), ``csql`` (BigQuery's forms in DuckDB's words), ``typecheck`` (BigQuery's type
+checks at creation), ``policy`` (what a query may touch), ``logs`` (the synthetic log tables,
+made from ``world``: hosts, users and the story; ``sessions``, ``story`` and ``events``: the
+generators; ``columns``: catalog columns in DuckDB), ``tokens`` (OAuth2 and JWTs), ``faults`` (fault
+injection). Nothing here imports the client side of cortex_nb (only its ``catalog``, the data
+both sides read): the sandbox emulates the service, it does not mirror our code.
 """
 
 from cortex_nb.sandbox.server import RecordedRequest, Sandbox

@@ -40,7 +40,7 @@ from sqlglot import exp
 from sqlglot.schema import MappingSchema
 
 from cortex_nb import catalog
-from cortex_nb.sandbox import logs, policy, typecheck
+from cortex_nb.sandbox import columns, logs, policy, typecheck
 from cortex_nb.sandbox.csql import to_duckdb
 from cortex_nb.sandbox.policy import QueryRejected
 
@@ -120,8 +120,9 @@ class Engine:
         # a compressed in-memory catalog holds the logs in a tenth of the memory
         self._con.execute(f"ATTACH ':memory:' AS {CATALOG} (COMPRESS)")
         self._con.execute(f"USE {CATALOG}")  # for loading only: cursors start elsewhere
-        self.table_rows = logs.build(self._con, rows, seed, anchor)
-        self.schema = _expose_timestamps_and_describe(self._con)
+        # traffic now, every other log table when a query first names it (see _map_table)
+        self.logs = logs.LogTables(self._con, rows, seed, anchor, database=CATALOG)
+        self.schema = _logs_schema()
         # results stay uncompressed: written once, read soon, and compressing JSON text is slow
         self._con.execute("CREATE SCHEMA memory.results")
         # queries are untrusted text: no files, no network, no way to turn that back on
@@ -191,12 +192,13 @@ class Engine:
                 f"'{self.instance_id}'",
                 context=shown,
             )
-        if f"{db}.{name}" not in self.table_rows:
+        if f"{db}.{name}" not in self.logs.names:
             raise QueryRejected(
-                f"Table not found: `{shown}`. Tables: {', '.join(sorted(self.table_rows))} "
+                f"Table not found: `{shown}`. Tables: {', '.join(sorted(self.logs.names))} "
                 f"(optionally prefixed with '{self.instance_id}.')",
                 context=shown,
             )
+        self.logs.ensure(f"{db}.{name}")
         table.set("catalog", exp.to_identifier(CATALOG))
         table.set("db", exp.to_identifier(db))
         table.set("this", exp.to_identifier(name))
@@ -233,46 +235,21 @@ class Engine:
         return ",".join(next(iter(texts.values())).tolist()).encode()
 
 
-def _expose_timestamps_and_describe(con: duckdb.DuckDBPyConnection) -> MappingSchema:
-    """Make every timestamp column of the logs a TIMESTAMPTZ; the tables' columns for sqlglot.
+def _logs_schema() -> MappingSchema:
+    """Every log table's columns and their DuckDB types, for sqlglot's type checks.
 
-    csql's TIMESTAMP is an instant, as in BigQuery: DuckDB's TIMESTAMPTZ. Left as DuckDB's
-    wall-clock TIMESTAMP (BigQuery's DATETIME), a column would not take ``TIME()``, would print
-    without its ``+00`` in ``CAST(... AS STRING)`` and would be cast on every row compared with
-    ``TIMESTAMP("...")`` or ``CURRENT_TIMESTAMP``; stored as integer microseconds (the wire's
-    form, which the catalog calls ``timestamp``), it would not be a timestamp at all.
+    Read from the catalog, as the views are made (``columns.sql_type``), so a table not made
+    yet (they are made on first use) is checked all the same. Timestamps are TIMESTAMPTZ:
+    csql's TIMESTAMP is an instant, as in BigQuery, not DuckDB's wall-clock TIMESTAMP (which
+    would not take ``TIME()`` and would print without its ``+00``).
     """
-    listing = (
-        "SELECT table_schema, table_name, column_name, data_type FROM information_schema.columns "
-        "WHERE table_catalog = ? ORDER BY table_schema, table_name, ordinal_position"
-    )
     tables: dict[str, dict[str, dict[str, exp.DataType]]] = {}
-    for db, table, column, dtype in con.execute(listing, [CATALOG]).fetchall():
-        converted = _as_instant(dtype, f"{db}.{table}", column)
-        if converted is not None:
-            con.execute(
-                f"ALTER TABLE {CATALOG}.{db}.{table} ALTER COLUMN {_ident(column)} "
-                f"SET DATA TYPE TIMESTAMPTZ USING {converted.format(_ident(column))}"
-            )
-            dtype = "TIMESTAMPTZ"
-        columns = tables.setdefault(db, {}).setdefault(table, {})
-        columns[column] = exp.DataType.build(dtype, dialect="duckdb")
+    for table in catalog.tables():
+        db, name = table.name.split(".")
+        tables.setdefault(db, {})[name] = {
+            f.name: exp.DataType.build(columns.sql_type(f), dialect="duckdb") for f in table.fields
+        }
     return MappingSchema({CATALOG: tables}, dialect="bigquery")
-
-
-def _as_instant(dtype: str, table: str, column: str) -> str | None:
-    """How to turn a stored column into csql's TIMESTAMP (``{}`` is the column), or None."""
-    if dtype == "TIMESTAMP":
-        return "CAST({} AS TIMESTAMPTZ)"
-    if dtype not in ("BIGINT", "HUGEINT", "UBIGINT"):
-        return None
-    try:
-        wire = catalog.table(table).field(column).type
-    except catalog.CatalogLookupError:
-        return None
-    return (
-        "CAST(make_timestamp(CAST({} AS BIGINT)) AS TIMESTAMPTZ)" if wire == "timestamp" else None
-    )
 
 
 def bigquery_field(name: str, dtype: duckdb.DuckDBPyType) -> dict:

@@ -12,7 +12,7 @@ csql tree, before anything reaches DuckDB:
 - Statements: only a query; no DESCRIBE, SHOW, PRAGMA, SET or DDL nested in one, no parameters.
 - Functions: those that read settings, catalogs, variables, sequences or files, or that sleep,
   are refused by name (``DENIED_FUNCTIONS``), and so are bare names DuckDB would take for one of
-  them (``user``, ``current_schema``...).
+  them (``user``, ``current_schema``...) unless a log table the query reads has such a column.
 - Sizes: DuckDB's memory limit does not count a value being built, so functions that make a
   large value from a small one (``repeat``, ``lpad``, ``range``, ``printf`` widths...) take
   literal sizes of at most ``MAX_VALUE_SIZE`` characters or items, and are not used inside a
@@ -31,6 +31,8 @@ from collections.abc import Callable
 
 from sqlglot import exp
 from sqlglot.optimizer.scope import Scope, traverse_scope
+
+from cortex_nb import catalog
 
 MAX_VALUE_SIZE = 10_000  # characters of a built string, items of a built list
 MAX_DEPTH = 1000  # DuckDB's max_expression_depth: deeper statements fail there anyway
@@ -87,7 +89,7 @@ def check(tree: exp.Query, map_table: Callable[[exp.Table], None]) -> None:
         elif isinstance(node, exp.Func):
             _check_function(node)
         elif isinstance(node, exp.Column) and not node.table:
-            _check_bare_name(node)
+            _check_bare_name(node, tree, cte_references)
 
 
 def within(tree: exp.Expression, max_nodes: int, max_depth: int) -> bool:
@@ -155,8 +157,24 @@ def _inside_builder(node: exp.Expression) -> bool:
     return False
 
 
-def _check_bare_name(node: exp.Column) -> None:
-    if node.name.lower() in FUNCTION_NAMES:
+def _log_columns(tree: exp.Query, cte_references: set[int]) -> set[str]:
+    """Lower-case names of the columns of the log tables ``tree`` reads (from the catalog)."""
+    names: set[str] = set()
+    for table in tree.find_all(exp.Table):
+        if id(table) in cte_references:
+            continue
+        try:
+            found = catalog.table(f"{table.db}.{table.name}")
+        except LookupError:
+            continue  # not a log table: map_table refuses it
+        names.update(f.name.lower() for f in found.fields)
+    return names
+
+
+def _check_bare_name(node: exp.Column, tree: exp.Query, cte_references: set[int]) -> None:
+    name = node.name.lower()
+    # a column of that name wins over DuckDB's function (firewall.userid has a `user`)
+    if name in FUNCTION_NAMES and name not in _log_columns(tree, cte_references):
         raise QueryRejected(
             f"'{node.name}' names a DuckDB function here, not a column; use another name",
             context=node.name,

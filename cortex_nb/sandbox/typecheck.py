@@ -507,7 +507,8 @@ _BINDING_ERRORS = [
         "Function not found: {name}",
     ),
     (
-        r'Table "(?P<table>[^"]+)" does not have a column named "(?P<name>[^"]+)"',
+        # a view (every log table is one) is a "Values list" to DuckDB's binder
+        r'(?:Table|Values list) "(?P<table>[^"]+)" does not have a column named "(?P<name>[^"]+)"',
         "Name {name} not found inside {table}",
     ),
     (
