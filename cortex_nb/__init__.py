@@ -20,6 +20,7 @@ _LAZY = {
     "InvalidJSONError": "exceptions",
     "QueryCancelled": "exceptions",
     "QueryError": "exceptions",
+    "ResultTooLarge": "exceptions",
     "TransportError": "exceptions",
     "Credentials": "credentials",
     "Endpoint": "endpoints",
@@ -27,6 +28,8 @@ _LAZY = {
     "QueryJob": "query",
     "QueryService": "query",
     "Result": "query",
+    "Dataset": "datasets",
+    "open_dataset": "datasets",
     "Connection": "connection",
     "get_connection": "connection",
     "get_session": "session",  # the old name of get_connection

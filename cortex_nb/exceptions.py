@@ -9,7 +9,8 @@ The tree::
     ├── HTTPError                   a reply with a non-2xx status (``raise_for_status``)
     ├── InvalidJSONError            a reply whose body is not JSON (``enforce_json``)
     └── QueryError                  a query job failed, was cancelled, timed out or lost rows
-        └── QueryCancelled          the job was cancelled (by the user, an interrupt or the server)
+        ├── QueryCancelled          the job was cancelled (by the user, an interrupt or the server)
+        └── ResultTooLarge          more rows than the guardrail allows in memory (``max_rows``)
 
 Messages say what failed, where, and what to do next. They never contain a secret: callers
 pass only redacted material, and the classes keep no request bodies or headers of their own.
@@ -30,6 +31,7 @@ __all__ = [
     "InvalidJSONError",
     "QueryCancelled",
     "QueryError",
+    "ResultTooLarge",
     "TransportError",
 ]
 
@@ -87,3 +89,17 @@ class QueryError(CortexError):
 
 class QueryCancelled(QueryError):
     """The query job was cancelled."""
+
+
+class ResultTooLarge(QueryError):
+    """The result has more rows than ``max_rows`` allows in memory; the job was cancelled.
+
+    ``rows`` is what the job has (``rowsInJob``), ``max_rows`` the guardrail it crossed and
+    ``cancelled`` whether the service accepted the cancel.
+    """
+
+    def __init__(
+        self, message: str, job_id: str | None, rows: int, max_rows: int, cancelled: bool
+    ) -> None:
+        super().__init__(message, job_id)
+        self.rows, self.max_rows, self.cancelled = rows, max_rows, cancelled

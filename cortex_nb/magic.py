@@ -7,7 +7,8 @@ and nbval stop) without a traceback and without a secret.
 
 Line magic::
 
-    %cortex connect sandbox [--rows N] [--seed S] [--port P]   (restarts it for other options)
+    %cortex connect sandbox [--rows N] [--seed S] [--port P] [--process]
+                            (restarts it for other options; --process: in its own process)
     %cortex connect [--profile NAME] [--url URL] [--region R] [--instance ID]
     %cortex disconnect | status | panel | history | trace [N]
     %cortex GET /query/v2/jobs [-o VAR]     (one REST request with no body)
@@ -15,13 +16,16 @@ Line magic::
 Cell magic::
 
     %%cortex [-o VAR] [-q] [--trace] [--dry-run] [--limit N] [--page-size N] [--raw]
-             [--structs value|keep|flatten] [--timeout SECONDS]
+             [--structs value|keep|flatten] [--timeout SECONDS] [--max-rows N]
+             [--dtypes arrow|objects] [--to DIR [--overwrite]]
     SELECT ... FROM `firewall.traffic` WHERE source_ip.value = {ip}
 
     %%cortex GET /query/v2/jobs            (REST mode; the cell is the JSON body)
 
 A trailing ``;`` or ``-q`` keeps the cell quiet; ``%cortex [-o VAR] SELECT ...`` runs SQL on the
-line, and a ``%%cortex GET /path`` cell with nothing below runs as the line magic.
+line, and a ``%%cortex GET /path`` cell with nothing below runs as the line magic. A result of
+more than ``--max-rows`` rows (``CortexMagics.max_rows``) stops before it is downloaded;
+``--to DIR`` streams it into a Parquet dataset instead and shows the dataset's handle.
 """
 
 from __future__ import annotations
@@ -42,14 +46,18 @@ from IPython.display import HTML, display
 from traitlets import Bool, Enum, Float, Int
 
 from cortex_nb.connection import Connection, get_connection
-from cortex_nb.exceptions import CortexError
-from cortex_nb.query import DEFAULT_QUERY_TIMEOUT, JOBS
+from cortex_nb.exceptions import CortexError, ResultTooLarge
+from cortex_nb.query import DEFAULT_MAX_ROWS, DEFAULT_QUERY_TIMEOUT, JOBS, too_large
 from cortex_nb.security import mask_url, scrub
 from cortex_nb.sqlparams import qualify_tables, render_parameters
 
 __all__ = ["CellCommand", "CortexCellError", "CortexMagics", "load_ipython_extension", "parse_cell"]
 
 HTTP_METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD")
+GUARDRAIL_ADVICE = (
+    "Fetch fewer (--limit N, or WHERE/LIMIT in the SQL), stream them to disk (--to DIR), or "
+    "raise the guardrail (--max-rows N, %config CortexMagics.max_rows = N; 0: none)."
+)
 
 
 class CortexCellError(UsageError):
@@ -89,6 +97,13 @@ def _cell_parser() -> _ArgumentParser:
     )
     p.add_argument("-q", "--quiet", action="store_true", help="show nothing (with -o VAR)")
     p.add_argument("--timeout", type=float, help="cancel the query after N seconds (0: never)")
+    p.add_argument("--max-rows", type=int, help="refuse results over N rows in memory (0: never)")
+    p.add_argument(
+        "--dtypes", choices=["arrow", "objects"],
+        help="lists and structs: Arrow-backed (ArrowDtype) or Python objects (this cell only)",
+    )
+    p.add_argument("--to", metavar="DIR", help="stream the rows into a Parquet dataset in DIR")
+    p.add_argument("--overwrite", action="store_true", help="with --to: replace a dataset")
     p.add_argument("request", nargs="*", help="METHOD /path for REST mode")
     return p
 
@@ -110,6 +125,10 @@ class CellCommand:
     quiet: bool = False
     structs: str | None = None
     timeout: float | None = None
+    max_rows: int | None = None
+    dtypes: str | None = None
+    to: str | None = None
+    overwrite: bool = False
 
 
 def parse_cell(line: str, cell: str) -> CellCommand:
@@ -126,7 +145,8 @@ def parse_cell(line: str, cell: str) -> CellCommand:
     options = {
         "output": args.output, "trace": args.trace, "dry_run": args.dry_run,
         "limit": args.limit, "page_size": args.page_size, "raw": args.raw, "quiet": args.quiet,
-        "structs": args.structs, "timeout": args.timeout,
+        "structs": args.structs, "timeout": args.timeout, "max_rows": args.max_rows,
+        "dtypes": args.dtypes, "to": args.to, "overwrite": args.overwrite,
     }
     if not request:
         sql = cell.strip()
@@ -155,6 +175,7 @@ def _line_parser() -> _ArgumentParser:
     connect.add_argument("--rows", type=int)
     connect.add_argument("--seed", type=int)
     connect.add_argument("--port", type=int)
+    connect.add_argument("--process", action="store_true", default=None)
     trace = sub.add_parser("trace", add_help=False)
     trace.add_argument("n", nargs="?", type=int, default=1)
     for name in ("disconnect", "status", "panel", "history"):
@@ -202,6 +223,15 @@ class CortexMagics(Magics):
     timeout = Float(
         DEFAULT_QUERY_TIMEOUT, help="Seconds a query may take before it is cancelled (0: no limit)."
     ).tag(config=True)
+    max_rows = Int(
+        DEFAULT_MAX_ROWS,
+        help="A result of more rows is refused before it is downloaded (0: no guardrail); "
+        "--limit fetches fewer, --to DIR streams them to disk.",
+    ).tag(config=True)
+    dtypes = Enum(
+        ["arrow", "objects"], "arrow",
+        help="Lists and structs in frames: Arrow-backed (ArrowDtype) or Python objects.",
+    ).tag(config=True)
 
     @property
     def connection(self) -> Connection:
@@ -226,7 +256,9 @@ class CortexMagics(Magics):
     def _do_connect(self, args: argparse.Namespace) -> None:
         connection = self.connection
         if args.target == "sandbox":
-            wanted = {"rows": args.rows, "seed": args.seed, "port": args.port}
+            wanted = {
+                "rows": args.rows, "seed": args.seed, "port": args.port, "process": args.process
+            }
             options = {k: v for k, v in wanted.items() if v is not None}
             changes = connection.sandbox_changes(**options)
             connection.connect_sandbox(**options)
@@ -279,18 +311,30 @@ class CortexMagics(Magics):
         sql = self._final_sql(command)
         if command.dry_run:
             return self._dry_run("POST", JOBS, {"params": {"query": sql}})
+        if command.to and command.raw:
+            raise CortexCellError("%%cortex: --to writes Parquet; it cannot be combined with --raw")
         service = self.connection.require()
         timeout = self.timeout if command.timeout is None else command.timeout
         options = {
             "page_size": command.page_size or self.page_size, "parallel": self.parallel,
             "progress": _ProgressLine(self.progress), "timeout": timeout or None,
+            "limit": command.limit,
         }
-        if command.raw:
-            job = service.start(sql, limit=command.limit, **options)
-            with job.cancel_on_interrupt():
-                return job.rows()
         structs = command.structs or self.structs
-        result = service.query(sql, structs=structs, max_rows=command.limit, **options)
+        if command.to:
+            return service.query(
+                sql, to=command.to, overwrite=command.overwrite, structs=structs, **options
+            )
+        max_rows = self.max_rows if command.max_rows is None else command.max_rows
+        with _guardrail_advice():
+            if command.raw:
+                job = service.start(sql, max_rows=max_rows or None, **options)
+                with job.cancel_on_interrupt():
+                    return job.rows()
+            result = service.query(
+                sql, structs=structs, max_rows=max_rows or None,
+                dtypes=command.dtypes or self.dtypes, **options,
+            )
         if command.trace or self.show_trace:
             self._show_traces(result.traces)
         return result.df
@@ -363,6 +407,17 @@ class _PrettyJSON:
 
     def _repr_json_(self) -> Any:
         return self.data
+
+
+@contextlib.contextmanager
+def _guardrail_advice() -> Iterator[None]:
+    """The guardrail's error, with what to do in a cell (``--limit``, ``--to``, ``--max-rows``)."""
+    try:
+        yield
+    except ResultTooLarge as exc:
+        raise too_large(
+            exc.job_id or "?", exc.rows, exc.max_rows, exc.cancelled, GUARDRAIL_ADVICE
+        ) from None
 
 
 @contextlib.contextmanager
