@@ -209,6 +209,8 @@ def _started_sandbox(options: dict[str, Any]) -> Any:
         raise ConfigurationError(f"Cannot start the sandbox: {exc}.") from None
     try:
         return sandbox.start()
+    except ValueError as exc:  # rows that do not fit; a sandbox process checks options here
+        raise ConfigurationError(f"Cannot start the sandbox: {exc}.") from None
     except OSError as exc:
         where = f"{sandbox.host}:{options.get('port', 0)}"
         raise ConfigurationError(

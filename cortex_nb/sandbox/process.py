@@ -55,9 +55,10 @@ class SandboxProcess:
         facts = _first_line(self._child.stdout, self.start_timeout)
         if facts is None or "error" in facts:
             self.stop()
-            problem = facts["error"] if facts else f"no answer in {self.start_timeout:g} s"
-            kind = OSError if facts and facts.get("kind") == "OSError" else ValueError
-            raise kind(f"the sandbox process did not start: {problem}")
+            problem = facts["error"] if facts else (
+                f"its process gave no address within {self.start_timeout:g} s"
+            )
+            raise (OSError if facts and facts.get("kind") == "OSError" else ValueError)(problem)
         self._facts = facts
         return self
 
