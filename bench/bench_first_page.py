@@ -1,0 +1,117 @@
+"""Benchmark: time to the first results page of a million-row ``SELECT *``, before and after.
+
+    python bench/bench_first_page.py --before /tmp/base    # a checkout of the earlier code
+    python bench/bench_first_page.py --rows 100000         # only the code in this tree
+
+For each version of the code (``--before DIR`` puts that copy of ``cortex_nb`` first on
+``PYTHONPATH``; ``after`` is this tree) a sandbox runs in its own process
+(``cortex-nb sandbox --rows N``) and a plain ``requests`` client, in this process:
+
+    first page   creates the job ``SELECT *`` over ``firewall.traffic`` and asks for results
+                 with ``maxWait`` until a DONE page of 10,000 rows has arrived: what a user
+                 waits for before anything shows (and when the ``max_rows`` guardrail speaks)
+    all pages    then reads every other page by cursor on one connection (bytes only)
+
+It prints both times, the sandbox process's peak RSS (``VmHWM``) over the whole run, and the
+ratio after / before. Not a test: run by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import requests
+
+SQL = "SELECT * FROM `sandbox0.firewall.traffic`"
+PAGE = 10_000
+
+
+@contextmanager
+def sandbox(rows: int, code: Path | None):
+    """``cortex-nb sandbox`` in its own process, from ``code`` if given; yields (url, pid)."""
+    env = dict(os.environ)
+    if code is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(code), env.get("PYTHONPATH", "")])
+    cmd = [sys.executable, "-m", "cortex_nb.cli", "sandbox", "--port", "0", "--rows", str(rows)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        for line in proc.stdout:
+            match = re.search(r"http://127\.0\.0\.1:\d+", line)
+            if match:
+                yield match.group(0), proc.pid
+                break
+        else:
+            raise SystemExit("the sandbox did not print its URL")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def authorised(url: str) -> requests.Session:
+    from cortex_nb.sandbox.tokens import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_REFRESH_TOKEN
+
+    grant = {"client_id": DEMO_CLIENT_ID, "client_secret": DEMO_CLIENT_SECRET,
+             "refresh_token": DEMO_REFRESH_TOKEN, "grant_type": "refresh_token"}
+    token = requests.post(url + "/api/oauth2/RequestToken", json=grant, timeout=30).json()
+    http = requests.Session()
+    http.headers["Authorization"] = f"Bearer {token['access_token']}"
+    return http
+
+
+def time_pages(url: str) -> dict:
+    """Seconds to the first DONE page, then to the last page; rows seen."""
+    http = authorised(url)
+    started = time.perf_counter()
+    job = http.post(url + "/query/v2/jobs", json={"params": {"query": SQL}}, timeout=60).json()
+    results = f"{url}/query/v2/jobResults/{job['jobId']}"
+    while True:
+        reply = http.get(results, params={"maxWait": 2000, "pageSize": PAGE}, timeout=600)
+        page = reply.json()
+        if page["state"] == "DONE":
+            break
+    first = time.perf_counter() - started
+    rows, cursor = page["rowsInPage"], page["page"]["pageCursor"]
+    while cursor:
+        reply = http.get(results, params={"pageCursor": cursor}, timeout=600)
+        cursor = re.search(rb'"pageCursor":(null|"[^"]*")', reply.content).group(1)
+        cursor = None if cursor == b"null" else cursor.decode().strip('"')
+        rows += int(re.search(rb'"rowsInPage":(\d+)', reply.content).group(1))
+    return {"first": first, "all": time.perf_counter() - started, "rows": rows}
+
+
+def vm_hwm_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--before", type=Path, help="a copy of the earlier code (its parent dir)")
+    args = parser.parse_args()
+    versions = ([("before", args.before)] if args.before else []) + [("after", None)]
+    results = {}
+    for label, code in versions:
+        with sandbox(args.rows, code) as (url, pid):
+            results[label] = time_pages(url)
+            results[label]["server_mb"] = vm_hwm_mb(pid)
+        print(f"# {label}: {results[label]}", file=sys.stderr)
+    print(f"{'rows':>10} {'code':<16} {'first page s':>13} {'all pages s':>12} {'sandbox MB':>11}")
+    for label, r in results.items():
+        print(f"{r['rows']:>10,} {label:<16} {r['first']:>13.2f} {r['all']:>12.2f} "
+              f"{r['server_mb']:>11,.0f}")
+    if "before" in results:
+        a, b = results["after"], results["before"]
+        print(f"{a['rows']:>10,} {'after / before':<16} {a['first'] / b['first']:>13.2f} "
+              f"{a['all'] / b['all']:>12.2f} {a['server_mb'] / b['server_mb']:>11.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,196 @@
+"""Benchmark: a big result streamed to a Parquet dataset, against the untyped floor.
+
+    python bench/bench_stream.py                       # 10,000,000 rows
+    python bench/bench_stream.py --rows 1000000
+
+The sandbox runs in its own process (``cortex-nb sandbox --rows N``); the query selects ten
+traffic columns (timestamps, IP and enum structs, ports, strings, counters), pages of 10,000.
+Each way runs in a fresh subprocess, one after the other against the same sandbox:
+
+    floor    one ``requests.Session`` reading the pages by cursor and parsing each with
+             ``orjson``: no typing, nothing kept, nothing written
+    stream   ``QueryService.query(sql, to=DIR)``: typed pages written to hive-partitioned
+             Parquet with a manifest (``cortex_nb.datasets``)
+    frame    ``QueryService.query(sql, max_rows=None)``: the same rows as one DataFrame in
+             memory (only with ``--frame``: it needs memory in proportion to the result)
+
+It prints seconds, rows/s, the ratio to the floor's time, the client's peak RSS (whole process,
+and above its baseline after imports), and for ``stream`` the dataset's size on disk and files.
+The sandbox's own peak (``VmHWM``) is printed once at the end. Not a test: run by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+SQL = (
+    "SELECT time_generated, source_ip, dest_ip, source_port, dest_port, protocol, action, app, "
+    "bytes_sent, bytes_received FROM `{instance}.firewall.traffic`"
+)
+PAGE = 10_000
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def demo_credentials(url: str) -> dict:
+    from cortex_nb.sandbox.tokens import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_REFRESH_TOKEN
+
+    return {
+        "client_id": DEMO_CLIENT_ID, "client_secret": DEMO_CLIENT_SECRET,
+        "refresh_token": DEMO_REFRESH_TOKEN, "token_url": url + "/api/oauth2/RequestToken",
+    }
+
+
+def run_floor(url: str, sql: str, _: Path) -> dict:
+    import orjson
+    import requests
+
+    http = requests.Session()
+    creds = demo_credentials(url)
+    token = http.post(creds["token_url"], json={**creds, "grant_type": "refresh_token"}).json()
+    http.headers["Authorization"] = f"Bearer {token['access_token']}"
+    job = http.post(url + "/query/v2/jobs", json={"params": {"query": sql}}).json()["jobId"]
+    params: dict = {"maxWait": 2000, "pageSize": PAGE}
+    rows = 0
+    while True:
+        page = orjson.loads(http.get(f"{url}/query/v2/jobResults/{job}", params=params).content)
+        if page["state"] != "DONE":
+            continue
+        rows += len(page["page"]["result"]["data"])
+        cursor = page["page"].get("pageCursor")
+        if not cursor:
+            return {"rows": rows}
+        params = {"pageCursor": cursor, "pageSize": PAGE}
+
+
+def service(url: str):
+    from cortex_nb import Credentials, HTTPClient
+    from cortex_nb.query import QueryService
+
+    client = HTTPClient(url=url, credentials=Credentials(**demo_credentials(url)))
+    return QueryService(client=client)
+
+
+def run_stream(url: str, sql: str, target: Path) -> dict:
+    dataset = service(url).query(sql, to=target, page_size=PAGE)
+    size = sum(f.stat().st_size for f in dataset.files)
+    return {"rows": dataset.rows, "disk_mb": size / 2**20, "files": len(dataset.files)}
+
+
+def run_frame(url: str, sql: str, _: Path) -> dict:
+    df = service(url).query(sql, page_size=PAGE, max_rows=None).df
+    return {"rows": len(df)}
+
+
+WAYS = {"floor": run_floor, "stream": run_stream, "frame": run_frame}
+
+
+def worker(way: str, url: str, sql: str, target: Path) -> None:
+    """Run one way in this process and print a JSON line of measurements."""
+    import orjson  # noqa: F401  -- imports first, so the baseline includes the libraries
+    import requests  # noqa: F401
+
+    if way != "floor":
+        import cortex_nb.datasets  # noqa: F401
+    baseline = rss_mb()
+    started = time.perf_counter()
+    out = WAYS[way](url, sql, target)
+    out.update(seconds=time.perf_counter() - started, peak_mb=peak_mb(),
+               above_mb=peak_mb() - baseline)
+    print(json.dumps(out))
+
+
+@contextmanager
+def sandbox(rows: int):
+    """``cortex-nb sandbox`` in its own process; yields (url, pid)."""
+    cmd = [sys.executable, "-m", "cortex_nb.cli", "sandbox", "--port", "0", "--rows", str(rows),
+           "--query-timeout-ms", "3600000"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stdout:
+            match = re.search(r"http://127\.0\.0\.1:\d+", line)
+            if match:
+                yield match.group(0), proc.pid
+                break
+        else:
+            raise SystemExit("the sandbox did not print its URL")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def vm_hwm_mb(pid: int) -> float:
+    """A process's peak resident memory (VmHWM), in MiB."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
+
+
+def measure(way: str, url: str, instance: str, target: Path) -> dict:
+    cmd = [sys.executable, __file__, "--worker", way, "--url", url, "--instance", instance,
+           "--target", str(target)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        return {"error": out.stderr.strip().splitlines()[-1] if out.stderr else "failed"}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=10_000_000)
+    parser.add_argument("--frame", action="store_true", help="also build the frame in memory")
+    parser.add_argument("--instance", default="sandbox0")
+    parser.add_argument("--worker", choices=sorted(WAYS))
+    parser.add_argument("--url")
+    parser.add_argument("--target", type=Path)
+    args = parser.parse_args()
+    sql = SQL.format(instance=args.instance)
+    if args.worker:
+        worker(args.worker, args.url, sql, args.target)
+        return
+    ways = ["floor", "stream", *(["frame"] if args.frame else [])]
+    scratch = Path(tempfile.mkdtemp(prefix="bench_stream_"))
+    started = time.perf_counter()
+    try:
+        with sandbox(args.rows) as (url, pid):
+            print(f"# sandbox with {args.rows:,} rows ready in "
+                  f"{time.perf_counter() - started:.0f} s", file=sys.stderr)
+            results = {way: measure(way, url, args.instance, scratch / way) for way in ways}
+            server_peak = vm_hwm_mb(pid)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    print(f"{'rows':>11} {'way':<7} {'seconds':>8} {'rows/s':>9} {'x floor':>8} "
+          f"{'peak MB':>8} {'above MB':>9} {'disk MB':>8} {'files':>6}")
+    floor = results["floor"].get("seconds")
+    for way, r in results.items():
+        if "error" in r:
+            print(f"{args.rows:>11,} {way:<7} error: {r['error']}")
+            continue
+        print(
+            f"{r['rows']:>11,} {way:<7} {r['seconds']:>8.1f} {r['rows'] / r['seconds']:>9,.0f} "
+            f"{r['seconds'] / floor if floor else float('nan'):>8.2f} {r['peak_mb']:>8,.0f} "
+            f"{r['above_mb']:>9,.0f} {r.get('disk_mb', float('nan')):>8,.0f} "
+            f"{r.get('files', float('nan')):>6}"
+        )
+    print(f"sandbox process peak RSS (VmHWM): {server_peak:,.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
