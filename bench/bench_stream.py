@@ -2,6 +2,10 @@
 
     python bench/bench_stream.py                       # 10,000,000 rows
     python bench/bench_stream.py --rows 1000000
+    python bench/bench_stream.py --rows 5000000 --copies 2 --memory-limit-mb 8192
+
+``--copies K`` reads the table K times (``UNION ALL``): K x ROWS result rows from a sandbox that
+generated ROWS (generating the logs peaks at about 1.5 GB per million rows in the sandbox).
 
 The sandbox runs in its own process (``cortex-nb sandbox --rows N``); the query selects ten
 traffic columns (timestamps, IP and enum structs, ports, strings, counters), pages of 10,000.
@@ -57,6 +61,11 @@ def demo_credentials(url: str) -> dict:
         "client_id": DEMO_CLIENT_ID, "client_secret": DEMO_CLIENT_SECRET,
         "refresh_token": DEMO_REFRESH_TOKEN, "token_url": url + "/api/oauth2/RequestToken",
     }
+
+
+def query_sql(instance: str, copies: int) -> str:
+    """The benchmark query: the ten columns, the table read ``copies`` times."""
+    return " UNION ALL ".join([SQL.format(instance=instance)] * copies)
 
 
 def run_floor(url: str, sql: str, _: Path) -> dict:
@@ -119,10 +128,12 @@ def worker(way: str, url: str, sql: str, target: Path) -> None:
 
 
 @contextmanager
-def sandbox(rows: int):
+def sandbox(rows: int, memory_limit_mb: int | None):
     """``cortex-nb sandbox`` in its own process; yields (url, pid)."""
     cmd = [sys.executable, "-m", "cortex_nb.cli", "sandbox", "--port", "0", "--rows", str(rows),
            "--query-timeout-ms", "3600000"]
+    if memory_limit_mb:
+        cmd += ["--memory-limit-mb", str(memory_limit_mb)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     try:
         for line in proc.stdout:
@@ -143,9 +154,9 @@ def vm_hwm_mb(pid: int) -> float:
     return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
 
 
-def measure(way: str, url: str, instance: str, target: Path) -> dict:
-    cmd = [sys.executable, __file__, "--worker", way, "--url", url, "--instance", instance,
-           "--target", str(target)]
+def measure(way: str, url: str, args: argparse.Namespace, target: Path) -> dict:
+    cmd = [sys.executable, __file__, "--worker", way, "--url", url, "--instance", args.instance,
+           "--copies", str(args.copies), "--target", str(target)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         return {"error": out.stderr.strip().splitlines()[-1] if out.stderr else "failed"}
@@ -155,13 +166,15 @@ def measure(way: str, url: str, instance: str, target: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=10_000_000)
+    parser.add_argument("--copies", type=int, default=1, help="read the table K times")
+    parser.add_argument("--memory-limit-mb", type=int, help="the sandbox's DuckDB memory")
     parser.add_argument("--frame", action="store_true", help="also build the frame in memory")
     parser.add_argument("--instance", default="sandbox0")
     parser.add_argument("--worker", choices=sorted(WAYS))
     parser.add_argument("--url")
     parser.add_argument("--target", type=Path)
     args = parser.parse_args()
-    sql = SQL.format(instance=args.instance)
+    sql = query_sql(args.instance, args.copies)
     if args.worker:
         worker(args.worker, args.url, sql, args.target)
         return
@@ -169,10 +182,10 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="bench_stream_"))
     started = time.perf_counter()
     try:
-        with sandbox(args.rows) as (url, pid):
+        with sandbox(args.rows, args.memory_limit_mb) as (url, pid):
             print(f"# sandbox with {args.rows:,} rows ready in "
                   f"{time.perf_counter() - started:.0f} s", file=sys.stderr)
-            results = {way: measure(way, url, args.instance, scratch / way) for way in ways}
+            results = {way: measure(way, url, args, scratch / way) for way in ways}
             server_peak = vm_hwm_mb(pid)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -181,7 +194,7 @@ def main() -> None:
     floor = results["floor"].get("seconds")
     for way, r in results.items():
         if "error" in r:
-            print(f"{args.rows:>11,} {way:<7} error: {r['error']}")
+            print(f"{args.rows * args.copies:>11,} {way:<7} error: {r['error']}")
             continue
         print(
             f"{r['rows']:>11,} {way:<7} {r['seconds']:>8.1f} {r['rows'] / r['seconds']:>9,.0f} "

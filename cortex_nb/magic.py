@@ -229,8 +229,9 @@ class CortexMagics(Magics):
         "--limit fetches fewer, --to DIR streams them to disk.",
     ).tag(config=True)
     dtypes = Enum(
-        ["arrow", "objects"], "arrow",
-        help="Lists and structs in frames: Arrow-backed (ArrowDtype) or Python objects.",
+        ["arrow", "objects"], "objects",
+        help="Lists and structs in frames: Python objects, or Arrow-backed (ArrowDtype: less "
+        "memory, but pandas cannot read them back from Parquet files it writes).",
     ).tag(config=True)
 
     @property

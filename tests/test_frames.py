@@ -154,7 +154,7 @@ def test_lists_of_ints_and_mixed_lists_are_exact() -> None:
 
 
 def test_lists_stay_python_lists() -> None:
-    df = build([{"c": ["a", "b"]}, {"c": []}, {}], dtypes="objects")
+    df = build([{"c": ["a", "b"]}, {"c": []}, {}])
     assert df["c"].dtype == object
     assert df["c"].iloc[0] == ["a", "b"] and type(df["c"].iloc[0]) is list
     assert df["c"].iloc[1] == []
@@ -179,14 +179,14 @@ def test_value_structs_become_their_value_by_default() -> None:
 
 
 def test_structs_without_value_stay_dicts_in_value_mode() -> None:
-    df = build([{"inbound_if_details": IF_DETAILS}, {}], dtypes="objects")
+    df = build([{"inbound_if_details": IF_DETAILS}, {}])
     assert df["inbound_if_details"].dtype == object
     assert df["inbound_if_details"].iloc[0] == IF_DETAILS
     assert df["inbound_if_details"].iloc[1] is None
 
 
 def test_structs_keep_mode_keeps_dicts() -> None:
-    df = build([{"source_ip": IP, "protocol": ENUM, "port": 1}], structs="keep", dtypes="objects")
+    df = build([{"source_ip": IP, "protocol": ENUM, "port": 1}], structs="keep")
     assert df["source_ip"].iloc[0] == IP and df["protocol"].iloc[0] == ENUM
     assert df["source_ip"].dtype == object
     assert str(df["port"].dtype) == "Int64"
@@ -220,9 +220,7 @@ def test_flatten_picks_up_subfields_first_seen_on_a_later_page() -> None:
 
 
 def test_flatten_keeps_lists_inside_structs_as_lists() -> None:
-    df = build(
-        [{"app": {"name": "ssl", "tags": ["a", "b"]}}, {}], structs="flatten", dtypes="objects"
-    )
+    df = build([{"app": {"name": "ssl", "tags": ["a", "b"]}}, {}], structs="flatten")
     assert list(df.columns) == ["app.name", "app.tags"]
     assert df["app.tags"].iloc[0] == ["a", "b"] and df["app.tags"].iloc[1] is None
 
@@ -283,7 +281,6 @@ def test_pages_disagreeing_on_types_are_unified() -> None:
         [{"b": None, "c": 2.5}, {"d": [1]}],  # b null, c float, d list
         [],  # an empty page
         [{"a": 4, "b": 11, "c": 1}],
-        dtypes="objects",
     )
     assert df.dtypes.astype(str).to_dict() == {
         "a": "Int64",
@@ -347,7 +344,7 @@ def test_schema_types_drive_dtypes() -> None:
         "app": "ssl",
         "characteristics_of_app": ["a"],
     }
-    df = build([row, {}], schema=TRAFFIC_SCHEMA, dtypes="objects")
+    df = build([row, {}], schema=TRAFFIC_SCHEMA)
     assert df.dtypes.astype(str).tolist() == [
         "datetime64[us, UTC]",
         "str",
@@ -417,9 +414,7 @@ def test_values_array_rows_follow_schema() -> None:
         [T0, IP, ENUM, 5, 0.5, True, "ssl", ["a"]],
         [None, None, None, None, None, None, None, None],
     ]
-    df = build(
-        rows, [rows[0]], schema=TRAFFIC_SCHEMA, result_format="valuesArray", dtypes="objects"
-    )
+    df = build(rows, [rows[0]], schema=TRAFFIC_SCHEMA, result_format="valuesArray")
     assert list(df.columns) == [f["name"] for f in TRAFFIC_SCHEMA["fields"]]
     assert df.iloc[0].tolist() == [us(T0), "10.154.1.20", "tcp", 5, 0.5, True, "ssl", ["a"]]
     assert df.iloc[1].isna().all() and df["characteristics_of_app"].iloc[1] is None
@@ -756,7 +751,7 @@ def test_equal_strings_in_list_and_dict_cells_are_shared_not_aliased() -> None:
         {"tags": ["evasive", "tunnel"], "if": {"type": {"id": 1, "value": "ethernet"}, "slot": 1}}
         for _ in range(3)
     ]
-    df = to_dataframe([dict(r, tags=list(r["tags"])) for r in rows], dtypes="objects")
+    df = to_dataframe([dict(r, tags=list(r["tags"])) for r in rows])
     tags, ifs = df["tags"].tolist(), df["if"].tolist()
     assert tags == [["evasive", "tunnel"]] * 3
     assert tags[0][0] is tags[2][0]  # one str object for equal values

@@ -1,5 +1,5 @@
-"""Lean frames: lists and structs as Arrow-backed pandas columns (the default) or Python objects,
-in FrameBuilder, query(), the magic and datasets read back."""
+"""Lean frames: lists and structs as Arrow-backed pandas columns or Python objects (the default),
+in FrameBuilder, query() and the magic."""
 
 from __future__ import annotations
 
@@ -28,8 +28,8 @@ def build(*pages, **options) -> pd.DataFrame:
     return builder.to_dataframe()
 
 
-def test_lists_and_structs_are_arrow_backed_by_default():
-    df = build(ROWS)
+def test_lists_and_structs_can_be_arrow_backed():
+    df = build(ROWS, dtypes="arrow")
     assert isinstance(df["tags"].dtype, pd.ArrowDtype) and isinstance(df["if"].dtype, pd.ArrowDtype)
     assert df["tags"].iloc[0] == ["evasive", "tunnel"] and df["if"].iloc[2]["port"] == 7
     assert df["tags"].isna().tolist() == [False, False, True]
@@ -39,7 +39,7 @@ def test_lists_and_structs_are_arrow_backed_by_default():
 
 
 def test_both_modes_hold_the_same_values():
-    arrow, objects = build(ROWS), build(ROWS, dtypes="objects")
+    arrow, objects = build(ROWS, dtypes="arrow"), build(ROWS)
     assert objects["tags"].dtype == object and objects["if"].dtype == object
     for name in ("tags", "if"):
         left = [None if v is pd.NA else v for v in arrow[name].tolist()]
@@ -47,14 +47,14 @@ def test_both_modes_hold_the_same_values():
 
 
 def test_struct_fields_first_seen_on_a_later_page_are_merged():
-    df = build([{"s": {"a": 1}}], [{"s": {"a": 2, "b": "x"}}])
+    df = build([{"s": {"a": 1}}], [{"s": {"a": 2, "b": "x"}}], dtypes="arrow")
     assert df["s"].tolist() == [{"a": 1, "b": None}, {"a": 2, "b": "x"}]
 
 
 def test_arrow_parsed_pages_and_decoded_pages_make_one_column():
     import orjson
 
-    builder = FrameBuilder()
+    builder = FrameBuilder(dtypes="arrow")
     builder.add_page(ROWS)
     body = orjson.dumps({"state": "DONE", "page": {"pageCursor": None, "result": {"data": ROWS}}})
     builder.add_arrow_page(parse_page(body).rows)
@@ -64,7 +64,7 @@ def test_arrow_parsed_pages_and_decoded_pages_make_one_column():
 
 
 def test_a_column_of_mixed_kinds_stays_python_objects():
-    df = build([{"c": [1, 2]}, {"c": {"x": 1}}, {"c": "text"}])
+    df = build([{"c": [1, 2]}, {"c": {"x": 1}}, {"c": "text"}], dtypes="arrow")
     assert df["c"].dtype == object and df["c"].tolist() == [[1, 2], {"x": 1}, "text"]
 
 
@@ -73,14 +73,26 @@ def test_an_unknown_mode_is_a_clear_error():
         FrameBuilder(dtypes="numpy")
 
 
-def test_query_takes_the_mode(sandbox):
+@pytest.fixture()
+def service(sandbox) -> QueryService:
     client = HTTPClient(url=sandbox.url, credentials=Credentials(**sandbox.credentials()))
-    service = QueryService(client=client)
+    return QueryService(client=client)
+
+
+def test_query_takes_the_mode(sandbox, service):
     sql = f"SELECT * FROM `{sandbox.instance_id}.firewall.traffic` LIMIT 50"
-    lean, objects = service.query(sql).df, service.query(sql, dtypes="objects").df
+    lean, objects = service.query(sql, dtypes="arrow").df, service.query(sql).df
     assert str(lean["characteristics_of_app"].dtype) == "list<item: string>[pyarrow]"
     assert objects["characteristics_of_app"].dtype == object
     assert isinstance(lean["inbound_if_details"].dtype, pd.ArrowDtype)
+
+
+def test_default_frames_go_to_parquet_and_feather_and_back(sandbox, service, tmp_path):
+    df = service.query(f"SELECT * FROM `{sandbox.instance_id}.firewall.traffic`").df
+    df.to_parquet(tmp_path / "t.parquet")
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "t.parquet"), df)
+    df.to_feather(tmp_path / "t.feather")
+    assert len(pd.read_feather(tmp_path / "t.feather")) == len(df)
 
 
 def test_magic_takes_the_mode_per_cell_and_as_a_trait(sandbox):
@@ -93,11 +105,11 @@ def test_magic_takes_the_mode_per_cell_and_as_a_trait(sandbox):
     try:
         with capture_output():
             ip.run_cell(f"%%cortex -o a\n{sql}")
-            ip.run_cell(f"%%cortex -o b --dtypes objects\n{sql}")
-            ip.run_line_magic("config", "CortexMagics.dtypes = 'objects'")
+            ip.run_cell(f"%%cortex -o b --dtypes arrow\n{sql}")
+            ip.run_line_magic("config", "CortexMagics.dtypes = 'arrow'")
             ip.run_cell(f"%%cortex -o c\n{sql}")
         kinds = [str(ip.user_ns[v]["characteristics_of_app"].dtype) for v in "abc"]
-        assert kinds == ["list<item: string>[pyarrow]", "object", "object"]
+        assert kinds == ["object", *["list<item: string>[pyarrow]"] * 2]
     finally:
-        ip.run_line_magic("config", "CortexMagics.dtypes = 'arrow'")
+        ip.run_line_magic("config", "CortexMagics.dtypes = 'objects'")
         get_session().disconnect()

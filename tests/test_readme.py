@@ -37,6 +37,11 @@ CHECKED = (
     "from cortex_nb import Credentials, HTTPClient\n",
     "cortex-nb query --sandbox",
     "cortex-nb sandbox --port",
+    # Big results: tests/test_readme_big_results.py
+    "%%cortex -o week --to traffic_week",
+    "cortex-nb query --output traffic_week",
+    "import duckdb",
+    "spark.read.parquet",
 )
 
 
