@@ -10,7 +10,8 @@ For each version of the code (``--before DIR`` puts that copy of ``cortex_nb`` f
     first page   creates the job ``SELECT *`` over ``firewall.traffic`` and asks for results
                  with ``maxWait`` until the bytes of a DONE page of 10,000 rows have arrived:
                  what a user waits for before anything shows (and when the ``max_rows``
-                 guardrail speaks); the best of ``--repeat`` jobs
+                 guardrail speaks); the best of ``--repeat`` jobs (more than one may not
+                 fit in the earlier sandbox's memory: it kept every result's JSON)
     all pages    then reads every other page of the last job by cursor on one connection
                  (bytes only, nothing parsed)
 
@@ -24,38 +25,26 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_stream import sandbox, vm_hwm_mb
 
 SQL = "SELECT * FROM `sandbox0.firewall.traffic`"
 PAGE = 10_000
 
 
-@contextmanager
-def sandbox(rows: int, code: Path | None):
+def sandbox_of(rows: int, code: Path | None):
     """``cortex-nb sandbox`` in its own process, from ``code`` if given; yields (url, pid)."""
     env = dict(os.environ)
     if code is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(code), env.get("PYTHONPATH", "")])
-    cmd = [sys.executable, "-m", "cortex_nb.cli", "sandbox", "--port", "0", "--rows", str(rows)]
     here = code or Path(__file__).resolve().parents[1]  # `-m` puts the cwd first on sys.path
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=here)
-    try:
-        for line in proc.stdout:
-            match = re.search(r"http://127\.0\.0\.1:\d+", line)
-            if match:
-                yield match.group(0), proc.pid
-                break
-        else:
-            raise SystemExit("the sandbox did not print its URL")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
+    return sandbox("--rows", str(rows), env=env, cwd=here)
 
 
 def authorised(url: str) -> requests.Session:
@@ -76,7 +65,10 @@ def first_page(http: requests.Session, url: str) -> tuple[str, bytes, float]:
     results = f"{url}/query/v2/jobResults/{job['jobId']}"
     while True:
         reply = http.get(results, params={"maxWait": 2000, "pageSize": PAGE}, timeout=600)
-        if b'"state":"DONE"' in reply.content[:200]:
+        state = re.search(rb'"state":"(\w+)"', reply.content[:300])
+        if state is None or state.group(1) not in (b"PENDING", b"RUNNING", b"DONE"):
+            raise SystemExit(f"the job did not finish: {reply.content[:300]!r}")
+        if state.group(1) == b"DONE":
             return results, reply.content, time.perf_counter() - started
 
 
@@ -99,21 +91,16 @@ def time_pages(url: str, repeat: int) -> dict:
     return {"first": min(firsts), "all": time.perf_counter() - started, "rows": rows}
 
 
-def vm_hwm_mb(pid: int) -> float:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--before", type=Path, help="a copy of the earlier code (its parent dir)")
-    parser.add_argument("--repeat", type=int, default=3, help="jobs timed to their first page")
+    parser.add_argument("--repeat", type=int, default=1, help="jobs timed to their first page")
     args = parser.parse_args()
     versions = ([("before", args.before)] if args.before else []) + [("after", None)]
     results = {}
     for label, code in versions:
-        with sandbox(args.rows, code) as (url, pid):
+        with sandbox_of(args.rows, code) as (url, pid):
             results[label] = time_pages(url, args.repeat)
             results[label]["server_mb"] = vm_hwm_mb(pid)
         print(f"# {label}: {results[label]}", file=sys.stderr)

@@ -19,21 +19,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_stream import vm_hwm_mb
+
 WAYS = {"in-process": False, "own process": True}
-
-
-def child_peak_mb(pid: int | None) -> float:
-    if pid is None:
-        return float("nan")
-    status = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
 
 
 def worker(rows: int, process: bool) -> None:
@@ -48,7 +43,8 @@ def worker(rows: int, process: bool) -> None:
     started = time.perf_counter()
     df = connection.require().query(sql, max_rows=None).df
     queried = time.perf_counter() - started
-    server = child_peak_mb(getattr(connection.sandbox, "pid", None))
+    pid = getattr(connection.sandbox, "pid", None)
+    server = float("nan") if pid is None else vm_hwm_mb(pid)
     connection.stop_sandbox()
     print(json.dumps({
         "rows": len(df), "connect_s": connected, "query_s": queried, "server_mb": server,

@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
-import resource
 import shutil
 import subprocess
 import sys
@@ -38,29 +36,15 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_query import demo_credentials, peak_mb, rss_mb  # the same helpers and floor
+from bench_query import run_floor as read_pages_untyped
+
 SQL = (
     "SELECT time_generated, source_ip, dest_ip, source_port, dest_port, protocol, action, app, "
     "bytes_sent, bytes_received FROM `{instance}.firewall.traffic`"
 )
 PAGE = 10_000
-
-
-def rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def demo_credentials(url: str) -> dict:
-    from cortex_nb.sandbox.tokens import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_REFRESH_TOKEN
-
-    return {
-        "client_id": DEMO_CLIENT_ID, "client_secret": DEMO_CLIENT_SECRET,
-        "refresh_token": DEMO_REFRESH_TOKEN, "token_url": url + "/api/oauth2/RequestToken",
-    }
 
 
 def query_sql(instance: str, copies: int) -> str:
@@ -69,25 +53,7 @@ def query_sql(instance: str, copies: int) -> str:
 
 
 def run_floor(url: str, sql: str, _: Path) -> dict:
-    import orjson
-    import requests
-
-    http = requests.Session()
-    creds = demo_credentials(url)
-    token = http.post(creds["token_url"], json={**creds, "grant_type": "refresh_token"}).json()
-    http.headers["Authorization"] = f"Bearer {token['access_token']}"
-    job = http.post(url + "/query/v2/jobs", json={"params": {"query": sql}}).json()["jobId"]
-    params: dict = {"maxWait": 2000, "pageSize": PAGE}
-    rows = 0
-    while True:
-        page = orjson.loads(http.get(f"{url}/query/v2/jobResults/{job}", params=params).content)
-        if page["state"] != "DONE":
-            continue
-        rows += len(page["page"]["result"]["data"])
-        cursor = page["page"].get("pageCursor")
-        if not cursor:
-            return {"rows": rows}
-        params = {"pageCursor": cursor, "pageSize": PAGE}
+    return read_pages_untyped(url, sql)  # pages of 10,000 by cursor, orjson, nothing kept
 
 
 def service(url: str):
@@ -128,13 +94,10 @@ def worker(way: str, url: str, sql: str, target: Path) -> None:
 
 
 @contextmanager
-def sandbox(rows: int, memory_limit_mb: int | None):
-    """``cortex-nb sandbox`` in its own process; yields (url, pid)."""
-    cmd = [sys.executable, "-m", "cortex_nb.cli", "sandbox", "--port", "0", "--rows", str(rows),
-           "--query-timeout-ms", "3600000"]
-    if memory_limit_mb:
-        cmd += ["--memory-limit-mb", str(memory_limit_mb)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+def sandbox(*options: str, env: dict | None = None, cwd: Path | None = None):
+    """``cortex-nb sandbox --port 0 OPTIONS`` in its own process; yields (url, pid)."""
+    cmd = [sys.executable, "-m", "cortex_nb.cli", "sandbox", "--port", "0", *options]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=cwd)
     try:
         for line in proc.stdout:
             match = re.search(r"http://127\.0\.0\.1:\d+", line)
@@ -182,7 +145,9 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="bench_stream_"))
     started = time.perf_counter()
     try:
-        with sandbox(args.rows, args.memory_limit_mb) as (url, pid):
+        memory = ["--memory-limit-mb", str(args.memory_limit_mb)] if args.memory_limit_mb else []
+        options = ["--rows", str(args.rows), "--query-timeout-ms", "3600000", *memory]
+        with sandbox(*options) as (url, pid):
             print(f"# sandbox with {args.rows:,} rows ready in "
                   f"{time.perf_counter() - started:.0f} s", file=sys.stderr)
             results = {way: measure(way, url, args, scratch / way) for way in ways}

@@ -18,15 +18,13 @@ import pandas as pd
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
-from IPython.core.interactiveshell import InteractiveShell
-from IPython.utils.capture import capture_output
 
 from cortex_nb import ConfigurationError, CortexError, Credentials, HTTPClient, QueryCancelled
 from cortex_nb.cli import main
 from cortex_nb.datasets import MANIFEST, Dataset, open_dataset
 from cortex_nb.query import QueryService
-from cortex_nb.session import get_session
 from tests.conftest import SANDBOX_ROWS
+from tests.test_guardrail import ip, run  # noqa: F401  (ip: a shell connected to the sandbox)
 
 KEY = ["time_generated", "session_id", "source_port"]
 
@@ -205,24 +203,7 @@ def test_to_pandas_is_refused_when_it_would_not_fit(sandbox, service, tmp_path):
 
 
 # -- the magic and the command line ---------------------------------------------------------------
-@pytest.fixture()
-def ip(sandbox):
-    shell = InteractiveShell.instance()
-    shell.run_line_magic("load_ext", "cortex_nb")
-    get_session().connect(
-        Credentials(**sandbox.credentials()), url=sandbox.url, instance_id=sandbox.instance_id
-    )
-    yield shell
-    get_session().disconnect()
-
-
-def run(ip, cell: str):
-    with capture_output() as cap:
-        result = ip.run_cell(cell)
-    return result, cap.stdout + cap.stderr
-
-
-def test_magic_streams_to_a_dataset_and_shows_its_handle(ip, sandbox, tmp_path):
+def test_magic_streams_to_a_dataset_and_shows_its_handle(ip, sandbox, tmp_path):  # noqa: F811
     target = tmp_path / "week"
     result, shown = run(ip, f"%%cortex -o week --to {target} --max-rows 10\nSELECT * FROM firewall.traffic")
     assert result.success, shown
