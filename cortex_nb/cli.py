@@ -12,8 +12,8 @@ and exit with status 2, without a traceback.
                         [--limit N] [--max-rows N] [--output FILE.csv|.json|.parquet | DIR]
                         [--overwrite]
 
-``query --output DIR`` (a path without one of those suffixes) streams the rows into a Parquet
-dataset (``cortex_nb.datasets``) without holding them in memory; the other outputs build the
+``query --output DIR`` (a directory, or a path without a suffix) streams the rows into a Parquet
+dataset (``cortex_nb.datasets``) without holding them in memory; the file outputs build the
 DataFrame first, so results over ``--max-rows`` are refused before they are downloaded.
 """
 
@@ -215,6 +215,7 @@ def run_query(args: argparse.Namespace) -> int:
     from cortex_nb.exceptions import CortexError, ResultTooLarge
     from cortex_nb.query import too_large
 
+    _check_output(args.output)
     try:
         if _is_dataset_output(args.output):
             dataset = _run_on_connection(args, _write_dataset)
@@ -232,14 +233,25 @@ def run_query(args: argparse.Namespace) -> int:
         print(df.to_string(max_rows=60, max_colwidth=40))
         return 0
     writers = {".csv": df.to_csv, ".json": df.to_json, ".parquet": df.to_parquet}
-    writers[args.output.suffix.lower()](args.output)  # any other --output is a dataset
+    writers[args.output.suffix.lower()](args.output)
     print(f"wrote {len(df):,} rows to {args.output}", file=sys.stderr)
     return 0
 
 
 def _is_dataset_output(output: Path | None) -> bool:
-    """Whether ``--output`` names a dataset directory (not a .csv/.json/.parquet file)."""
-    return output is not None and (output.is_dir() or output.suffix.lower() not in FILE_OUTPUTS)
+    """Whether ``--output`` names a dataset directory: an existing one, or no suffix."""
+    return output is not None and (output.is_dir() or not output.suffix)
+
+
+def _check_output(output: Path | None) -> None:
+    """A clear error for an ``--output`` that is neither a known file type nor a directory."""
+    if output is None or _is_dataset_output(output):
+        return
+    if output.suffix.lower() not in FILE_OUTPUTS:
+        raise CommandError(
+            f"--output must end in .csv, .json or .parquet, or name a directory (no suffix) "
+            f"for a Parquet dataset, not {output}"
+        )
 
 
 def _run_on_connection(args: argparse.Namespace, run: Callable[..., Any]) -> Any:
