@@ -154,10 +154,11 @@ class Result:
 def too_large(
     job_id: str, rows: int, max_rows: int, cancelled: bool, advice: str = GUARDRAIL_ADVICE
 ) -> ResultTooLarge:
-    """The one-line error of the guardrail: how many rows, the limit, and what to do."""
+    """The one-line error of the guardrail: how many rows (``rowsInJob``, or ``limit`` when
+    smaller), the guardrail, and what to do."""
     said = "cancelled the job on the server" if cancelled else "could not cancel the job"
     return ResultTooLarge(
-        f"Job {job_id} has {rows:,} rows, more than max_rows={max_rows:,} allows in memory: "
+        f"Job {job_id} would bring {rows:,} rows into memory, more than max_rows={max_rows:,}: "
         f"stopped after its first page and {said}. {advice}",
         job_id, rows, max_rows, cancelled,
     )
@@ -374,7 +375,7 @@ class QueryService:
         ``ResultTooLarge``. ``to=DIR`` streams every row into a Parquet dataset there instead
         and returns its ``Dataset`` (no guardrail: memory holds a few pages; an existing
         dataset is replaced only with ``overwrite``). ``dtypes`` is the frame's mode for lists
-        and structs (``"arrow"``, the default, or ``"objects"``). An interrupt cancels the job,
+        and structs (``"objects"``, the default, or ``"arrow"``). An interrupt cancels the job,
         and so does passing ``timeout`` seconds (None: no limit) before the last page is in.
         """
         if to is not None:

@@ -64,6 +64,8 @@ def test_a_streamed_dataset_has_every_row_and_reads_back_equal(sandbox, service,
 def test_files_are_partitioned_by_the_hour_of_time_generated(sandbox, service, tmp_path):
     dataset = service.query(traffic(sandbox), to=tmp_path / "week", page_size=700)
     assert dataset.partitioning == ["date", "hour"]
+    arrow = dataset.arrow()
+    assert arrow.count_rows() == SANDBOX_ROWS and {"date", "hour"} <= set(arrow.schema.names)
     for path in dataset.files:
         date, hour = path.parent.parent.name, path.parent.name
         times = pq.read_table(path, columns=["time_generated"]).column(0).to_pandas()
