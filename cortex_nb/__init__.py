@@ -21,6 +21,7 @@ _LAZY = {
     "QueryCancelled": "exceptions",
     "QueryError": "exceptions",
     "QueryStillRunning": "exceptions",
+    "ResultTooLarge": "exceptions",
     "TransportError": "exceptions",
     "UnknownNameError": "exceptions",
     "Credentials": "credentials",
@@ -31,6 +32,8 @@ _LAZY = {
     "Result": "query",
     "BackgroundJobs": "background",
     "BackgroundQuery": "background",
+    "Dataset": "datasets",
+    "open_dataset": "datasets",
     "Connection": "connection",
     "get_connection": "connection",
     "get_session": "session",  # the old name of get_connection

@@ -60,7 +60,9 @@ KEEP_FINISHED = 32  # finished jobs listed (and their results kept) besides the 
 MAX_HOLD = 60.0  # seconds: the longest one Retry-After holds every job back
 EXIT_CANCEL_SECONDS = 3.0  # a restarting kernel gets about 5 s to exit before it is killed
 # what QueryJob takes besides progress and pace (the rest of start's options are job properties)
-_JOB_OPTIONS = frozenset({"page_size", "result_format", "limit", "parallel", "timeout"})
+_JOB_OPTIONS = frozenset(
+    {"page_size", "result_format", "limit", "max_rows", "parallel", "timeout"}
+)
 
 
 # -- one backoff for everyone ------------------------------------------------------------------
@@ -368,21 +370,21 @@ class BackgroundJobs:
     # -- starting ------------------------------------------------------------------------------
     def submit(
         self, service: QueryService, sql: str, *, name: str | None = None,
-        job_id: str | None = None, structs: str = "value", max_rows: int | None = None,
+        job_id: str | None = None, structs: str = "value",
         on_update: Callable[[BackgroundQuery], None] | None = None, **options: Any,
     ) -> BackgroundQuery:
         """Run ``sql`` in a worker thread once its turn comes; return its handle at once.
 
-        ``options`` as ``QueryService.start`` (``page_size``, ``parallel``, ``timeout``, job
-        properties); ``on_update(handle)`` is called after every step and at the end.
+        ``options`` as ``QueryService.start`` (``page_size``, ``parallel``, ``timeout``,
+        ``limit``, the ``max_rows`` guardrail, job properties); ``on_update(handle)`` is called
+        after every step and at the end.
         """
-        options["limit"] = max_rows
         return self._launch(service, job_id or new_job_id(), sql, name, structs, options,
                             on_update)
 
     def take_up(
         self, service: QueryService, job_id: str, *, name: str | None = None,
-        structs: str = "value", max_rows: int | None = None,
+        structs: str = "value",
         on_update: Callable[[BackgroundQuery], None] | None = None, **options: Any,
     ) -> BackgroundQuery:
         """Fetch the results of the existing job ``job_id`` in a worker thread; the handle."""
@@ -392,7 +394,6 @@ class BackgroundJobs:
             raise ConfigurationError(
                 f"Fetching a job takes {', '.join(sorted(_JOB_OPTIONS))}; not {', '.join(unknown)}."
             )
-        options["limit"] = max_rows
         return self._launch(service, job_id, None, name, structs, options, on_update)
 
     def _launch(

@@ -9,7 +9,12 @@ and exit with status 2, without a traceback.
     cortex-nb profiles list | show NAME | delete NAME
     cortex-nb lab [--dir notebooks] [--port 8888] [--no-browser] [JUPYTER ARGS...]
     cortex-nb query SQL [--sandbox | --profile NAME | --url URL] [--instance ID]
-                        [--limit N] [--output FILE.csv|.json|.parquet]
+                        [--limit N] [--max-rows N] [--output FILE.csv|.json|.parquet | DIR]
+                        [--overwrite]
+
+``query --output DIR`` (a directory, or a path without a suffix) streams the rows into a Parquet
+dataset (``cortex_nb.datasets``) without holding them in memory; the file outputs build the
+DataFrame first, so results over ``--max-rows`` are refused before they are downloaded.
 """
 
 from __future__ import annotations
@@ -187,30 +192,70 @@ def add_query_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--url", help="API URL (credentials from PAN_* variables)")
     parser.add_argument("--instance", help="instance id to complete table names with")
     parser.add_argument("--limit", type=int, help="fetch at most N rows")
-    parser.add_argument("--output", type=Path, help="write .csv, .json or .parquet instead")
+    parser.add_argument(
+        "--output", type=Path,
+        help="write FILE.csv, .json or .parquet, or stream into a Parquet dataset DIR",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace a dataset at DIR")
+    parser.add_argument(
+        "--max-rows", type=int, default=None,
+        help="refuse results over N rows before downloading (default 1,000,000; 0: never)",
+    )
+
+
+FILE_OUTPUTS = (".csv", ".json", ".parquet")
+GUARDRAIL_ADVICE = (
+    "Fetch fewer (--limit N, or WHERE/LIMIT in the SQL), stream them to a dataset "
+    "(--output DIR), or raise the guardrail (--max-rows N; 0: none)."
+)
 
 
 def run_query(args: argparse.Namespace) -> int:
     """Run one query and print the table (or write it to --output)."""
-    from cortex_nb.exceptions import CortexError
+    from cortex_nb.exceptions import CortexError, ResultTooLarge
+    from cortex_nb.query import too_large
 
+    _check_output(args.output)
     try:
-        df = _query_frame(args)
+        if _is_dataset_output(args.output):
+            dataset = _run_on_connection(args, _write_dataset)
+            print(f"wrote {dataset.summary()}", file=sys.stderr)
+            return 0
+        df = _run_on_connection(args, _query_frame)
+    except ResultTooLarge as error:
+        advice = GUARDRAIL_ADVICE
+        raise CommandError(
+            str(too_large(error.job_id or "?", error.rows, error.max_rows, error.cancelled, advice))
+        ) from None
     except CortexError as error:
         raise CommandError(str(error)) from None
     if args.output is None:
         print(df.to_string(max_rows=60, max_colwidth=40))
         return 0
     writers = {".csv": df.to_csv, ".json": df.to_json, ".parquet": df.to_parquet}
-    writer = writers.get(args.output.suffix.lower())
-    if writer is None:
-        raise CommandError(f"--output must end in .csv, .json or .parquet, not {args.output}")
-    writer(args.output)
+    writers[args.output.suffix.lower()](args.output)
     print(f"wrote {len(df):,} rows to {args.output}", file=sys.stderr)
     return 0
 
 
-def _query_frame(args: argparse.Namespace) -> Any:
+def _is_dataset_output(output: Path | None) -> bool:
+    """Whether ``--output`` names a dataset directory: an existing one, or no suffix."""
+    return output is not None and (output.is_dir() or not output.suffix)
+
+
+def _check_output(output: Path | None) -> None:
+    """A clear error for an ``--output`` that is neither a known file type nor a directory."""
+    if output is None or _is_dataset_output(output):
+        return
+    if output.suffix.lower() not in FILE_OUTPUTS:
+        raise CommandError(
+            f"--output must end in .csv, .json or .parquet, or name a directory (no suffix) "
+            f"for a Parquet dataset, not {output}"
+        )
+
+
+def _run_on_connection(args: argparse.Namespace, run: Callable[..., Any]) -> Any:
+    """Connect as the options say, run ``run(service, sql, args)``, then disconnect."""
     from cortex_nb.connection import Connection
     from cortex_nb.sqlparams import qualify_tables
 
@@ -223,11 +268,27 @@ def _query_frame(args: argparse.Namespace) -> Any:
         else:
             connection.connect(endpoint=connection.endpoint_for(url=args.url))
         sql = qualify_tables(args.sql, args.instance or connection.instance_id)
-        progress = _stderr_progress if sys.stderr.isatty() else None
-        return connection.require().query(sql, max_rows=args.limit, progress=progress).df
+        return run(connection.require(), sql, args)
     finally:
         connection.disconnect()
         connection.stop_sandbox()
+
+
+def _query_frame(service: Any, sql: str, args: argparse.Namespace) -> Any:
+    """The result as a DataFrame (refused over --max-rows)."""
+    from cortex_nb.query import DEFAULT_MAX_ROWS
+
+    max_rows = DEFAULT_MAX_ROWS if args.max_rows is None else args.max_rows or None
+    progress = _stderr_progress if sys.stderr.isatty() else None
+    return service.query(sql, limit=args.limit, max_rows=max_rows, progress=progress).df
+
+
+def _write_dataset(service: Any, sql: str, args: argparse.Namespace) -> Any:
+    """The result streamed into the Parquet dataset at --output."""
+    progress = _stderr_progress if sys.stderr.isatty() else None
+    return service.query(
+        sql, to=args.output, overwrite=args.overwrite, limit=args.limit, progress=progress
+    )
 
 
 def _stderr_progress(progress: Any) -> None:

@@ -128,8 +128,9 @@ class Connection:
         return self
 
     def start_sandbox(self, **sandbox_kwargs: Any) -> Any:
-        """The in-process sandbox, started now if none runs, restarted if the options asked
-        (``rows``, ``seed``, ``port``...) differ from the running one's; connects nothing."""
+        """The sandbox, started now if none runs, restarted if the options asked (``rows``,
+        ``seed``, ``port``...) differ from the running one's; connects nothing. It runs in this
+        process, or with ``process=True`` in its own (its memory is then not the kernel's)."""
         with self._lock:
             if self.sandbox is not None and self.sandbox_changes(**sandbox_kwargs):
                 self.stop_sandbox()
@@ -145,9 +146,11 @@ class Connection:
             return ""
         changes = []
         for name, wanted in sandbox_kwargs.items():
-            current = sandbox.port if name == "port" else getattr(sandbox, name, wanted)
+            default = False if name == "process" else wanted  # in-process sandboxes say nothing
+            current = sandbox.port if name == "port" else getattr(sandbox, name, default)
             if wanted != current and not (name == "port" and wanted == 0):
-                changes.append(f"{name} {current:,} -> {wanted:,}" if isinstance(wanted, int)
+                numeric = isinstance(wanted, int) and not isinstance(wanted, bool)
+                changes.append(f"{name} {current:,} -> {wanted:,}" if numeric
                                else f"{name} {current!r} -> {wanted!r}")
         return ", ".join(changes)
 
@@ -268,8 +271,13 @@ class Connection:
 
 
 def _started_sandbox(options: dict[str, Any]) -> Any:
-    """A new in-process sandbox, started; a bad option or a taken port is a clear error."""
-    from cortex_nb.sandbox import Sandbox
+    """A new sandbox, started (``process=True``: in its own process); a bad option or a taken
+    port is a clear error."""
+    options = dict(options)
+    if options.pop("process", False):
+        from cortex_nb.sandbox.process import SandboxProcess as Sandbox
+    else:
+        from cortex_nb.sandbox import Sandbox
 
     try:
         sandbox = Sandbox(**options)
@@ -277,6 +285,8 @@ def _started_sandbox(options: dict[str, Any]) -> Any:
         raise ConfigurationError(f"Cannot start the sandbox: {exc}.") from None
     try:
         return sandbox.start()
+    except ValueError as exc:  # rows that do not fit; a sandbox process checks options here
+        raise ConfigurationError(f"Cannot start the sandbox: {exc}.") from None
     except OSError as exc:
         where = f"{sandbox.host}:{options.get('port', 0)}"
         raise ConfigurationError(

@@ -11,8 +11,9 @@ The tree::
     ├── UnknownNameError            a table or column the catalog does not know (with suggestions)
     └── QueryError                  a query job failed, was cancelled, timed out or lost rows
         ├── QueryCancelled          the job was cancelled (by the user, an interrupt or the server)
-        └── QueryStillRunning       a background job's result was asked for with a timeout that
-                                    passed before the job ended (also a ``TimeoutError``)
+        ├── QueryStillRunning       a background job's result was asked for with a timeout that
+        │                           passed before the job ended (also a ``TimeoutError``)
+        └── ResultTooLarge          more rows than the guardrail allows in memory (``max_rows``)
 
 Messages say what failed, where, and what to do next. They never contain a secret: callers
 pass only redacted material, and the classes keep no request bodies or headers of their own.
@@ -34,6 +35,7 @@ __all__ = [
     "QueryCancelled",
     "QueryError",
     "QueryStillRunning",
+    "ResultTooLarge",
     "TransportError",
     "UnknownNameError",
 ]
@@ -104,3 +106,17 @@ class UnknownNameError(CortexError, LookupError):
 
 class QueryStillRunning(QueryError, TimeoutError):
     """A background job had not ended within the time given to wait for its result."""
+
+
+class ResultTooLarge(QueryError):
+    """The result has more rows than ``max_rows`` allows in memory; the job was cancelled.
+
+    ``rows`` is what the job has (``rowsInJob``), ``max_rows`` the guardrail it crossed and
+    ``cancelled`` whether the service accepted the cancel.
+    """
+
+    def __init__(
+        self, message: str, job_id: str | None, rows: int, max_rows: int, cancelled: bool
+    ) -> None:
+        super().__init__(message, job_id)
+        self.rows, self.max_rows, self.cancelled = rows, max_rows, cancelled

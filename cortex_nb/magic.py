@@ -7,7 +7,8 @@ and nbval stop) without a traceback and without a secret.
 
 Line magic::
 
-    %cortex connect sandbox [--rows N] [--seed S] [--port P]   (restarts it for other options)
+    %cortex connect sandbox [--rows N] [--seed S] [--port P] [--process]
+                            (restarts it for other options; --process: in its own process)
     %cortex connect [--profile NAME] [--url URL] [--region R] [--instance ID]
     %cortex connect ... --record FILE      (write every exchange to a cassette)
     %cortex connect replay FILE            (serve a cassette offline and connect to it)
@@ -23,6 +24,7 @@ Cell magic::
 
     %%cortex [-o VAR] [-q] [--trace] [--dry-run] [--limit N] [--page-size N] [--raw]
              [--structs value|keep|flatten] [--timeout SECONDS] [--bg] [--cache] [--refresh]
+             [--max-rows N] [--dtypes arrow|objects] [--to DIR [--overwrite]]
     SELECT ... FROM `firewall.traffic` WHERE source_ip.value = {ip}
 
     %%cortex GET /query/v2/jobs            (REST mode; the cell is the JSON body)
@@ -31,7 +33,9 @@ Cell magic::
 status line in the cell follows the job, then the DataFrame.
 
 A trailing ``;`` or ``-q`` keeps the cell quiet; ``%cortex [-o VAR] SELECT ...`` runs SQL on the
-line, and a ``%%cortex GET /path`` cell with nothing below runs as the line magic.
+line, and a ``%%cortex GET /path`` cell with nothing below runs as the line magic. A result of
+more than ``--max-rows`` rows (``CortexMagics.max_rows``) stops before it is downloaded;
+``--to DIR`` streams it into a Parquet dataset instead and shows the dataset's handle.
 """
 
 from __future__ import annotations
@@ -56,14 +60,24 @@ from traitlets import Bool, Enum, Float, Int, observe
 
 from cortex_nb.background import FINAL_STATES, BackgroundQuery
 from cortex_nb.connection import Connection, get_connection
-from cortex_nb.exceptions import CortexError, QueryError
-from cortex_nb.query import DEFAULT_QUERY_TIMEOUT, JOBS, raise_for_reply
+from cortex_nb.exceptions import CortexError, QueryError, ResultTooLarge
+from cortex_nb.query import (
+    DEFAULT_MAX_ROWS,
+    DEFAULT_QUERY_TIMEOUT,
+    JOBS,
+    raise_for_reply,
+    too_large,
+)
 from cortex_nb.security import mask_url, scrub
 from cortex_nb.sqlparams import qualify_tables, render_parameters
 
 __all__ = ["CellCommand", "CortexCellError", "CortexMagics", "load_ipython_extension", "parse_cell"]
 
 HTTP_METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD")
+GUARDRAIL_ADVICE = (
+    "Fetch fewer (--limit N, or WHERE/LIMIT in the SQL), stream them to disk (--to DIR), or "
+    "raise the guardrail (--max-rows N, %config CortexMagics.max_rows = N; 0: none)."
+)
 
 
 class CortexCellError(UsageError):
@@ -106,6 +120,13 @@ def _cell_parser() -> _ArgumentParser:
     p.add_argument("--bg", action="store_true", help="run in the background (with -o VAR)")
     p.add_argument("--cache", action="store_true", help="reuse a cached result, or keep this one")
     p.add_argument("--refresh", action="store_true", help="run it again and cache the new result")
+    p.add_argument("--max-rows", type=int, help="refuse results over N rows in memory (0: never)")
+    p.add_argument(
+        "--dtypes", choices=["arrow", "objects"],
+        help="lists and structs: Arrow-backed (ArrowDtype) or Python objects (this cell only)",
+    )
+    p.add_argument("--to", metavar="DIR", help="stream the rows into a Parquet dataset in DIR")
+    p.add_argument("--overwrite", action="store_true", help="with --to: replace a dataset")
     p.add_argument("request", nargs="*", help="METHOD /path for REST mode")
     return p
 
@@ -130,6 +151,10 @@ class CellCommand:
     background: bool = False
     cache: bool = False
     refresh: bool = False
+    max_rows: int | None = None
+    dtypes: str | None = None
+    to: str | None = None
+    overwrite: bool = False
 
 
 def parse_cell(line: str, cell: str) -> CellCommand:
@@ -147,7 +172,8 @@ def parse_cell(line: str, cell: str) -> CellCommand:
         "output": args.output, "trace": args.trace, "dry_run": args.dry_run,
         "limit": args.limit, "page_size": args.page_size, "raw": args.raw, "quiet": args.quiet,
         "structs": args.structs, "timeout": args.timeout, "background": args.bg,
-        "cache": args.cache, "refresh": args.refresh,
+        "cache": args.cache, "refresh": args.refresh, "max_rows": args.max_rows,
+        "dtypes": args.dtypes, "to": args.to, "overwrite": args.overwrite,
     }
     if not request:
         sql = cell.strip()
@@ -178,6 +204,7 @@ def _line_parser() -> _ArgumentParser:
     connect.add_argument("--rows", type=int)
     connect.add_argument("--seed", type=int)
     connect.add_argument("--port", type=int)
+    connect.add_argument("--process", action="store_true", default=None)
     trace = sub.add_parser("trace", add_help=False)
     trace.add_argument("n", nargs="?", type=int, default=1)
     cache = sub.add_parser("cache", add_help=False)
@@ -302,6 +329,16 @@ class CortexMagics(Magics):
         jobs = self.connection.jobs
         jobs.max_running = self.max_background_jobs
         jobs.cancel_at_exit = self.cancel_on_shutdown
+    max_rows = Int(
+        DEFAULT_MAX_ROWS,
+        help="A result of more rows is refused before it is downloaded (0: no guardrail); "
+        "--limit fetches fewer, --to DIR streams them to disk.",
+    ).tag(config=True)
+    dtypes = Enum(
+        ["arrow", "objects"], "objects",
+        help="Lists and structs in frames: Python objects, or Arrow-backed (ArrowDtype: less "
+        "memory, but pandas cannot read them back from Parquet files it writes).",
+    ).tag(config=True)
 
     @property
     def connection(self) -> Connection:
@@ -345,7 +382,9 @@ class CortexMagics(Magics):
 
     def _connect_live(self, connection: Connection, args: argparse.Namespace) -> None:
         if args.target == "sandbox":
-            wanted = {"rows": args.rows, "seed": args.seed, "port": args.port}
+            wanted = {
+                "rows": args.rows, "seed": args.seed, "port": args.port, "process": args.process
+            }
             options = {k: v for k, v in wanted.items() if v is not None}
             changes = connection.sandbox_changes(**options)
             connection.connect_sandbox(**options)
@@ -423,21 +462,32 @@ class CortexMagics(Magics):
         sql = self._final_sql(command)
         if command.dry_run:
             return self._dry_run("POST", JOBS, {"params": {"query": sql}})
+        if command.to and command.raw:
+            raise CortexCellError("%%cortex: --to writes Parquet; it cannot be combined with --raw")
         service = self.connection.require()
         timeout = self.timeout if command.timeout is None else command.timeout
         options = {
             "page_size": command.page_size or self.page_size, "parallel": self.parallel,
             "progress": _ProgressLine(self.progress), "timeout": timeout or None,
+            "limit": command.limit,
         }
         caching = self._caching(command)  # (refuses --cache with --raw)
-        if command.raw:
-            job = service.start(sql, limit=command.limit, **options)
-            with job.cancel_on_interrupt():
-                return job.rows()
         structs = command.structs or self.structs
-        run = functools.partial(service.query, sql, structs=structs, max_rows=command.limit,
-                                **options)
-        result = self._cached(command, sql, structs, run) if caching else run()
+        if command.to:
+            return service.query(
+                sql, to=command.to, overwrite=command.overwrite, structs=structs, **options
+            )
+        max_rows = self.max_rows if command.max_rows is None else command.max_rows
+        with _guardrail_advice():
+            if command.raw:
+                job = service.start(sql, max_rows=max_rows or None, **options)
+                with job.cancel_on_interrupt():
+                    return job.rows()
+            run = functools.partial(
+                service.query, sql, structs=structs, max_rows=max_rows or None,
+                dtypes=command.dtypes or self.dtypes, **options,
+            )
+            result = self._cached(command, sql, structs, run) if caching else run()
         if command.trace or self.show_trace:
             self._show_traces(result.traces)
         return result.df
@@ -527,8 +577,8 @@ class CortexMagics(Magics):
     ) -> dict[str, Any]:
         timeout = self.timeout if timeout is None else timeout
         return {
-            "max_rows": limit, "structs": structs or self.structs, "parallel": self.parallel,
-            "timeout": timeout or None,
+            "limit": limit, "max_rows": self.max_rows or None, "structs": structs or self.structs,
+            "parallel": self.parallel, "timeout": timeout or None,
         }
 
     def _do_jobs(self, args: argparse.Namespace) -> Any:
@@ -585,7 +635,6 @@ class CortexMagics(Magics):
                 ),
             )
             return None
-        options["limit"] = options.pop("max_rows")
         progress = _ProgressLine(self.progress and not args.quiet)
         result = service.fetch(args.job_id, progress=progress, page_size=self.page_size, **options)
         if args.output:
@@ -681,6 +730,17 @@ class _PrettyJSON:
 
     def _repr_json_(self) -> Any:
         return self.data
+
+
+@contextlib.contextmanager
+def _guardrail_advice() -> Iterator[None]:
+    """The guardrail's error, with what to do in a cell (``--limit``, ``--to``, ``--max-rows``)."""
+    try:
+        yield
+    except ResultTooLarge as exc:
+        raise too_large(
+            exc.job_id or "?", exc.rows, exc.max_rows, exc.cancelled, GUARDRAIL_ADVICE
+        ) from None
 
 
 @contextlib.contextmanager

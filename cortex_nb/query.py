@@ -14,11 +14,17 @@ pages in flight at once (order preserved). Every page is checked in one place, e
 once; rows received must equal ``rowsInJob`` or it raises: nothing is silently cut. Interrupted
 (Ctrl-C) inside ``cancel_on_interrupt()``, it cancels itself on the server and says so.
 
+A result too big for memory is refused before it is downloaded: the first page tells
+``rowsInJob``, and above ``max_rows`` (``query()``'s default: ``DEFAULT_MAX_ROWS``) the job is
+cancelled and ``ResultTooLarge`` raised, saying how many rows there are and what to do
+(``limit=`` fetches at most that many rows; ``to=DIR`` streams them to a Parquet dataset).
+
 A job always ends: past its deadline (``timeout=`` seconds), or when the pages stop making
 progress (a cursor seen twice, a page that adds no rows, pages that end short of ``rowsInJob``),
 it cancels itself on the server and raises ``QueryError``. Replies of the wrong shape raise an
 error naming the field; job ids the service chooses are checked and escaped in paths.
-``QueryService.query(sql) -> Result`` is a job turned into a DataFrame.
+``QueryService.query(sql) -> Result`` is a job turned into a DataFrame (or, with ``to=DIR``, a
+``cortex_nb.datasets.Dataset`` on disk).
 """
 
 from __future__ import annotations
@@ -40,14 +46,29 @@ import requests
 
 from cortex_nb import dataguide
 from cortex_nb._version import __version__
-from cortex_nb.exceptions import ConfigurationError, CortexError, QueryCancelled, QueryError
+from cortex_nb.exceptions import (
+    ConfigurationError,
+    CortexError,
+    QueryCancelled,
+    QueryError,
+    ResultTooLarge,
+)
 from cortex_nb.httpclient import HTTPClient, http_error_message, service_message
 from cortex_nb.tracing import Trace, TraceLog
 
 if TYPE_CHECKING:
     from cortex_nb.background import BackgroundJobs, BackgroundQuery
 
-__all__ = ["TERMINAL_STATES", "Page", "Progress", "QueryJob", "QueryService", "Result"]
+__all__ = [
+    "DEFAULT_MAX_ROWS",
+    "TERMINAL_STATES",
+    "Page",
+    "Progress",
+    "QueryJob",
+    "QueryService",
+    "Result",
+    "too_large",
+]
 
 JOBS = "/query/v2/jobs"
 RESULTS = "/query/v2/jobResults"
@@ -60,6 +81,12 @@ FIRST_BACKOFF = 0.02  # seconds; polls start fast, most sandbox and small jobs f
 MAX_BACKOFF = 1.0
 CANCEL_TIMEOUT = (5, 10)  # seconds: a cancel on the way out must not hold the user long
 DEFAULT_QUERY_TIMEOUT = 3600.0  # seconds a query may take, from submit to its last page
+# rows a query may bring into memory: a traffic frame of a million rows takes about 1 GB
+DEFAULT_MAX_ROWS = 1_000_000
+GUARDRAIL_ADVICE = (
+    "Fetch fewer (limit=N, or WHERE/LIMIT in the SQL), stream them to disk (to='DIR'), or "
+    "raise max_rows (None: no guardrail)."
+)
 # what a job id the service chose may not hold: it goes into URL paths
 _UNSAFE_ID = re.compile(r"[/?#\\\s\x00-\x1f\x7f]|\.\.")
 _JSON_KINDS = {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}
@@ -130,6 +157,19 @@ class Result:
 
     def _repr_html_(self) -> str:
         return f"<p><code>{self.summary()}</code></p>" + self.df._repr_html_()
+
+
+def too_large(
+    job_id: str, rows: int, max_rows: int, cancelled: bool, advice: str = GUARDRAIL_ADVICE
+) -> ResultTooLarge:
+    """The one-line error of the guardrail: how many rows (``rowsInJob``, or ``limit`` when
+    smaller), the guardrail, and what to do."""
+    said = "cancelled the job on the server" if cancelled else "could not cancel the job"
+    return ResultTooLarge(
+        f"Job {job_id} would bring {rows:,} rows into memory, more than max_rows={max_rows:,}: "
+        f"stopped after its first page and {said}. {advice}",
+        job_id, rows, max_rows, cancelled,
+    )
 
 
 def decode_json(response: requests.Response, doing: str = "") -> Any:
@@ -315,13 +355,15 @@ class QueryService:
         self, sql: str, *, job_id: str | None = None, page_size: int = DEFAULT_PAGE_SIZE,
         result_format: str = "valuesDictionary", limit: int | None = None, parallel: int = 4,
         progress: Callable[[Progress], None] | None = None,
-        timeout: float | None = DEFAULT_QUERY_TIMEOUT, pace: Callable[[], None] | None = None,
+        timeout: float | None = DEFAULT_QUERY_TIMEOUT, max_rows: int | None = None,
+        pace: Callable[[], None] | None = None,
         **properties: Any,
     ) -> QueryJob:
         """Create a query job for ``sql`` and return it (nothing is fetched yet)."""
         job = QueryJob(
             self, "", sql=sql, page_size=page_size, result_format=result_format, limit=limit,
-            parallel=parallel, progress=progress, timeout=timeout, pace=pace,
+            parallel=parallel, progress=progress, timeout=timeout, max_rows=max_rows,
+            pace=pace,
         )  # checks the paging options before anything is sent
         job.id = job.progress.job_id = self.submit(sql, job_id=job_id, **properties)
         return job
@@ -337,29 +379,45 @@ class QueryService:
         page_size: int = DEFAULT_PAGE_SIZE,
         result_format: str = "valuesDictionary",
         structs: str = "value",
-        max_rows: int | None = None,
+        limit: int | None = None,
+        max_rows: int | None = DEFAULT_MAX_ROWS,
         parallel: int = 4,
         progress: Callable[[Progress], None] | None = None,
         job_id: str | None = None,
         timeout: float | None = DEFAULT_QUERY_TIMEOUT,
+        dtypes: str | None = None,
+        to: Any = None,
+        overwrite: bool = False,
         **properties: Any,
-    ) -> Result:
+    ) -> Any:
         """Run ``sql`` as a job and return a ``Result`` holding the typed DataFrame.
 
-        ``max_rows`` fetches at most that many rows; an interrupt cancels the job, and so does
-        passing ``timeout`` seconds (None: no limit) before the last page is in.
+        ``limit`` fetches at most that many rows. ``max_rows`` is the guardrail: a job with more
+        rows than that (None: no guardrail) is cancelled after its first page and raises
+        ``ResultTooLarge``. ``to=DIR`` streams every row into a Parquet dataset there instead
+        and returns its ``Dataset`` (no guardrail: memory holds a few pages; an existing
+        dataset is replaced only with ``overwrite``). ``dtypes`` is the frame's mode for lists
+        and structs (``"objects"``, the default, or ``"arrow"``). An interrupt cancels the job,
+        and so does passing ``timeout`` seconds (None: no limit) before the last page is in.
         """
+        if to is not None:
+            return self._query_to_dataset(
+                sql, to, overwrite=overwrite, structs=structs, limit=limit, page_size=page_size,
+                result_format=result_format, parallel=parallel, progress=progress,
+                job_id=job_id, timeout=timeout, **properties,
+            )
         return self.result_of(
             lambda: self.start(
                 sql, job_id=job_id, page_size=page_size, result_format=result_format,
-                limit=max_rows, parallel=parallel, progress=progress, timeout=timeout,
-                **properties,
+                limit=limit, parallel=parallel, progress=progress, timeout=timeout,
+                max_rows=max_rows, **properties,
             ),
-            structs=structs,
+            structs=structs, dtypes=dtypes,
         )
 
     def result_of(
-        self, make_job: Callable[[], QueryJob], structs: str = "value", cancel: bool = True
+        self, make_job: Callable[[], QueryJob], structs: str = "value", cancel: bool = True,
+        dtypes: str | None = None,
     ) -> Result:
         """The ``Result`` of the job ``make_job`` starts or takes up, with its own traces.
 
@@ -369,7 +427,7 @@ class QueryService:
         with self.traces.collect() as seen:
             job = make_job()
             with job.cancel_on_interrupt(cancel=cancel):
-                result = job.result(structs=structs)
+                result = job.result(structs=structs, dtypes=dtypes)
         # other threads' requests may have been seen too: keep this job's
         result.traces = [t for t in seen if job.id in t.url or job.id in (t.request_body or "")]
         return result
@@ -408,6 +466,17 @@ class QueryService:
                 f"Listing jobs: the reply to GET {JOBS} is {_kind(jobs)}, not a list of jobs."
             )
         return jobs
+
+    def _query_to_dataset(
+        self, sql: str, to: Any, *, overwrite: bool, structs: str, **options: Any
+    ) -> Any:
+        """Run ``sql`` and stream its pages into a Parquet dataset at ``to``."""
+        from cortex_nb.datasets import check_target, write_dataset
+
+        target = check_target(to, overwrite)  # before the job: a refusal costs nothing
+        job = self.start(sql, **options)
+        with job.cancel_on_interrupt():
+            return write_dataset(job, target, overwrite=overwrite, structs=structs)
 
 
 def job_path(base: str, job_id: str) -> str:
@@ -581,6 +650,8 @@ class QueryJob:
     cancelled and ``QueryError`` raised. ``pace``, when given, is called before every request
     (background jobs wait there while the service asks everyone to back off). Once ``cancel()``
     was called, from any thread, the job's own loop stops at its next step (``QueryCancelled``).
+    With ``max_rows``, a job that would bring more rows than that is cancelled once its first
+    page tells the count (``ResultTooLarge``).
     """
 
     def __init__(
@@ -588,17 +659,20 @@ class QueryJob:
         page_size: int = DEFAULT_PAGE_SIZE, result_format: str = "valuesDictionary",
         limit: int | None = None, parallel: int = 4,
         progress: Callable[[Progress], None] | None = None,
-        timeout: float | None = DEFAULT_QUERY_TIMEOUT, pace: Callable[[], None] | None = None,
+        timeout: float | None = DEFAULT_QUERY_TIMEOUT, max_rows: int | None = None,
+        pace: Callable[[], None] | None = None,
     ) -> None:
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise QueryError(f"page_size must be 1..{MAX_PAGE_SIZE}, not {page_size}.")
         if limit is not None and limit < 1:
-            raise QueryError(f"max_rows must be at least 1, not {limit}.")
+            raise QueryError(f"limit must be at least 1, not {limit}.")
+        if max_rows is not None and max_rows < 1:
+            raise QueryError(f"max_rows must be at least 1 (None: no guardrail), not {max_rows}.")
         if timeout is not None and not timeout > 0:
             raise QueryError(f"timeout must be positive seconds (or None), not {timeout}.")
         self.service, self.id, self.sql = service, job_id, sql
         self.page_size = page_size if limit is None else min(page_size, limit)
-        self.result_format, self.limit = result_format, limit
+        self.result_format, self.limit, self.max_rows = result_format, limit, max_rows
         self.parallel = max(1, parallel)
         self.callback = progress
         self.progress = Progress(job_id=job_id, state="PENDING")
@@ -620,6 +694,11 @@ class QueryJob:
     def pages(self) -> int:
         """Results pages received so far."""
         return self.progress.pages
+
+    @property
+    def wanted_rows(self) -> int:
+        """The rows this job hands out: ``rowsInJob``, or ``limit`` when smaller (once known)."""
+        return self._wanted()
 
     def __repr__(self) -> str:
         return f"<QueryJob {self.id} {self.progress.line()}>"
@@ -643,7 +722,18 @@ class QueryJob:
         self.rows_in_job = rows_in_job(page, self.id)
         self.progress.rows_in_job = self.rows_in_job
         self.schema = page.get("schema")
+        self._refuse_if_too_large()
         self._report("DONE")
+
+    def _refuse_if_too_large(self) -> None:
+        """The guardrail: cancel the job and raise when it would bring more than ``max_rows``."""
+        wanted = self._wanted()
+        if self.max_rows is None or wanted <= self.max_rows:
+            return
+        self._first = {}  # nothing of it is handed out
+        cancelled = self.cancel()
+        self._report("CANCELLED", done=True)
+        raise too_large(self.id, wanted, self.max_rows, cancelled)
 
     def iter_pages(self, *, arrow: bool = True) -> Iterator[Page]:
         """Every wanted page in order, checked; raise unless exactly the wanted rows arrived.
@@ -671,14 +761,16 @@ class QueryJob:
             rows.extend(page.rows)
         return rows[: self.limit] if self.limit is not None else rows
 
-    def result(self, structs: str = "value") -> Result:
-        """Every wanted row as a typed DataFrame, in a ``Result``."""
-        from cortex_nb.frames import FrameBuilder  # pandas loads only when a query runs
+    def result(self, structs: str = "value", dtypes: str | None = None) -> Result:
+        """Every wanted row as a typed DataFrame, in a ``Result`` (``dtypes``: see
+        ``FrameBuilder``; None is its default)."""
+        from cortex_nb.frames import DEFAULT_DTYPES, FrameBuilder  # pandas loads when used
 
         self.wait()
         builder = FrameBuilder(
             schema=self.schema, result_format=self.result_format, structs=structs,
             known_types=dataguide.known_types(self.sql) if self.sql else None,
+            dtypes=dtypes or DEFAULT_DTYPES,
         )
         for page in self.iter_pages():
             if page.arrow:

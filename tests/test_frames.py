@@ -653,9 +653,12 @@ def test_one_shot_to_dataframe_matches_builder() -> None:
 def test_public_names() -> None:
     assert sorted(frames.__all__) == [
         "ArrowPage",
+        "DEFAULT_DTYPES",
+        "DTYPE_MODES",
         "FrameBuilder",
         "TIMESTAMP_COLUMNS",
         "ValueLostWarning",
+        "arrow_to_frame",
         "parse_page",
         "release_freed_memory",
         "to_dataframe",

@@ -238,7 +238,8 @@ def test_a_row_count_the_pages_cannot_reach_ends_the_query(httpserver, fake_job)
             content_type="application/json",
         )
     )
-    error = bounded(lambda: fake_job.query("SELECT 1", parallel=4, page_size=10))
+    # (no max_rows guardrail, which would stop ten billion rows before the second page)
+    error = bounded(lambda: fake_job.query("SELECT 1", parallel=4, page_size=10, max_rows=None))
     assert isinstance(error, QueryError) and "added no rows" in str(error)
     assert cancels(httpserver) == 1
 

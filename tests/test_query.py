@@ -159,8 +159,8 @@ def test_interrupt_while_paging_sends_the_cancel(sandbox, service, slow):
     assert deletes == [f"/query/v2/jobs/{info.value.job_id}"]
 
 
-def test_max_rows_stops_early_without_a_truncation_error(sandbox, service):
-    df = service.query(q(sandbox, "SELECT * FROM {T}"), page_size=100, max_rows=250).df
+def test_limit_stops_early_without_a_truncation_error(sandbox, service):
+    df = service.query(q(sandbox, "SELECT * FROM {T}"), page_size=100, limit=250).df
     assert len(df) == 250
 
 

@@ -41,6 +41,11 @@ CHECKED = (
     "%cortex connect --profile work --record",
     "from cortex_nb import get_connection\nfrom cortex_nb.replay import Replay",
     "%%cortex --cache",
+    # Big results: tests/test_readme_big_results.py
+    "%%cortex -o week --to traffic_week",
+    "cortex-nb query --output traffic_week",
+    "import duckdb",
+    "spark.read.parquet",
 )
 
 

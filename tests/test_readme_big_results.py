@@ -1,0 +1,40 @@
+"""The README's "Big results" examples run as written (Spark and Dask, not installed here, are
+checked for what they read), against sandboxes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import shlex
+
+import pandas as pd
+
+from cortex_nb import cli
+from cortex_nb.datasets import Dataset, open_dataset
+from tests.test_readme import block, run_cell, shell  # noqa: F401  (shell is a fixture)
+
+
+def test_streaming_to_a_dataset_and_reading_it_with_duckdb(shell, tmp_path, monkeypatch):  # noqa: F811
+    monkeypatch.chdir(tmp_path)
+    run_cell(shell, "%load_ext cortex_nb\n%cortex connect sandbox --rows 3000")
+    run_cell(shell, block("%%cortex -o week --to traffic_week"))
+    week = shell.user_ns["week"]
+    assert isinstance(week, Dataset) and week.rows == 3000 and week.partitioning == ["date", "hour"]
+    run_cell(shell, block("import duckdb"))
+    small = shell.user_ns["small"]
+    assert isinstance(small, pd.DataFrame) and len(small) == 3000
+    hours = shell.ev('duckdb.sql("SELECT date, hour, count(*) AS n FROM week GROUP BY ALL").df()')
+    assert hours["n"].sum() == 3000 and len(hours) == len(week.files)
+
+
+def test_the_dataset_command_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    line = block("cortex-nb query --output traffic_week").strip()
+    assert cli.main(shlex.split(line)[1:]) == 0
+    assert open_dataset(tmp_path / "traffic_week").rows == 10_000
+    assert "wrote 10,000 rows" in capsys.readouterr().err
+
+
+def test_spark_and_dask_lines_read_the_same_folder():
+    code = block("spark.read.parquet")
+    compile(code, "README", "exec")
+    lines = [x for x in code.splitlines() if x.strip()]
+    assert len(lines) == 2 and all('("traffic_week")' in x for x in lines)
