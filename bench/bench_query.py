@@ -152,12 +152,17 @@ def sandbox(rows: int, latency: int):
         proc.wait(timeout=30)
 
 
-def measure(way: str, url: str, instance: str) -> dict:
-    cmd = [sys.executable, __file__, "--worker", way, "--url", url, "--instance", instance]
+def worker_result(cmd: list[str]) -> dict:
+    """Run a benchmark worker process; its last stdout line (JSON), or its last error line."""
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         return {"error": out.stderr.strip().splitlines()[-1] if out.stderr else "failed"}
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def measure(way: str, url: str, instance: str) -> dict:
+    cmd = [sys.executable, __file__, "--worker", way, "--url", url, "--instance", instance]
+    return worker_result(cmd)
 
 
 def main() -> None:

@@ -37,7 +37,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_query import demo_credentials, peak_mb, rss_mb  # the same helpers and floor
+from bench_query import (  # the same helpers and floor
+    demo_credentials,
+    peak_mb,
+    rss_mb,
+    worker_result,
+)
 from bench_query import run_floor as read_pages_untyped
 
 SQL = (
@@ -120,10 +125,7 @@ def vm_hwm_mb(pid: int) -> float:
 def measure(way: str, url: str, args: argparse.Namespace, target: Path) -> dict:
     cmd = [sys.executable, __file__, "--worker", way, "--url", url, "--instance", args.instance,
            "--copies", str(args.copies), "--target", str(target)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if out.returncode != 0:
-        return {"error": out.stderr.strip().splitlines()[-1] if out.stderr else "failed"}
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return worker_result(cmd)
 
 
 def main() -> None:

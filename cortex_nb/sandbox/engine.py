@@ -360,10 +360,6 @@ def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _sql_string(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def _json_value_sql(name: str, dtype: duckdb.DuckDBPyType) -> str:
     """JSON text of one column value, NULL when the value is NULL."""
     if dtype.id in _TIMESTAMP_TYPES:
@@ -374,7 +370,7 @@ def _json_value_sql(name: str, dtype: duckdb.DuckDBPyType) -> str:
 def _row_json_sql(names: list[str], types: list) -> str:
     """SQL for a row as a JSON object without its null columns."""
     parts = [
-        f"{_sql_string(orjson.dumps(n).decode() + ':')} || {_json_value_sql(n, t)}"
+        f"{columns.lit(orjson.dumps(n).decode() + ':')} || {_json_value_sql(n, t)}"
         for n, t in zip(names, types, strict=True)
     ]
     return f"'{{' || concat_ws(',', {', '.join(parts)}) || '}}'"
