@@ -41,7 +41,7 @@ def build(path: Path, dtypes: str):
     """The frame of every page, built as a query builds it."""
     import orjson
 
-    from cortex_nb.frames import FrameBuilder, parse_page
+    from cortex_nb.results.frames import FrameBuilder, parse_page
 
     builder = FrameBuilder(dtypes=dtypes)
     for number, raw in enumerate(iter_pages(path)):
@@ -79,7 +79,7 @@ def measure(dtypes: str, path: Path) -> dict:
     import pandas  # noqa: F401
     import pyarrow.parquet  # noqa: F401
 
-    import cortex_nb.frames  # noqa: F401
+    import cortex_nb.results.frames  # noqa: F401
 
     baseline = rss_mb()
     started = time.perf_counter()

@@ -48,7 +48,11 @@ def sandbox_of(rows: int, code: Path | None):
 
 
 def authorised(url: str) -> requests.Session:
-    from cortex_nb.sandbox.tokens import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_REFRESH_TOKEN
+    from cortex_nb.sandbox.service.tokens import (
+        DEMO_CLIENT_ID,
+        DEMO_CLIENT_SECRET,
+        DEMO_REFRESH_TOKEN,
+    )
 
     grant = {"client_id": DEMO_CLIENT_ID, "client_secret": DEMO_CLIENT_SECRET,
              "refresh_token": DEMO_REFRESH_TOKEN, "grant_type": "refresh_token"}

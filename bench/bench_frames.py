@@ -10,7 +10,7 @@ null columns) are generated once into ``--data-dir`` as one results page per lin
 one by one (standing in for the download) and:
 
     floor  orjson.loads each page, nothing kept, no typing
-    ours   orjson.loads + cortex_nb.frames.FrameBuilder.add_page, then to_dataframe()
+    ours   orjson.loads + cortex_nb.results.frames.FrameBuilder.add_page, then to_dataframe()
     sdk    orjson.loads + all rows in one list + pandas.json_normalize (the official SDK's path,
            minus its second JSON decode of every page)
 
@@ -170,7 +170,7 @@ def run_ours(path: Path) -> dict:
     """Parse every page and hand its rows to FrameBuilder; build the frame."""
     import orjson
 
-    from cortex_nb.frames import FrameBuilder
+    from cortex_nb.results.frames import FrameBuilder
 
     builder = FrameBuilder()
     for raw in iter_pages(path):
@@ -195,7 +195,7 @@ def measure(way: str, path: Path) -> dict:
     import pandas as pd  # noqa: F401
     import pyarrow  # noqa: F401
 
-    import cortex_nb.frames  # noqa: F401
+    import cortex_nb.results.frames  # noqa: F401
 
     baseline = rss_mb()
     start = time.perf_counter()

@@ -41,7 +41,11 @@ def peak_mb() -> float:
 
 
 def demo_credentials(url: str) -> dict:
-    from cortex_nb.sandbox.tokens import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_REFRESH_TOKEN
+    from cortex_nb.sandbox.service.tokens import (
+        DEMO_CLIENT_ID,
+        DEMO_CLIENT_SECRET,
+        DEMO_REFRESH_TOKEN,
+    )
 
     return {
         "client_id": DEMO_CLIENT_ID,
@@ -98,7 +102,7 @@ def run_sdk(url: str, sql: str) -> dict:
 
 def run_ours(url: str, sql: str) -> dict:
     from cortex_nb import Credentials, HTTPClient
-    from cortex_nb.query import QueryService
+    from cortex_nb.query.service import QueryService
 
     client = HTTPClient(url=url, credentials=Credentials(**demo_credentials(url)))
     df = QueryService(client=client).query(sql, page_size=PAGE).df
@@ -118,7 +122,7 @@ def worker(way: str, url: str, sql: str) -> None:
     if way != "floor":
         import pan_cortex_data_lake  # noqa: F401
 
-        import cortex_nb.frames  # noqa: F401
+        import cortex_nb.results.frames  # noqa: F401
     baseline = rss_mb()
     started = time.perf_counter()
     out = WAYS[way](url, sql)

@@ -33,7 +33,7 @@ WAYS = {"in-process": False, "own process": True}
 
 def worker(rows: int, process: bool) -> None:
     """Connect, query, print a JSON line of measurements."""
-    from cortex_nb.connection import Connection
+    from cortex_nb.notebook.connection import Connection
 
     connection = Connection()
     started = time.perf_counter()

@@ -14,7 +14,7 @@ Each way runs in a fresh subprocess, one after the other against the same sandbo
     floor    one ``requests.Session`` reading the pages by cursor and parsing each with
              ``orjson``: no typing, nothing kept, nothing written
     stream   ``QueryService.query(sql, to=DIR)``: typed pages written to hive-partitioned
-             Parquet with a manifest (``cortex_nb.datasets``)
+             Parquet with a manifest (``cortex_nb.results.datasets``)
     frame    ``QueryService.query(sql, max_rows=None)``: the same rows as one DataFrame in
              memory (only with ``--frame``: it needs memory in proportion to the result)
 
@@ -63,7 +63,7 @@ def run_floor(url: str, sql: str, _: Path) -> dict:
 
 def service(url: str):
     from cortex_nb import Credentials, HTTPClient
-    from cortex_nb.query import QueryService
+    from cortex_nb.query.service import QueryService
 
     client = HTTPClient(url=url, credentials=Credentials(**demo_credentials(url)))
     return QueryService(client=client)
@@ -89,7 +89,7 @@ def worker(way: str, url: str, sql: str, target: Path) -> None:
     import requests  # noqa: F401
 
     if way != "floor":
-        import cortex_nb.datasets  # noqa: F401
+        import cortex_nb.results.datasets  # noqa: F401
     baseline = rss_mb()
     started = time.perf_counter()
     out = WAYS[way](url, sql, target)

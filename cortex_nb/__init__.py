@@ -9,7 +9,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from cortex_nb import _aliases
 from cortex_nb._version import __version__
+
+_aliases.install()  # the old flat module names (cortex_nb.frames...) still import
 
 # public name -> module that defines it
 _LAZY = {
@@ -24,23 +27,23 @@ _LAZY = {
     "ResultTooLarge": "exceptions",
     "TransportError": "exceptions",
     "UnknownNameError": "exceptions",
-    "Credentials": "credentials",
-    "Endpoint": "endpoints",
-    "HTTPClient": "httpclient",
-    "QueryJob": "query",
-    "QueryService": "query",
-    "Result": "query",
-    "BackgroundJobs": "background",
-    "BackgroundQuery": "background",
-    "Dataset": "datasets",
-    "open_dataset": "datasets",
-    "Connection": "connection",
-    "get_connection": "connection",
-    "get_session": "session",  # the old name of get_connection
-    "CredentialsPanel": "panel",
-    "panel": "panel",  # the module is callable: cortex_nb.panel() shows the panel
-    "tables": "dataguide",  # the log types as a DataFrame
-    "columns": "dataguide",  # a log type's columns as a DataFrame
+    "Credentials": "http.credentials",
+    "Endpoint": "http.endpoints",
+    "HTTPClient": "http.client",
+    "QueryJob": "query.job",
+    "QueryService": "query.service",
+    "Result": "query.job",
+    "BackgroundJobs": "query.background",
+    "BackgroundQuery": "query.background",
+    "Dataset": "results.datasets",
+    "open_dataset": "results.datasets",
+    "Connection": "notebook.connection",
+    "get_connection": "notebook.connection",
+    "get_session": "notebook.connection",  # the old name of get_connection
+    "CredentialsPanel": "notebook.panel",
+    "panel": "notebook.panel",  # callable: cortex_nb.panel() shows the panel
+    "tables": "sql.guide",  # the log types as a DataFrame
+    "columns": "sql.guide",  # a log type's columns as a DataFrame
 }
 
 __all__ = [*sorted(_LAZY), "__version__", "load_ipython_extension"]
@@ -61,6 +64,6 @@ def __dir__() -> list[str]:
 
 def load_ipython_extension(ipython: Any) -> None:
     """Register the ``%cortex`` / ``%%cortex`` magics (``%load_ext cortex_nb``)."""
-    from cortex_nb.magic import load_ipython_extension as _load
+    from cortex_nb.notebook.magic import load_ipython_extension as _load
 
     _load(ipython)

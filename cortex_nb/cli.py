@@ -13,7 +13,7 @@ and exit with status 2, without a traceback.
                         [--overwrite]
 
 ``query --output DIR`` (a directory, or a path without a suffix) streams the rows into a Parquet
-dataset (``cortex_nb.datasets``) without holding them in memory; the file outputs build the
+dataset (``cortex_nb.results.datasets``) without holding them in memory; the file outputs build the
 DataFrame first, so results over ``--max-rows`` are refused before they are downloaded.
 """
 
@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from cortex_nb.security import is_loopback
+from cortex_nb.http.security import is_loopback
 
 PROG = "cortex-nb"
 
@@ -129,13 +129,13 @@ def _start_sandbox(args: argparse.Namespace) -> Any:
 
 
 def add_profiles_arguments(parser: argparse.ArgumentParser) -> None:
-    """``cortex-nb profiles`` passes its words on to ``cortex_nb.profiles.main``."""
+    """``cortex-nb profiles`` passes its words on to ``cortex_nb.http.profiles.main``."""
     parser.add_argument("words", nargs=argparse.REMAINDER, help="list | show NAME | delete NAME")
 
 
 def run_profiles(args: argparse.Namespace) -> int:
-    """Stored credential profiles (the command lives in cortex_nb.profiles)."""
-    from cortex_nb.profiles import main as profiles_main
+    """Stored credential profiles (the command lives in cortex_nb.http.profiles)."""
+    from cortex_nb.http.profiles import main as profiles_main
 
     return profiles_main(args.words)
 
@@ -213,7 +213,7 @@ GUARDRAIL_ADVICE = (
 def run_query(args: argparse.Namespace) -> int:
     """Run one query and print the table (or write it to --output)."""
     from cortex_nb.exceptions import CortexError, ResultTooLarge
-    from cortex_nb.query import too_large
+    from cortex_nb.query.job import too_large
 
     _check_output(args.output)
     try:
@@ -256,8 +256,8 @@ def _check_output(output: Path | None) -> None:
 
 def _run_on_connection(args: argparse.Namespace, run: Callable[..., Any]) -> Any:
     """Connect as the options say, run ``run(service, sql, args)``, then disconnect."""
-    from cortex_nb.connection import Connection
-    from cortex_nb.sqlparams import qualify_tables
+    from cortex_nb.notebook.connection import Connection
+    from cortex_nb.sql.params import qualify_tables
 
     connection = Connection()
     try:
@@ -276,7 +276,7 @@ def _run_on_connection(args: argparse.Namespace, run: Callable[..., Any]) -> Any
 
 def _query_frame(service: Any, sql: str, args: argparse.Namespace) -> Any:
     """The result as a DataFrame (refused over --max-rows)."""
-    from cortex_nb.query import DEFAULT_MAX_ROWS
+    from cortex_nb.query.job import DEFAULT_MAX_ROWS
 
     max_rows = DEFAULT_MAX_ROWS if args.max_rows is None else args.max_rows or None
     progress = _stderr_progress if sys.stderr.isatty() else None

@@ -10,8 +10,8 @@ import requests
 from IPython.core.interactiveshell import InteractiveShell
 
 from cortex_nb import Credentials
+from cortex_nb.notebook.connection import get_connection as get_session
 from cortex_nb.sandbox import Sandbox
-from cortex_nb.session import get_session
 
 SANDBOX_ROWS = 3000  # small enough for a fast suite, large enough for several pages
 SANDBOX_SEED = 7

@@ -27,9 +27,10 @@ from cortex_nb import (
     QueryError,
     QueryStillRunning,
 )
-from cortex_nb.background import BackgroundJobs, gated_retry
-from cortex_nb.connection import Connection, get_connection
-from cortex_nb.query import QueryService
+from cortex_nb.http.transport import gated_retry
+from cortex_nb.notebook.connection import Connection, get_connection
+from cortex_nb.query.background import BackgroundJobs
+from cortex_nb.query.service import QueryService
 from tests.support import bearers_seen, token_requests
 
 RUNNING_STATES = {"WAITING", "PENDING", "RUNNING", "DOWNLOADING"}

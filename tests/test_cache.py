@@ -12,7 +12,8 @@ from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
 from cortex_nb import Credentials
-from cortex_nb.cache import (
+from cortex_nb.notebook.connection import get_connection
+from cortex_nb.results.cache import (
     CACHE_ENV,
     ResultCache,
     age_text,
@@ -20,8 +21,7 @@ from cortex_nb.cache import (
     cache_scope,
     current_time_function,
 )
-from cortex_nb.connection import get_connection
-from cortex_nb.sandbox.tokens import DEMO_CLIENT_SECRET, DEMO_REFRESH_TOKEN
+from cortex_nb.sandbox.service.tokens import DEMO_CLIENT_SECRET, DEMO_REFRESH_TOKEN
 
 WIDE = ("%%cortex -o wide --structs keep --cache\n"
         "SELECT session_id, source_ip, characteristics_of_app, time_generated, is_nat\n"

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from cortex_nb import Credentials, HTTPClient, QueryService, catalog
-from cortex_nb.dataguide import known_types
-from cortex_nb.frames import FrameBuilder
+from cortex_nb.results.frames import FrameBuilder
+from cortex_nb.sql.guide import known_types
 
 SANDBOX_TABLES = ["firewall.traffic", "firewall.threat", "firewall.url", "log.system"]
 DRIFT = {"http_method"}  # a plain string in the sandbox, an enum in the catalog (test_catalog)

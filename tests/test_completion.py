@@ -9,8 +9,9 @@ import time
 import pytest
 from IPython.core.completer import provisionalcompleter
 
-from cortex_nb import catalog, completion
-from cortex_nb.completion import complete
+from cortex_nb import catalog
+from cortex_nb.notebook import completion
+from cortex_nb.notebook.completion import complete
 
 
 def texts(code: str, offset: int | None = None, instance_id: str | None = None) -> list[str]:
@@ -113,7 +114,7 @@ def test_sql_on_the_line_is_completed_too():
 
 def test_subcommands_come_from_the_magic_s_own_parser(monkeypatch):
     """A subcommand added to %cortex (jobs, cancel...) is offered without touching completion."""
-    from cortex_nb import magic
+    from cortex_nb.notebook import magic
 
     original = magic._line_parser
 

@@ -10,8 +10,8 @@ import time
 import pytest
 
 from cortex_nb import Credentials, CredentialsError
-from cortex_nb.credentials import DEFAULT_TOKEN_URL, jwt_expiry
 from cortex_nb.exceptions import ConfigurationError
+from cortex_nb.http.credentials import DEFAULT_TOKEN_URL, jwt_expiry
 
 from .support import (
     CLIENT_ID,

@@ -21,8 +21,8 @@ import pytest
 
 from cortex_nb import ConfigurationError, CortexError, Credentials, HTTPClient, QueryCancelled
 from cortex_nb.cli import main
-from cortex_nb.datasets import MANIFEST, Dataset, open_dataset
-from cortex_nb.query import QueryService
+from cortex_nb.query.service import QueryService
+from cortex_nb.results.datasets import MANIFEST, Dataset, open_dataset
 from tests.conftest import SANDBOX_ROWS
 from tests.test_guardrail import ip, run  # noqa: F401  (ip: a shell connected to the sandbox)
 
@@ -165,8 +165,8 @@ def test_an_interrupted_stream_leaves_nothing_that_looks_complete(sandbox, servi
 KILLED_WRITER = """
 import sys
 from cortex_nb import Credentials, HTTPClient
-from cortex_nb.datasets import write_dataset
-from cortex_nb.query import QueryService
+from cortex_nb.results.datasets import write_dataset
+from cortex_nb.query.service import QueryService
 url, token_url, sql, target = sys.argv[1:]
 creds = Credentials(client_id="{client_id}", client_secret="{client_secret}",
                     refresh_token="{refresh_token}", token_url=token_url)

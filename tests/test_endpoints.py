@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from cortex_nb.connection import Connection
-from cortex_nb.endpoints import (
+from cortex_nb.exceptions import ConfigurationError
+from cortex_nb.http.endpoints import (
     DEFAULT_TOKEN_URL,
     DEFAULT_URL,
     REGION_NAMES,
@@ -18,7 +18,7 @@ from cortex_nb.endpoints import (
     normalize_token_url,
     token_url_on_host,
 )
-from cortex_nb.exceptions import ConfigurationError
+from cortex_nb.notebook.connection import Connection
 
 
 def test_one_region_table_with_the_documented_hosts():

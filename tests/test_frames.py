@@ -1,4 +1,4 @@
-"""cortex_nb.frames: Query Service result rows -> typed DataFrames (no network)."""
+"""cortex_nb.results.frames: Query Service result rows -> typed DataFrames (no network)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import cortex_nb.frames as frames
+import cortex_nb.results.frames as frames
 from cortex_nb.exceptions import ConfigurationError, CortexError, QueryError
-from cortex_nb.frames import FrameBuilder, ValueLostWarning, to_dataframe
+from cortex_nb.results.frames import FrameBuilder, ValueLostWarning, to_dataframe
 
 T0 = 1_583_020_800_123_456  # 2020-03-01 00:00:00.123456 UTC, in microseconds
 INT64_MIN = -(2**63)
@@ -669,7 +669,7 @@ def test_public_names() -> None:
 
 def test_importing_the_package_does_not_import_frames() -> None:
     code = (
-        "import sys, cortex_nb; print('cortex_nb.frames' in sys.modules, 'pyarrow' in sys.modules)"
+        "import sys, cortex_nb; print('cortex_nb.results.frames' in sys.modules, 'pyarrow' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]

@@ -9,9 +9,9 @@ from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
 from cortex_nb import ConfigurationError, Credentials, HTTPClient
-from cortex_nb.frames import FrameBuilder, parse_page
-from cortex_nb.query import QueryService
-from cortex_nb.session import get_session
+from cortex_nb.notebook.connection import get_connection as get_session
+from cortex_nb.query.service import QueryService
+from cortex_nb.results.frames import FrameBuilder, parse_page
 
 IF_DETAILS = {"unit": 0, "type": {"id": 0, "value": "ethernet"}, "slot": 1, "port": 3}
 ROWS = [

@@ -12,9 +12,9 @@ from IPython.utils.capture import capture_output
 
 from cortex_nb import Credentials, HTTPClient, QueryError, ResultTooLarge
 from cortex_nb.cli import main
-from cortex_nb.magic import CortexMagics
-from cortex_nb.query import DEFAULT_MAX_ROWS, QueryService
-from cortex_nb.session import get_session
+from cortex_nb.notebook.connection import get_connection as get_session
+from cortex_nb.notebook.magic import CortexMagics
+from cortex_nb.query.service import DEFAULT_MAX_ROWS, QueryService
 from tests.conftest import SANDBOX_ROWS
 
 RESULTS = "/query/v2/jobResults/"

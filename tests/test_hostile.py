@@ -22,8 +22,8 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from cortex_nb import CortexError, Credentials, HTTPClient, QueryError, TransportError
-from cortex_nb.connection import get_connection
-from cortex_nb.query import QueryService
+from cortex_nb.notebook.connection import get_connection
+from cortex_nb.query.service import QueryService
 
 from .support import make_jwt, sandbox_credentials, statuses_at_once, token_requests
 

@@ -19,7 +19,7 @@ from cortex_nb import (
     InvalidJSONError,
     TransportError,
 )
-from cortex_nb.httpclient import DEFAULT_URL, build_url
+from cortex_nb.http.client import DEFAULT_URL, build_url
 
 from .support import (
     API_PATH,

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from IPython.utils.capture import capture_output
 
-from cortex_nb.session import get_session
+from cortex_nb.notebook.connection import get_connection as get_session
 
 from .support import failed_with
 from .support import run_cell as run
@@ -197,7 +197,7 @@ def test_connect_from_pan_environment(ip, sandbox, monkeypatch):
 
 
 def test_connect_with_a_stored_sandbox_profile(ip, tmp_path, monkeypatch):
-    from cortex_nb import profiles
+    from cortex_nb.http import profiles
 
     monkeypatch.setenv("CORTEX_NB_CONFIG_DIR", str(tmp_path))
     monkeypatch.setenv("CORTEX_NB_KEYRING", "0")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from IPython.core.error import UsageError
 
-from cortex_nb.magic import parse_cell
+from cortex_nb.notebook.magic import parse_cell
 
 
 def test_sql_mode_with_every_option():

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from cortex_nb.sandbox.tokens import DEMO_CLIENT_SECRET, DEMO_REFRESH_TOKEN
+from cortex_nb.sandbox.service.tokens import DEMO_CLIENT_SECRET, DEMO_REFRESH_TOKEN
 
 ROOT = Path(__file__).parent.parent
 NAMES = (

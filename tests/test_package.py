@@ -64,8 +64,9 @@ def test_http_client_keywords_are_visible_to_help_and_ides():
 
 
 def test_old_session_names_still_work():
-    from cortex_nb.connection import Connection, get_connection
     from cortex_nb.session import Session, get_session
+
+    from cortex_nb.notebook.connection import Connection, get_connection
 
     assert Session is Connection and get_session is get_connection
     assert cortex_nb.get_session() is cortex_nb.get_connection()

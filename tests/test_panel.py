@@ -10,12 +10,13 @@ import stat
 
 import ipywidgets as widgets
 import pytest
+from cortex_nb.session import Session, get_session
 
 import cortex_nb
-from cortex_nb import profiles
-from cortex_nb.endpoints import Endpoint
 from cortex_nb.exceptions import ConfigurationError
-from cortex_nb.panel import (
+from cortex_nb.http import profiles
+from cortex_nb.http.endpoints import Endpoint
+from cortex_nb.notebook.panel import (
     CredentialsPanel,
     PanelFields,
     credentials_from_fields,
@@ -25,7 +26,6 @@ from cortex_nb.panel import (
     one_line,
     status_html,
 )
-from cortex_nb.session import Session, get_session
 
 BAD_SECRET = "not-the-secret-Zq81"
 
@@ -166,7 +166,7 @@ def test_status_html(sandbox):
     s = Session()
     assert 'data-state="disconnected"' in status_html(s)
     demo = sandbox.credentials()
-    from cortex_nb.credentials import Credentials
+    from cortex_nb.http.credentials import Credentials
 
     s.connect(Credentials(**demo), url=sandbox.url, instance_id="sandbox0")
     exp = s.credentials.expires_at
@@ -364,12 +364,12 @@ def test_sandbox_region_starts_a_sandbox_when_none_runs():
 
 
 def test_cortex_nb_panel_is_callable_and_uses_the_shared_session():
-    import cortex_nb.panel as module
+    import cortex_nb.notebook.panel as module
 
     made = module()
     try:
         assert isinstance(made, CredentialsPanel) and made._connection is get_session()
-        assert callable(cortex_nb.panel)
+        assert callable(cortex_nb.notebook.panel)
     finally:
         made.close()
 
@@ -392,7 +392,7 @@ def test_panel_shows_where_the_connection_went_whoever_connected_it(panel, sessi
     session.connect_sandbox()  # as `%cortex connect sandbox` does
     assert panel._region.value == "sandbox"
     assert 'data-state="connected"' in panel._status.value
-    from cortex_nb.credentials import Credentials
+    from cortex_nb.http.credentials import Credentials
 
     session.connect(Credentials(**sandbox.credentials()), endpoint=Endpoint.for_url(sandbox.url))
     assert (panel._region.value, panel._url.value) == ("custom", sandbox.url)

@@ -10,10 +10,10 @@ import warnings
 
 import pytest
 
-from cortex_nb import profiles
-from cortex_nb.credentials import Credentials
 from cortex_nb.exceptions import ConfigurationError
-from cortex_nb.security import MASK
+from cortex_nb.http import profiles
+from cortex_nb.http.credentials import Credentials
+from cortex_nb.http.security import MASK
 
 SECRET = "cs-PROFILE-SECRET-91f2"
 REFRESH = "rt-PROFILE-REFRESH-5c3e"
@@ -323,8 +323,8 @@ def test_cli_broken_file_is_one_line(config, capsys):
 
 
 def test_a_profile_s_region_and_instance_decide_where_the_connection_goes(config):
-    from cortex_nb.connection import Connection
-    from cortex_nb.endpoints import REGIONS, Endpoint
+    from cortex_nb.http.endpoints import REGIONS, Endpoint
+    from cortex_nb.notebook.connection import Connection
 
     from .support import make_jwt
 
@@ -345,7 +345,7 @@ def test_a_profile_s_region_and_instance_decide_where_the_connection_goes(config
 # -- hostile or broken disks -----------------------------------------------------------------
 CRASHING_SAVE = """
 import os, sys
-from cortex_nb import profiles
+from cortex_nb.http import profiles
 os.replace = lambda *args: os._exit(3)  # the process dies between the write and the rename
 profiles.save_profile("crashed", region="europe", client_secret=sys.argv[1])
 """

@@ -10,7 +10,7 @@ import pytest
 from pytest_httpserver import HTTPServer
 
 from cortex_nb import ConfigurationError, Credentials, HTTPClient, QueryCancelled, QueryError
-from cortex_nb.query import Progress, QueryJob, QueryService
+from cortex_nb.query.service import Progress, QueryJob, QueryService
 
 TRAFFIC = "`{i}.firewall.traffic`"
 
@@ -310,7 +310,7 @@ def test_page_size_out_of_range_is_refused(httpserver, fake):
 
 
 def test_pages_parsed_by_arrow_match_the_strict_path(sandbox, service):
-    from cortex_nb.frames import to_dataframe
+    from cortex_nb.results.frames import to_dataframe
 
     sql = q(sandbox, "SELECT * FROM {T} ORDER BY session_id")
     fast = service.query(sql, page_size=400, parallel=3)

@@ -14,8 +14,8 @@ from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
 from cortex_nb import Credentials, cli, profiles
-from cortex_nb.magic import _cell_parser, _line_parser, parse_cell
-from cortex_nb.session import get_session
+from cortex_nb.notebook.connection import get_connection as get_session
+from cortex_nb.notebook.magic import _cell_parser, _line_parser, parse_cell
 
 README = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
 BLOCKS = re.findall(r"```(\w+)\n(.*?)```", README, re.DOTALL)
@@ -39,7 +39,7 @@ CHECKED = (
     "cortex-nb sandbox --port",
     "from cortex_nb import get_connection",
     "%cortex connect --profile work --record",
-    "from cortex_nb import get_connection\nfrom cortex_nb.replay import Replay",
+    "from cortex_nb import get_connection\nfrom cortex_nb.record.replay import Replay",
     "%%cortex --cache",
     # Big results: tests/test_readme_big_results.py
     "%%cortex -o week --to traffic_week",
@@ -202,7 +202,7 @@ def test_record_and_replay_from_python(monkeypatch, tmp_path, capsys):
     monkeypatch.chdir(tmp_path)
     get_session().start_sandbox(rows=500)  # connect_sandbox() below uses the running one
     try:
-        exec(compile(block("from cortex_nb import get_connection\nfrom cortex_nb.replay"),
+        exec(compile(block("from cortex_nb import get_connection\nfrom cortex_nb.record.replay"),
                      "README", "exec"), {})
     finally:
         get_session().stop_sandbox()

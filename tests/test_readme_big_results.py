@@ -8,7 +8,7 @@ import shlex
 import pandas as pd
 
 from cortex_nb import cli
-from cortex_nb.datasets import Dataset, open_dataset
+from cortex_nb.results.datasets import Dataset, open_dataset
 from tests.test_readme import block, run_cell, shell  # noqa: F401  (shell is a fixture)
 
 

@@ -18,11 +18,11 @@ from IPython.utils.capture import capture_output
 from werkzeug import Response
 
 from cortex_nb import ConfigurationError, Credentials, HTTPClient, QueryError
-from cortex_nb.cassette import FORMAT, INSTANCE, Cassette, Recorder, dump_document
-from cortex_nb.connection import Connection, get_connection
-from cortex_nb.replay import MISS_STATUS, Replay
+from cortex_nb.notebook.connection import Connection, get_connection
+from cortex_nb.record.cassette import FORMAT, INSTANCE, Cassette, Recorder, dump_document
+from cortex_nb.record.replay import MISS_STATUS, Replay
 from cortex_nb.sandbox import Sandbox
-from cortex_nb.sandbox.tokens import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_REFRESH_TOKEN
+from cortex_nb.sandbox.service.tokens import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_REFRESH_TOKEN
 
 from .support import CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN, make_jwt, refresh_credentials
 

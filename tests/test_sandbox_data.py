@@ -5,7 +5,7 @@ from __future__ import annotations
 import duckdb
 import pytest
 
-from cortex_nb.sandbox import logs
+from cortex_nb.sandbox.data import logs
 from tests.conftest import SANDBOX_ROWS
 
 ANCHOR = 1_767_225_600  # 2026-01-01T00:00:00Z

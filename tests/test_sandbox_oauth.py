@@ -10,7 +10,7 @@ import pytest
 import requests
 from pan_cortex_data_lake import Credentials as SDKCredentials
 
-from cortex_nb.sandbox.tokens import TokenAuthority
+from cortex_nb.sandbox.service.tokens import TokenAuthority
 
 
 def grant_body(sandbox, **overrides: str) -> dict:

@@ -15,8 +15,8 @@ from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
 from cortex_nb import ConfigurationError
-from cortex_nb.connection import Connection
-from cortex_nb.session import get_session
+from cortex_nb.notebook.connection import Connection
+from cortex_nb.notebook.connection import get_connection as get_session
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
 

@@ -11,7 +11,8 @@ import duckdb
 import pytest
 
 from cortex_nb import catalog
-from cortex_nb.sandbox import Sandbox, logs, world
+from cortex_nb.sandbox import Sandbox
+from cortex_nb.sandbox.data import logs, world
 from tests.conftest import sandbox_client
 
 ANCHOR = 1_767_225_600  # 2026-01-01T00:00:00Z

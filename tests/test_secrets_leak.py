@@ -28,12 +28,12 @@ from cortex_nb import (
     HTTPError,
     TransportError,
 )
-from cortex_nb.connection import Connection
-from cortex_nb.endpoints import Endpoint, check_url
-from cortex_nb.query import QueryService
-from cortex_nb.security import MASK, Secret, check_route, is_loopback, scrub
-from cortex_nb.tracing import TraceLog
-from cortex_nb.transport import RetryingAdapter
+from cortex_nb.http.endpoints import Endpoint, check_url
+from cortex_nb.http.security import MASK, Secret, check_route, is_loopback, scrub
+from cortex_nb.http.tracing import TraceLog
+from cortex_nb.http.transport import RetryingAdapter
+from cortex_nb.notebook.connection import Connection
+from cortex_nb.query.service import QueryService
 
 from .support import API_PATH, CLIENT_SECRET, REFRESH_TOKEN, make_jwt
 
@@ -292,7 +292,7 @@ LEAK_TEST = '''
 import os
 
 from cortex_nb import Credentials, HTTPClient
-from cortex_nb.query import QueryService
+from cortex_nb.query.service import QueryService
 
 
 def service():

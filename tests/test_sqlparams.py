@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 
 from cortex_nb.exceptions import ConfigurationError
-from cortex_nb.sqlparams import qualify_tables, render_parameters, sql_literal
+from cortex_nb.sql.params import qualify_tables, render_parameters, sql_literal
 
 
 @pytest.mark.parametrize(

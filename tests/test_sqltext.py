@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cortex_nb.sqltext import SelectItem, cte_names, expects_table, outer_select, table_refs
+from cortex_nb.sql.text import SelectItem, cte_names, expects_table, outer_select, table_refs
 
 
 def refs(sql: str) -> list[tuple[str, str | None]]:

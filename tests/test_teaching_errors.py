@@ -11,7 +11,7 @@ import re
 import pytest
 
 from cortex_nb import Credentials, HTTPClient, QueryError, QueryService
-from cortex_nb.dataguide import explain
+from cortex_nb.sql.guide import explain
 
 from .support import failed_with, run_cell
 

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from cortex_nb import HTTPClient
-from cortex_nb.tracing import TraceLog
+from cortex_nb.http.tracing import TraceLog
 
 from .support import API_PATH, make_jwt, sandbox_credentials
 

@@ -5,15 +5,16 @@
     with Sandbox(rows=10_000, seed=7) as sb:
         sb.url, sb.port, sb.credentials()
 
-Modules: ``server`` (HTTP and the ``Sandbox`` life cycle), ``origins`` (browser safety),
-``api`` (routes), ``cursors`` (signed page cursors), ``jobs`` (job states, workers and limits),
-``retention`` (how long results are kept), ``limits`` (resource defaults), ``engine`` (csql ->
-DuckDB), ``csql`` (BigQuery's forms in DuckDB's words), ``typecheck`` (BigQuery's type
-checks at creation), ``policy`` (what a query may touch), ``logs`` (the synthetic log tables,
-made from ``world``: hosts, users and the story; ``sessions``, ``story`` and ``events``: the
-generators; ``columns``: catalog columns in DuckDB), ``tokens`` (OAuth2 and JWTs), ``faults`` (fault
-injection). Nothing here imports the client side of cortex_nb (only its ``catalog``, the data
-both sides read): the sandbox emulates the service, it does not mirror our code.
+Layout: ``server`` (HTTP and the ``Sandbox`` life cycle), ``process`` (the sandbox in its own
+process), ``origins`` (browser safety), ``limits`` (resource defaults), ``faults`` (fault
+injection); ``service/`` the emulated service (``api`` routes, ``tokens`` OAuth2 and JWTs,
+``jobs`` job states and workers, ``cursors`` signed page cursors, ``retention``, ``engine`` csql
+-> DuckDB, ``csql`` BigQuery's forms in DuckDB's words, ``typecheck`` BigQuery's type checks at
+creation, ``policy`` what a query may touch); ``data/`` the synthetic logs (``world`` hosts,
+users and the story's facts; ``flows``, ``story`` and ``events`` the generators; ``columns``
+catalog columns in DuckDB; ``logs`` the tables). Nothing here imports the client side of
+cortex_nb (only its ``catalog`` and ``wire``, what both sides read): the sandbox emulates the
+service, it does not mirror our code.
 """
 
 from cortex_nb.sandbox.server import RecordedRequest, Sandbox

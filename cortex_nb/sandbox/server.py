@@ -29,8 +29,6 @@ import uuid
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from cortex_nb.sandbox import tokens as oauth
-from cortex_nb.sandbox.api import Api, Reply, Request, error_reply, refusal_reply
 from cortex_nb.sandbox.faults import Faults
 from cortex_nb.sandbox.limits import (
     DEFAULT_QUERY_TIMEOUT_MS,
@@ -38,6 +36,8 @@ from cortex_nb.sandbox.limits import (
     default_memory_limit_mb,
 )
 from cortex_nb.sandbox.origins import BrowserGuard
+from cortex_nb.sandbox.service import tokens as oauth
+from cortex_nb.sandbox.service.api import Api, Reply, Request, error_reply, refusal_reply
 
 REQUEST_LOG_SIZE = 10_000
 MAX_BODY_BYTES = 256 * 1024
@@ -379,9 +379,9 @@ class Sandbox:
             return
         import duckdb
 
-        from cortex_nb.sandbox.engine import Engine
-        from cortex_nb.sandbox.jobs import JobManager
-        from cortex_nb.sandbox.retention import Retention
+        from cortex_nb.sandbox.service.engine import Engine
+        from cortex_nb.sandbox.service.jobs import JobManager
+        from cortex_nb.sandbox.service.retention import Retention
 
         try:
             self.engine = Engine(

@@ -1,0 +1,305 @@
+"""What a query takes, as one frozen, checked value: ``QueryOptions``.
+
+Every path that runs a query builds its options here and nowhere else: the Python API
+(``QueryService.query/start/job/fetch/submit_query/submit_fetch``), the ``%%cortex`` magic (its
+traitlets are the notebook's defaults, a cell's flags override them), and the ``cortex-nb query``
+command. The cache key and datasets read the same value, so an option means the same on every
+path.
+
+``OPTIONS`` describes each option once (name, kind, allowed values, help, flag): the checks, the
+magic's and the command line's flags and their completion all come from it. ``properties`` is
+the only thing sent to the service (as the job's ``params.properties``); an unknown keyword is
+refused before anything is sent, naming the closest option, never passed on as a property.
+
+Zero means "none" for ``max_rows`` (no guardrail) and ``timeout`` (no time limit), as it does
+on the command line and in ``%config``; in Python, ``None`` says the same.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from cortex_nb.exceptions import ConfigurationError
+from cortex_nb.wire import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, RESULT_FORMATS
+
+__all__ = [
+    "DEFAULT_MAX_ROWS",
+    "DEFAULT_QUERY_TIMEOUT",
+    "OPTIONS",
+    "OptionError",
+    "OptionSpec",
+    "QueryOptions",
+    "given",
+]
+
+DEFAULT_QUERY_TIMEOUT = 3600.0  # seconds a query may take, from submit to its last page
+# rows a query may bring into memory: a traffic frame of a million rows takes about 1 GB
+DEFAULT_MAX_ROWS = 1_000_000
+STRUCT_MODES = ("value", "keep", "flatten")
+DTYPE_MODES = ("objects", "arrow")
+
+
+class OptionError(ConfigurationError, TypeError):
+    """An unknown option, or a value an option does not take (raised before anything is sent)."""
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """One query option: its kind, allowed values, help line and command-line flag."""
+
+    name: str
+    kind: type
+    help: str
+    choices: tuple[str, ...] = ()
+    flag: str | None = None  # the --flag of the magic and the CLI (None: Python only)
+    none_is_zero: bool = False  # 0 means None ("no limit")
+
+
+OPTIONS: tuple[OptionSpec, ...] = (
+    OptionSpec("limit", int, "fetch at most N rows", flag="--limit"),
+    OptionSpec(
+        "max_rows", int, "refuse results of more than N rows in memory (0: no guardrail)",
+        flag="--max-rows", none_is_zero=True,
+    ),
+    OptionSpec("page_size", int, f"rows per results page (1..{MAX_PAGE_SIZE:,})",
+               flag="--page-size"),
+    OptionSpec("parallel", int, "results pages fetched at once", flag="--parallel"),
+    OptionSpec(
+        "structs", str, "{value: ...} structs: their value, kept whole, or flattened",
+        choices=STRUCT_MODES, flag="--structs",
+    ),
+    OptionSpec(
+        "dtypes", str, "lists and structs: Python objects or Arrow-backed (ArrowDtype)",
+        choices=DTYPE_MODES, flag="--dtypes",
+    ),
+    OptionSpec(
+        "timeout", float, "cancel the query after N seconds (0: never)", flag="--timeout",
+        none_is_zero=True,
+    ),
+    OptionSpec("to", str, "stream the rows into a Parquet dataset in DIR", flag="--to"),
+    OptionSpec("overwrite", bool, "with --to: replace a dataset there", flag="--overwrite"),
+    OptionSpec("cache", bool, "reuse a cached result, or keep this one", flag="--cache"),
+    OptionSpec("refresh", bool, "run it again and cache the new result", flag="--refresh"),
+    OptionSpec("result_format", str, "how the service sends rows", choices=RESULT_FORMATS),
+    OptionSpec("properties", dict, "job properties sent to the service (params.properties)"),
+)
+_SPECS = {spec.name: spec for spec in OPTIONS}
+
+
+@dataclass(frozen=True)
+class QueryOptions:
+    """Everything a query takes besides its SQL, checked when made; change with ``replace``.
+
+    - ``limit``: fetch at most that many rows (None: all).
+    - ``max_rows``: the guardrail: a result of more rows is refused before it is downloaded
+      (None or 0: no guardrail). It does not apply with ``to``.
+    - ``page_size``, ``parallel``: rows per results page, pages fetched at once.
+    - ``structs``: ``{"value": ...}`` structs become their value, stay whole, or are flattened.
+    - ``dtypes``: lists and structs as Python objects or ``ArrowDtype`` columns.
+    - ``timeout``: seconds from submit to the last page, retries included (None or 0: none).
+    - ``to`` (+ ``overwrite``): stream the rows into a Parquet dataset there.
+    - ``cache``, ``refresh``: keep the result in the result cache and reuse it / run again.
+    - ``result_format``: ``valuesDictionary`` (default) or ``valuesArray``.
+    - ``properties``: job properties, the only thing sent to the service with the SQL.
+    """
+
+    limit: int | None = None
+    max_rows: int | None = DEFAULT_MAX_ROWS
+    page_size: int = DEFAULT_PAGE_SIZE
+    parallel: int = 4
+    structs: str = "value"
+    dtypes: str = "objects"
+    timeout: float | None = DEFAULT_QUERY_TIMEOUT
+    to: str | os.PathLike[str] | None = None
+    overwrite: bool = False
+    cache: bool = False
+    refresh: bool = False
+    result_format: str = "valuesDictionary"
+    properties: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for spec in OPTIONS:
+            value = _checked(spec, getattr(self, spec.name))
+            object.__setattr__(self, spec.name, value)
+        self._check_together()
+
+    def _check_together(self) -> None:
+        """Options that only make sense with, or without, another one."""
+        if self.overwrite and self.to is None:
+            raise OptionError("overwrite=True (--overwrite) replaces a dataset: give to=DIR too.")
+        if self.to is not None and (self.cache or self.refresh):
+            raise OptionError(
+                "The result cache keeps DataFrames and to=DIR writes a dataset: choose one "
+                "(drop cache/refresh, or to)."
+            )
+
+    # -- making ------------------------------------------------------------------------------
+    @classmethod
+    def build(
+        cls, base: QueryOptions | Mapping[str, Any] | None = None, /, *, doing: str = "query()",
+        **changes: Any,
+    ) -> QueryOptions:
+        """``base`` (default: the built-in defaults) with ``changes``; an unknown name is an
+        ``OptionError`` naming the closest option (``doing`` says who was called)."""
+        check_names(changes, doing)
+        if base is None:
+            return cls(**changes)
+        if isinstance(base, Mapping):
+            check_names(base, doing)
+            return cls(**{**base, **changes})
+        if not isinstance(base, QueryOptions):
+            raise OptionError(
+                f"{doing}: options must be a QueryOptions (or a dict of options), not "
+                f"{type(base).__name__}."
+            )
+        return base.replace(**changes) if changes else base
+
+    def replace(self, **changes: Any) -> QueryOptions:
+        """A copy with ``changes`` (checked like a new value)."""
+        check_names(changes, "QueryOptions.replace()")
+        return dataclasses.replace(self, **changes)
+
+    # -- reading -----------------------------------------------------------------------------
+    def as_dict(self) -> dict[str, Any]:
+        """Every option by name (``properties`` as a plain dict)."""
+        values = {spec.name: getattr(self, spec.name) for spec in OPTIONS}
+        values["properties"] = dict(self.properties)
+        return values
+
+    def shape(self) -> dict[str, Any]:
+        """What shapes a frame of the result (for cache keys): structs, dtypes, limit, format,
+        and the job properties (they may change what the service returns)."""
+        return {
+            "structs": self.structs, "dtypes": self.dtypes, "limit": self.limit,
+            "result_format": self.result_format, "properties": dict(self.properties),
+        }
+
+    @property
+    def wanted_page_size(self) -> int:
+        """The page size asked of the service: ``page_size``, or ``limit`` when smaller."""
+        return self.page_size if self.limit is None else min(self.page_size, self.limit)
+
+    def __repr__(self) -> str:
+        changed = [
+            f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self)
+            if getattr(self, f.name) != _default(f)
+        ]
+        return f"QueryOptions({', '.join(changed)})"
+
+
+def given(**values: Any) -> dict[str, Any]:
+    """The options a command line gave: ``None`` means "not given" and is dropped, ``0`` means
+    "none" for the options that say so (``--max-rows 0``, ``--timeout 0``)."""
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def check_names(values: Mapping[str, Any], doing: str) -> None:
+    """Refuse a name that is not an option, naming the closest one."""
+    for name in values:
+        if name not in _SPECS:
+            raise OptionError(_unknown(name, doing))
+
+
+def _unknown(name: str, doing: str) -> str:
+    close = difflib.get_close_matches(name, list(_SPECS), n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return (
+        f"{doing} got an unknown option {name!r}: {hint}Options: {', '.join(_SPECS)}. Job "
+        "properties for the service go in properties={...}."
+    )
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
+
+
+# -- checking one option ---------------------------------------------------------------------
+def _checked(spec: OptionSpec, value: Any) -> Any:
+    """``value`` as ``spec`` takes it (0 -> None where zero means none), or ``OptionError``."""
+    return _CHECKS[spec.name](spec, value)
+
+
+def _whole(spec: OptionSpec, value: Any, low: int = 1, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise OptionError(f"{spec.name} must be a whole number, not {value!r}.")
+    if value < low or (high is not None and value > high):
+        span = f"{low:,}..{high:,}" if high is not None else f"at least {low:,}"
+        raise OptionError(f"{spec.name} must be {span}, not {value!r}.")
+    return value
+
+
+def _optional_whole(spec: OptionSpec, value: Any) -> int | None:
+    if value is None or (spec.none_is_zero and value == 0 and not isinstance(value, bool)):
+        return None
+    return _whole(spec, value)
+
+
+def _seconds(spec: OptionSpec, value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        raise OptionError(f"{spec.name} must be seconds (a number, or None), not {value!r}.")
+    if value == 0:
+        return None
+    if value < 0:
+        raise OptionError(f"{spec.name} must be positive seconds (0 or None: no limit), "
+                          f"not {value!r}.")
+    return float(value)
+
+
+def _choice(spec: OptionSpec, value: Any) -> str:
+    if value not in spec.choices:
+        raise OptionError(
+            f"{spec.name}={value!r}: use {', '.join(repr(c) for c in spec.choices)}."
+        )
+    return value
+
+
+def _flag(spec: OptionSpec, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise OptionError(f"{spec.name} must be True or False, not {value!r}.")
+    return value
+
+
+def _path(spec: OptionSpec, value: Any) -> str | os.PathLike[str] | None:
+    if value is None or isinstance(value, str | os.PathLike):
+        if isinstance(value, str) and not value.strip():
+            raise OptionError("to must name a directory for the dataset, not an empty string.")
+        return value
+    raise OptionError(f"to must be a directory path (str or Path), not {type(value).__name__}.")
+
+
+def _properties(spec: OptionSpec, value: Any) -> Mapping[str, Any]:
+    if value is None:
+        value = {}
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        raise OptionError(
+            "properties must be a dict of job properties with string keys, e.g. "
+            "properties={'maxRows': 10}."
+        )
+    return MappingProxyType(dict(value))
+
+
+_CHECKS: dict[str, Callable[[OptionSpec, Any], Any]] = {
+    "limit": lambda spec, v: None if v is None else _whole(spec, v),
+    "max_rows": _optional_whole,
+    "page_size": lambda spec, v: _whole(spec, v, 1, MAX_PAGE_SIZE),
+    "parallel": lambda spec, v: _whole(spec, v, 1, 64),
+    "structs": _choice,
+    "dtypes": _choice,
+    "timeout": _seconds,
+    "to": _path,
+    "overwrite": _flag,
+    "cache": _flag,
+    "refresh": _flag,
+    "result_format": _choice,
+    "properties": _properties,
+}

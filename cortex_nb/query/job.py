@@ -1,0 +1,509 @@
+"""One query job on the service: its state and progress, its pages, its cancel.
+
+A ``QueryJob`` is created by ``QueryService.start(sql)`` or taken up by
+``QueryService.job(job_id)``. It polls with ``maxWait`` and a short client backoff, then pages:
+by cursor, or, once ``rowsInJob`` is known, by ``offset`` with a few pages in flight at once
+(order preserved). Every page is checked in one place, each decoded once; rows received must
+equal ``rowsInJob`` or it raises: nothing is silently cut. Interrupted (Ctrl-C) inside
+``cancel_on_interrupt()``, it cancels itself on the server and says so.
+
+A result too big for memory is refused before it is downloaded: the first page tells
+``rowsInJob``, and above ``max_rows`` the job is cancelled and ``ResultTooLarge`` raised.
+A job always ends: past its deadline (``timeout=`` seconds), or when the pages stop making
+progress (a cursor seen twice, a page that adds no rows, pages that end short of ``rowsInJob``),
+it cancels itself on the server and raises ``QueryError``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import requests
+
+from cortex_nb.exceptions import CortexError, QueryCancelled, QueryError, ResultTooLarge
+from cortex_nb.http.tracing import Trace
+from cortex_nb.query.replies import (
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
+    MAX_WAIT_MS,
+    check_page,
+    rows_in_job,
+)
+from cortex_nb.sql import guide as dataguide
+
+if TYPE_CHECKING:
+    from cortex_nb.query.service import QueryService
+
+__all__ = [
+    "DEFAULT_MAX_ROWS",
+    "Page",
+    "Progress",
+    "QueryJob",
+    "Result",
+    "plural",
+    "too_large",
+]
+
+FIRST_BACKOFF = 0.02  # seconds; polls start fast, most sandbox and small jobs finish in ms
+MAX_BACKOFF = 1.0
+CANCEL_TIMEOUT = (5, 10)  # seconds: a cancel on the way out must not hold the user long
+DEFAULT_QUERY_TIMEOUT = 3600.0  # seconds a query may take, from submit to its last page
+# rows a query may bring into memory: a traffic frame of a million rows takes about 1 GB
+DEFAULT_MAX_ROWS = 1_000_000
+GUARDRAIL_ADVICE = (
+    "Fetch fewer (limit=N, or WHERE/LIMIT in the SQL), stream them to disk (to='DIR'), or "
+    "raise max_rows (None: no guardrail)."
+)
+# what a job id the service chose may not hold: it goes into URL paths
+
+@dataclass
+class Progress:
+    """Where a query stands: handed to the ``progress`` callback after every step."""
+
+    job_id: str
+    state: str
+    rows: int = 0
+    rows_in_job: int | None = None
+    pages: int = 0
+    elapsed: float = 0.0
+    done: bool = False
+
+    def line(self, how_to_stop: str = "interrupt the kernel to stop") -> str:
+        """One line for a status display: what is happening, how far, and how to stop."""
+        total = self.rows_in_job
+        rows = f"{self.rows:,}/{total:,} rows" if total is not None else plural(self.rows, "row")
+        text = (
+            f"{self.phase:<11} {rows}, {plural(self.pages, 'page')}, {self.elapsed:.1f} s "
+            f"(job {self.job_id})"
+        )
+        return text if self.done or not how_to_stop else f"{text} · {how_to_stop}"
+
+    @property
+    def phase(self) -> str:
+        """The state in words: queued, running, downloading, done, cancelled, failed..."""
+        if self.state == "DONE":
+            return "done" if self.done else "downloading"
+        return _PHASES.get(self.state, self.state.lower())
+
+
+_PHASES = {
+    "WAITING": "waiting", "PENDING": "queued", "RUNNING": "running", "CANCELLED": "cancelled",
+}
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 page``, ``2 pages``, ``1,000 rows``."""
+    return f"{count:,} {noun}" + ("" if count == 1 else "s")
+
+
+@dataclass
+class Result:
+    """A finished query: the DataFrame and how it was obtained."""
+
+    df: Any
+    job_id: str
+    rows_in_job: int
+    pages: int
+    elapsed: float
+    sql: str
+    schema: dict[str, Any] | None = None
+    traces: list[Trace] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """One line: rows, pages, time and job id."""
+        return (
+            f"{plural(len(self.df), 'row')} ({self.rows_in_job:,} in job), "
+            f"{plural(self.pages, 'page')}, {self.elapsed:.2f} s, job {self.job_id}"
+        )
+
+    def __repr__(self) -> str:
+        return f"<Result {self.summary()}>"
+
+    def _repr_html_(self) -> str:
+        return f"<p><code>{self.summary()}</code></p>" + self.df._repr_html_()
+
+
+def too_large(
+    job_id: str, rows: int, max_rows: int, cancelled: bool, advice: str = GUARDRAIL_ADVICE
+) -> ResultTooLarge:
+    """The one-line error of the guardrail: how many rows (``rowsInJob``, or ``limit`` when
+    smaller), the guardrail, and what to do."""
+    said = "cancelled the job on the server" if cancelled else "could not cancel the job"
+    return ResultTooLarge(
+        f"Job {job_id} would bring {rows:,} rows into memory, more than max_rows={max_rows:,}: "
+        f"stopped after its first page and {said}. {advice}",
+        job_id, rows, max_rows, cancelled,
+    )
+
+
+class _Poller:
+    """Client-side backoff between polls, used only when the server answers without waiting.
+
+    ``stop``, once set (the job was cancelled), cuts the sleep short.
+    """
+
+    def __init__(self, stop: threading.Event | None = None) -> None:
+        self.delay = FIRST_BACKOFF
+        self.stop = stop or threading.Event()
+
+    def wait(self, response: requests.Response) -> None:
+        """Sleep before the next poll, unless the server already held the request."""
+        held = response.elapsed.total_seconds()
+        if held < MAX_WAIT_MS / 2000:  # the server did not hold the request for long
+            self.stop.wait(self.delay)
+            self.delay = min(self.delay * 2, MAX_BACKOFF)
+
+
+# -- the job -------------------------------------------------------------------------------------
+@dataclass
+class Page:
+    """One DONE results page: its rows (decoded, or an Arrow ``StructArray``) and its cursor."""
+
+    rows: Any
+    size: int
+    cursor: str | None
+    arrow: bool = False
+
+    @classmethod
+    def of(cls, payload: dict[str, Any]) -> Page:
+        """The page in a checked DONE payload."""
+        data = payload["page"]["result"]["data"]
+        return cls(data, len(data), payload["page"].get("pageCursor"))
+
+
+class QueryJob:
+    """A query job on the service: its id, state and progress; its pages; its cancel.
+
+    ``limit`` fetches at most that many rows (the page size shrinks to it); ``parallel`` pages
+    are fetched at once by offset when the row count is known; ``progress`` is called with the
+    ``Progress`` record after every step; past ``timeout`` seconds (None: no limit) the job is
+    cancelled and ``QueryError`` raised. ``pace``, when given, is called before every request
+    (background jobs wait there while the service asks everyone to back off). Once ``cancel()``
+    was called, from any thread, the job's own loop stops at its next step (``QueryCancelled``).
+    With ``max_rows``, a job that would bring more rows than that is cancelled once its first
+    page tells the count (``ResultTooLarge``).
+    """
+
+    def __init__(
+        self, service: QueryService, job_id: str, *, sql: str | None = None,
+        page_size: int = DEFAULT_PAGE_SIZE, result_format: str = "valuesDictionary",
+        limit: int | None = None, parallel: int = 4,
+        progress: Callable[[Progress], None] | None = None,
+        timeout: float | None = DEFAULT_QUERY_TIMEOUT, max_rows: int | None = None,
+        pace: Callable[[], None] | None = None,
+    ) -> None:
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise QueryError(f"page_size must be 1..{MAX_PAGE_SIZE}, not {page_size}.")
+        if limit is not None and limit < 1:
+            raise QueryError(f"limit must be at least 1, not {limit}.")
+        if max_rows is not None and max_rows < 1:
+            raise QueryError(f"max_rows must be at least 1 (None: no guardrail), not {max_rows}.")
+        if timeout is not None and not timeout > 0:
+            raise QueryError(f"timeout must be positive seconds (or None), not {timeout}.")
+        self.service, self.id, self.sql = service, job_id, sql
+        self.page_size = page_size if limit is None else min(page_size, limit)
+        self.result_format, self.limit, self.max_rows = result_format, limit, max_rows
+        self.parallel = max(1, parallel)
+        self.callback = progress
+        self.progress = Progress(job_id=job_id, state="PENDING")
+        self.rows_in_job: int | None = None
+        self.schema: dict[str, Any] | None = None
+        self._first: dict[str, Any] | None = None
+        self._started = time.monotonic()
+        self.timeout = timeout
+        self._deadline = None if timeout is None else self._started + timeout
+        self.pace = pace
+        self._cancelled = threading.Event()
+
+    @property
+    def state(self) -> str:
+        """The job's last known state (PENDING, RUNNING, DONE, ...)."""
+        return self.progress.state
+
+    @property
+    def pages(self) -> int:
+        """Results pages received so far."""
+        return self.progress.pages
+
+    @property
+    def wanted_rows(self) -> int:
+        """The rows this job hands out: ``rowsInJob``, or ``limit`` when smaller (once known)."""
+        return self._wanted()
+
+    def __repr__(self) -> str:
+        return f"<QueryJob {self.id} {self.progress.line()}>"
+
+    # -- states and pages ------------------------------------------------------------------------
+    def wait(self) -> None:
+        """Poll with ``maxWait`` (and a short backoff) until the job is DONE; raise if it fails."""
+        if self._first is not None:
+            return
+        poll = _Poller(self._cancelled)
+        self._report("PENDING")
+        while True:
+            self._before_request()
+            response = self._results(max_wait=MAX_WAIT_MS)
+            page = check_page(response, self.id, self.service.secrets())
+            if page["state"] == "DONE":
+                break
+            self._report(page["state"])
+            poll.wait(response)
+        self._first = page
+        self.rows_in_job = rows_in_job(page, self.id)
+        self.progress.rows_in_job = self.rows_in_job
+        self.schema = page.get("schema")
+        self._refuse_if_too_large()
+        self._report("DONE")
+
+    def _refuse_if_too_large(self) -> None:
+        """The guardrail: cancel the job and raise when it would bring more than ``max_rows``."""
+        wanted = self._wanted()
+        if self.max_rows is None or wanted <= self.max_rows:
+            return
+        self._first = {}  # nothing of it is handed out
+        cancelled = self.cancel()
+        self._report("CANCELLED", done=True)
+        raise too_large(self.id, wanted, self.max_rows, cancelled)
+
+    def iter_pages(self, *, arrow: bool = True) -> Iterator[Page]:
+        """Every wanted page in order, checked; raise unless exactly the wanted rows arrived.
+
+        ``arrow`` lets pages after the first be parsed by Arrow in the download threads (rows
+        then come as a ``StructArray``); without it every page's rows are decoded JSON.
+        """
+        self.wait()
+        first, self._first = self._first, {}  # the first page is handed out once
+        if not first:
+            raise QueryError(f"Job {self.id}: its pages were already read; start it again.")
+        wanted = self._wanted()
+        for page in self._pages(Page.of(first), wanted, arrow and self._arrow_ok()):
+            self.progress.rows += page.size
+            self.progress.pages += 1
+            self._report("DONE")
+            yield page
+        self._check_count(wanted)
+        self._report("DONE", done=True)
+
+    def rows(self) -> list[Any]:
+        """Every wanted row as decoded JSON, as the service sent them."""
+        rows: list[Any] = []
+        for page in self.iter_pages(arrow=False):
+            rows.extend(page.rows)
+        return rows[: self.limit] if self.limit is not None else rows
+
+    def result(self, structs: str = "value", dtypes: str | None = None) -> Result:
+        """Every wanted row as a typed DataFrame, in a ``Result`` (``dtypes``: see
+        ``FrameBuilder``; None is its default)."""
+        from cortex_nb.results.frames import DEFAULT_DTYPES, FrameBuilder  # pandas loads when used
+
+        self.wait()
+        builder = FrameBuilder(
+            schema=self.schema, result_format=self.result_format, structs=structs,
+            known_types=dataguide.known_types(self.sql) if self.sql else None,
+            dtypes=dtypes or DEFAULT_DTYPES,
+        )
+        for page in self.iter_pages():
+            if page.arrow:
+                builder.add_arrow_page(page.rows)
+            else:
+                builder.add_page(page.rows)
+            page.rows = None  # let the page go as soon as its columns are kept
+        df = builder.to_dataframe()
+        if self.limit is not None and len(df) > self.limit:
+            df = df.iloc[: self.limit]
+        return Result(
+            df=df, job_id=self.id, rows_in_job=self.rows_in_job or 0, pages=self.pages,
+            elapsed=self.progress.elapsed, sql=self.sql or "", schema=self.schema,
+        )
+
+    # -- cancelling ------------------------------------------------------------------------------
+    def cancel(self) -> bool:
+        """Ask the service to cancel the job; True when it accepted. Never raises.
+
+        The job's own loop (in whatever thread) stops before its next request.
+        """
+        self._cancelled.set()
+        with contextlib.suppress(CortexError):
+            return self.service.cancel_job(self.id, timeout=CANCEL_TIMEOUT).ok
+        return False
+
+    @contextlib.contextmanager
+    def cancel_on_interrupt(self, cancel: bool = True) -> Iterator[QueryJob]:
+        """Inside, an interrupt (Ctrl-C) cancels the job and becomes ``QueryCancelled``; any
+        failure ends the progress (``failed``, ``cancelled``) before it is raised.
+
+        With ``cancel=False`` (a job taken up by id) an interrupt only stops waiting: the job
+        is left as it is on the service and the error says how to fetch it again.
+        """
+        try:
+            yield self
+        except QueryError as exc:
+            if not self.progress.done:
+                cancelled = isinstance(exc, QueryCancelled)
+                self._report("CANCELLED" if cancelled else "FAILED", done=True)
+            raise
+        except KeyboardInterrupt:
+            if not cancel:
+                self._report("STOPPED", done=True)
+                raise QueryError(
+                    f"Interrupted: stopped fetching job {self.id}; it was left as it is on the "
+                    f"service (fetch it again with %cortex fetch {self.id}).", self.id,
+                ) from None
+            cancelled = self.cancel()
+            self._report("CANCELLED", done=True)
+            said = "was cancelled on the server" if cancelled else "could not be cancelled"
+            raise QueryCancelled(
+                f"Interrupted: job {self.id} {said} ({self.progress.rows:,} rows had arrived).",
+                self.id,
+            ) from None
+
+    # -- giving up -------------------------------------------------------------------------------
+    def _give_up(self, problem: str, advice: str) -> QueryError:
+        """Cancel the job on the server; the error to raise says what went wrong and what to do."""
+        said = "cancelled it on the server" if self.cancel() else "could not cancel it"
+        return QueryError(f"Job {self.id}: {problem}; {said}. {advice}", self.id)
+
+    def _before_request(self) -> None:
+        """Before every request: stop if cancelled, keep the pace, give up past the deadline."""
+        self._stop_if_cancelled()
+        if self.pace is not None:
+            self.pace()
+            self._stop_if_cancelled()
+        self._check_time()
+
+    def _stop_if_cancelled(self) -> None:
+        if self._cancelled.is_set():
+            raise QueryCancelled(
+                f"Job {self.id} was cancelled ({self.progress.rows:,} rows had arrived).", self.id
+            )
+
+    def _check_time(self) -> None:
+        """Give up once the deadline has passed."""
+        if self._deadline is not None and time.monotonic() > self._deadline:
+            raise self._give_up(
+                f"not finished within {self.timeout:g} s ({self.state}, "
+                f"{self.progress.rows:,} rows received)",
+                "Allow more time (query(timeout=...), %%cortex --timeout) or narrow the query.",
+            )
+
+    # -- inside ----------------------------------------------------------------------------------
+    def _report(self, state: str, done: bool = False) -> None:
+        p = self.progress
+        p.job_id, p.state, p.done = self.id, state, done
+        p.elapsed = time.monotonic() - self._started
+        if self.callback is not None:
+            self.callback(p)
+
+    def _wanted(self) -> int:
+        total = self.rows_in_job or 0
+        return total if self.limit is None else min(total, self.limit)
+
+    def _arrow_ok(self) -> bool:
+        return self.result_format == "valuesDictionary"
+
+    def _results(self, **where: Any) -> requests.Response:
+        return self.service.get_job_results(
+            self.id, page_size=self.page_size, result_format=self.result_format, **where
+        )
+
+    def _pages(self, first: Page, wanted: int, arrow: bool) -> Iterator[Page]:
+        """The first page, then the rest by offset (in parallel) or by cursor."""
+        yield first
+        if first.size >= wanted:
+            return
+        if self.parallel > 1 and self.rows_in_job is not None:
+            yield from self._pages_by_offset(first.size, wanted, arrow)
+        else:
+            yield from self._pages_by_cursor(first.cursor, first.size, wanted, arrow)
+
+    def _pages_by_cursor(
+        self, cursor: str | None, received: int, wanted: int, arrow: bool
+    ) -> Iterator[Page]:
+        seen = {cursor}
+        while cursor and received < wanted:
+            self._before_request()
+            page = self._read(*self._download(arrow, page_cursor=cursor))
+            if page.cursor in seen:  # the service is going round in circles
+                raise self._give_up(
+                    f"the service sent page cursor {page.cursor[:40]!r} a second time",
+                    "Run the query again; if it repeats, report it with the job id.",
+                )
+            seen.add(page.cursor)
+            received += page.size
+            cursor = page.cursor
+            yield page
+
+    def _pages_by_offset(self, start: int, wanted: int, arrow: bool) -> Iterator[Page]:
+        # Threads download (and parse, when Arrow can: its reader releases the GIL); pages are
+        # checked and handed out here, in order, a bounded number in flight.
+        offsets = iter(range(start, wanted, self.page_size))
+        with ThreadPoolExecutor(self.parallel, thread_name_prefix="cortex-page") as pool:
+            in_flight: list[Future] = []
+            try:
+                for offset in offsets:
+                    self._before_request()
+                    in_flight.append(pool.submit(self._download, arrow, offset=offset))
+                    if len(in_flight) >= self.parallel:
+                        yield self._read(*in_flight.pop(0).result())
+                while in_flight:
+                    yield self._read(*in_flight.pop(0).result())
+            finally:
+                for future in in_flight:
+                    future.cancel()
+
+    def _download(self, arrow: bool, **where: Any) -> tuple[requests.Response, Any]:
+        """One results page (runs in a worker thread), parsed by Arrow when it may be."""
+        response = self._results(**where)
+        parsed = None
+        if arrow and response.ok:
+            from cortex_nb.results.frames import parse_page
+
+            parsed = parse_page(response.content)
+        return response, parsed
+
+    def _read(self, response: requests.Response, parsed: Any) -> Page:
+        """A page after the first, from Arrow's parse when it is sound, else the strict checks.
+
+        A page that adds no rows is given up on: every page after the first is asked for only
+        while rows are still missing.
+        """
+        if _arrow_page_ok(parsed):
+            page = Page(parsed.rows, len(parsed.rows), parsed.page_cursor, arrow=True)
+        else:
+            payload = check_page(response, self.id, self.service.secrets())
+            if payload["state"] != "DONE":
+                raise QueryError(
+                    f"Job {self.id}: a results page came back {payload['state']} after the job "
+                    "was DONE. Run the query again.", self.id,
+                )
+            page = Page.of(payload)
+        if page.size == 0:
+            raise self._give_up(
+                f"a results page added no rows ({self.progress.rows:,} of "
+                f"{self._wanted():,} received)", "Run the query again.",
+            )
+        return page
+
+    def _check_count(self, expected: int) -> None:
+        got = self.progress.rows
+        if got < expected or (self.limit is None and got != expected):
+            raise self._give_up(
+                f"received {got:,} rows but the job has {expected:,}",
+                "Refusing to return a partial result; run the query again.",
+            )
+
+
+def _arrow_page_ok(parsed: Any) -> bool:
+    """True when Arrow's parse of a page can stand for the strict checks."""
+    return (
+        parsed is not None
+        and parsed.rows_in_page in (None, len(parsed.rows))
+        and isinstance(parsed.page_cursor, str | None)
+    )
+

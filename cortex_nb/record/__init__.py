@@ -1,0 +1,2 @@
+"""Cassettes: recording exchanges without secrets (``cassette``) and serving them offline through
+the sandbox's HTTP server (``replay``)."""

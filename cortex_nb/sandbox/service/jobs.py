@@ -1,0 +1,363 @@
+"""Query jobs of the sandbox: their life cycle, worker threads and limits.
+
+States, as the service reports them::
+
+    PENDING ──> RUNNING ──> DONE
+       │           ├──────> FAILED     refused by the check after creation, or a runtime error
+       │           └──────> TIMEDOUT   ran longer than its timeout
+       └───────────┴──────> CANCELLED  DELETE /query/v2/jobs/<id>, or the sandbox stopping
+
+Every piece of SQL work happens in a job worker, never in an HTTP thread: a worker takes the
+job, checks and binds the statement (PENDING; ``Engine.prepare``), waits ``job_delay_ms / 2``,
+runs it in DuckDB (RUNNING), waits the other half and finishes. ``checked`` is set once the
+check is over, so job creation can answer 400 for a statement refused quickly and 201 otherwise.
+
+Limits: ``workers`` jobs run at once (several, so that heavy jobs do not hold up light ones;
+the rest wait in order). A job's timeout is the request's ``timeoutMs`` when it is shorter than
+the sandbox's ``timeout_ms`` (the default and the ceiling); it counts from when a worker takes
+the job, check included. Cancel, timeout and shutdown end a job at once (its state is final
+from that moment) and interrupt DuckDB until its worker lets go; whatever the worker was doing
+is thrown away. Memory is DuckDB's limit, shared by the sandbox (see ``engine``).
+
+So that every polling client sees the intermediate states the real service shows, whatever the
+timing, reports never skip a state: the first status read of a job (job detail, results without
+``maxWait``) says PENDING, and each later read moves the reported state at most one step along
+PENDING -> RUNNING -> final state. CANCELLED is reported at once, and so is the final state of a
+job that finished more than a second ago. A results request with ``maxWait`` holds the request
+up to that many ms (at most 2000) for the job to finish and then reports the true state. Job
+lists show the last reported state without moving it. Cancelling a finished job changes nothing.
+Results are kept as ``retention`` says.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import duckdb
+
+from cortex_nb.sandbox.service.engine import Engine, QueryRejected, ResultSet
+from cortex_nb.sandbox.service.retention import Retention
+
+PENDING, RUNNING, DONE = "PENDING", "RUNNING", "DONE"
+FAILED, CANCELLED, TIMEDOUT = "FAILED", "CANCELLED", "TIMEDOUT"
+STATES = (PENDING, RUNNING, DONE, FAILED, CANCELLED, TIMEDOUT)
+FINISHED = frozenset({DONE, FAILED, CANCELLED, TIMEDOUT})
+MAX_WAIT_MS = 2000
+STALE_MS = 1000  # a job finished this long ago reports its final state at once
+JOB_ID = re.compile(r"[A-Za-z0-9-]{1,1000}")
+
+
+class DuplicateJob(Exception):
+    """A client-chosen jobId that already exists (HTTP 409)."""
+
+
+def now_ms() -> int:
+    """Wall-clock epoch milliseconds."""
+    return int(time.time() * 1000)
+
+
+def error_item(message: str, context: str | None = None, code: int = 400) -> dict:
+    """One item of a job's ``errors`` list."""
+    return {"errorCode": code, "message": message, **({"context": context} if context else {})}
+
+
+@dataclass(eq=False)
+class Job:
+    """One query job and what its worker learnt about it."""
+
+    job_id: str
+    params: dict
+    timeout_ms: int | None
+    submit_ms: int = field(default_factory=now_ms)
+    state: str = PENDING
+    start_ms: int | None = None
+    end_ms: int | None = None
+    errors: list | None = None
+    rejection: QueryRejected | None = None  # why the check refused the statement
+    result: ResultSet | None = None
+    reported: str | None = None  # what the last status read said
+    finished: threading.Event = field(default_factory=threading.Event)
+    checked: threading.Event = field(default_factory=threading.Event)
+    released: threading.Event = field(default_factory=threading.Event)  # worker let go
+    cursor: duckdb.DuckDBPyConnection | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def query(self) -> str:
+        """The csql text."""
+        return self.params["query"]
+
+    def observe(self, waited: bool = False) -> str:
+        """The state to report for one status read (see the module doc: no skipped states)."""
+        with self.lock:
+            if self.state == CANCELLED or (self.state in FINISHED and (waited or self._stale())):
+                self.reported = self.state
+            elif self.reported is None:
+                self.reported = PENDING
+            elif self.reported == PENDING:
+                self.reported = PENDING if self.state == PENDING else RUNNING
+            else:
+                self.reported = self.state
+            return self.reported
+
+    def peek(self) -> str:
+        """The state to report without counting a read (job lists)."""
+        with self.lock:
+            if self.state == CANCELLED or (self.state in FINISHED and self._stale()):
+                return self.state
+            return self.reported or PENDING
+
+    def _stale(self) -> bool:
+        return self.end_ms is not None and now_ms() - self.end_ms > STALE_MS
+
+    def stop(self, reason: str) -> None:
+        """End the job now as ``reason`` (CANCELLED or TIMEDOUT) and interrupt its DuckDB work."""
+        with self.lock:
+            if self.state in FINISHED:
+                return
+            if reason == TIMEDOUT:
+                limit = f"query timed out after {self.timeout_ms} ms (timeoutMs)"
+                self.errors = [error_item(limit, code=408)]
+            self.end(reason)
+            cursor = self.cursor
+        if cursor is not None:
+            threading.Thread(
+                target=self._interrupt_until_released, args=(cursor,), daemon=True
+            ).start()
+
+    def end(self, state: str) -> None:
+        """Make ``state`` final (call with ``lock`` held)."""
+        self.state, self.end_ms = state, now_ms()
+        self.checked.set()
+        self.finished.set()
+
+    def _interrupt_until_released(self, cursor: duckdb.DuckDBPyConnection) -> None:
+        """Interrupt DuckDB until the worker lets go of ``cursor``.
+
+        One interrupt is not enough: one that lands before DuckDB starts executing (or between
+        two statements) is lost, and the query then runs to its end (forever, for a cross
+        join). The lock keeps the worker from closing the cursor while it is interrupted.
+        """
+        while True:
+            with self.lock:
+                if self.cursor is not cursor:
+                    return
+                with contextlib.suppress(duckdb.Error):  # the query may have just ended
+                    cursor.interrupt()
+            if self.released.wait(0.02):
+                return
+
+    def detail(self, state: str) -> dict:
+        """The job detail object as reported in ``state``."""
+        body = {
+            "jobId": self.job_id,
+            "state": state,
+            "submitTime": self.submit_ms,
+            "params": self.params,
+        }
+        shown_start = state != PENDING and self.start_ms is not None
+        if shown_start:
+            body["startTime"] = self.start_ms
+        if state in FINISHED and self.end_ms is not None:
+            body["endTime"] = self.end_ms
+        body["progress"] = {"completionPct": 100 if state in FINISHED else 50 if shown_start else 0}
+        run_ms = (body.get("endTime") or now_ms()) - self.start_ms if shown_start else 0
+        body["statistics"] = {"runTimeMs": run_ms, "cachePct": 0, "etaMs": 0}
+        if state in (FAILED, TIMEDOUT) and self.errors:
+            body["errors"] = self.errors
+        return body
+
+
+class JobManager:
+    """Creates jobs, runs them on a few worker threads, keeps recent ones and their results."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        job_delay_ms: float = 20,
+        workers: int = 4,
+        timeout_ms: int | None = None,
+        retention: Retention | None = None,
+        log: Callable[[str], None] | None = None,
+        keep_jobs: int = 1000,
+    ) -> None:
+        self.engine, self.log = engine, log or (lambda line: None)
+        self.job_delay_ms, self.timeout_ms = job_delay_ms, timeout_ms
+        self.results = retention or Retention(engine.drop)
+        self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._jobs: dict[str, Job] = {}
+        self._keep_jobs = keep_jobs
+        self._lock = threading.Lock()
+        self._counter = 0
+        self.workers = [
+            threading.Thread(target=self._work, name=f"sandbox-job-{n}", daemon=True)
+            for n in range(workers)
+        ]
+        for worker in self.workers:
+            worker.start()
+
+    def submit(self, job_id: str | None, params: dict, timeout_ms: int | None) -> Job:
+        """Register a job and queue it for a worker; ``DuplicateJob`` when the id exists."""
+        with self._lock:
+            if job_id is None:
+                self._counter += 1
+                job_id = f"sandbox-{self._counter:06d}-{now_ms()}"
+            if job_id in self._jobs:
+                raise DuplicateJob(job_id)
+            limits = [limit for limit in (timeout_ms, self.timeout_ms) if limit]
+            job = Job(job_id, params, min(limits) if limits else None)
+            self._jobs[job_id] = job
+            self._forget_old_jobs()
+        self._queue.put(job)
+        return job
+
+    def forget(self, job: Job) -> None:
+        """Drop ``job`` from the registry (a statement refused at creation leaves no job)."""
+        job.stop(CANCELLED)
+        with self._lock:
+            if self._jobs.get(job.job_id) is job:
+                del self._jobs[job.job_id]
+
+    def get(self, job_id: str) -> Job | None:
+        """The job with that id, if known."""
+        with self._lock:
+            return self._jobs.get(job_id)
+
+    def newest_first(self) -> list[Job]:
+        """Every known job, newest first."""
+        with self._lock:
+            return list(reversed(self._jobs.values()))
+
+    def cancel(self, job: Job) -> None:
+        """Cancel ``job`` now unless it already finished (its worker is interrupted)."""
+        job.stop(CANCELLED)
+
+    def result_of(self, job: Job) -> ResultSet | None:
+        """``job``'s result, unless retention has dropped it."""
+        self.results.expire()
+        return job.result
+
+    def shutdown(self, timeout: float) -> bool:
+        """Stop every job, then wait up to ``timeout`` s for the workers; True if they ended."""
+        for job in self.newest_first():
+            job.stop(CANCELLED)
+        for _ in self.workers:
+            self._queue.put(None)
+        deadline = time.monotonic() + timeout
+        for worker in self.workers:
+            worker.join(max(0.0, deadline - time.monotonic()))
+        return not any(worker.is_alive() for worker in self.workers)
+
+    def _work(self) -> None:
+        while (job := self._queue.get()) is not None:
+            try:
+                self._run(job)
+            except Exception as error:  # a bug must not leave the job RUNNING for ever
+                problem = f"Internal error in the sandbox: {type(error).__name__}: {error}"
+                self.log(f"job {job.job_id}: {problem}")
+                self._fail(job, error_item(problem, code=500))
+                with job.lock:
+                    if job.state not in FINISHED:
+                        job.end(FAILED)
+
+    def _run(self, job: Job) -> None:
+        cursor = self.engine.cursor()
+        with job.lock:
+            if job.state in FINISHED:  # stopped while it waited in the queue
+                cursor.close()
+                return
+            job.cursor = cursor
+        timer = self._timeout_timer(job)
+        try:
+            result = self._check_and_execute(job, cursor)
+        finally:
+            with job.lock:  # nothing may interrupt a cursor once it is closed
+                job.cursor = None
+            job.released.set()
+            cursor.close()
+            if timer is not None:
+                timer.cancel()
+        self._finish(job, result)
+
+    def _timeout_timer(self, job: Job) -> threading.Timer | None:
+        if job.timeout_ms is None:
+            return None
+        timer = threading.Timer(job.timeout_ms / 1000, job.stop, args=(TIMEDOUT,))
+        timer.daemon = True
+        timer.start()
+        return timer
+
+    def _check_and_execute(self, job: Job, cursor: duckdb.DuckDBPyConnection) -> ResultSet | None:
+        try:
+            prepared = self._check(job, cursor)
+            if prepared is None or not self._start(job):
+                return None
+            result = self.engine.materialize(cursor, prepared)
+            job.finished.wait(self.job_delay_ms / 2000)
+            return result
+        except duckdb.InterruptException:
+            return None
+        except duckdb.OutOfMemoryException:
+            self._fail(job, error_item(self._memory_message()))
+        except duckdb.Error as error:
+            lines = str(error).strip().splitlines()
+            self._fail(job, error_item(lines[0], "\n".join(lines[1:]).strip() or None))
+        return None
+
+    def _check(self, job: Job, cursor: duckdb.DuckDBPyConnection):
+        """The prepared statement, or None when the check refused it (``job.rejection``)."""
+        try:
+            return self.engine.prepare(cursor, job.query)
+        except QueryRejected as rejected:
+            job.rejection = rejected
+            self._fail(job, error_item(rejected.message, rejected.context))
+            return None
+        finally:
+            job.checked.set()
+
+    def _start(self, job: Job) -> bool:
+        """Wait the rest of PENDING, then move to RUNNING; False when stopped meanwhile."""
+        if job.finished.wait(self.job_delay_ms / 2000):
+            return False
+        with job.lock:
+            if job.state in FINISHED:
+                return False
+            job.state, job.start_ms = RUNNING, now_ms()
+        return True
+
+    def _fail(self, job: Job, error: dict) -> None:
+        with job.lock:
+            if job.state not in FINISHED:
+                job.errors = [error]
+
+    def _memory_message(self) -> str:
+        return (
+            f"Out of memory: the query needs more than the sandbox's memory limit of "
+            f"{self.engine.memory_limit_mb:,} MB (shared by the logs, running queries and kept "
+            "results). Filter or aggregate more, or start the sandbox with a larger memory "
+            "limit (memory_limit_mb, cortex-nb sandbox --memory-limit-mb)."
+        )
+
+    def _finish(self, job: Job, result: ResultSet | None) -> None:
+        with job.lock:
+            if job.state not in FINISHED:
+                job.result = result
+                job.end(FAILED if job.errors or result is None else DONE)
+            kept = result is not None and job.result is result
+        if result is not None and not kept:
+            self.engine.drop(result)
+        if kept:
+            self.results.keep(job)
+
+    def _forget_old_jobs(self) -> None:
+        while len(self._jobs) > self._keep_jobs:
+            oldest = next(iter(self._jobs.values()))
+            if oldest.state not in FINISHED:
+                break
+            del self._jobs[oldest.job_id]
