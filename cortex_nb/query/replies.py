@@ -16,6 +16,15 @@ import requests
 from cortex_nb.exceptions import QueryCancelled, QueryError
 from cortex_nb.http.client import http_error_message, service_message
 from cortex_nb.sql import guide as dataguide
+from cortex_nb.wire import (  # noqa: F401 (named from here by the job and the service)
+    DEFAULT_PAGE_SIZE,
+    JOBS,
+    MAX_PAGE_SIZE,
+    MAX_WAIT_MS,
+    PENDING_STATES,
+    RESULTS,
+    TERMINAL_STATES,
+)
 
 __all__ = [
     "JOBS",
@@ -30,13 +39,6 @@ __all__ = [
     "rows_in_job",
 ]
 
-JOBS = "/query/v2/jobs"
-RESULTS = "/query/v2/jobResults"
-PENDING_STATES = frozenset({"PENDING", "RUNNING"})
-TERMINAL_STATES = frozenset({"DONE", "FAILED", "CANCELLED", "TIMEDOUT"})
-DEFAULT_PAGE_SIZE = 10_000
-MAX_PAGE_SIZE = 100_000
-MAX_WAIT_MS = 2000
 _UNSAFE_ID = re.compile(r"[/?#\\\s\x00-\x1f\x7f]|\.\.")
 _JSON_KINDS = {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}
 
