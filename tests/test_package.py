@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 
+import pytest
+
 import cortex_nb
-from cortex_nb import exceptions
+from cortex_nb import _aliases, exceptions
 
 
 def test_every_public_name_resolves():
@@ -64,9 +67,30 @@ def test_http_client_keywords_are_visible_to_help_and_ides():
 
 
 def test_old_session_names_still_work():
-    from cortex_nb.session import Session, get_session
+    with pytest.warns(DeprecationWarning, match="cortex_nb.notebook.connection"):
+        from cortex_nb.session import Session, get_session
 
     from cortex_nb.notebook.connection import Connection, get_connection
 
     assert Session is Connection and get_session is get_connection
     assert cortex_nb.get_session() is cortex_nb.get_connection()
+
+
+@pytest.mark.parametrize("old", sorted(_aliases.OLD_MODULES))
+def test_old_module_names_import_the_moved_module_with_a_warning(old):
+    """Code written against the flat layout (``import cortex_nb.frames``) keeps working."""
+    new = importlib.import_module(f"cortex_nb.{_aliases.OLD_MODULES[old]}")
+    sys.modules.pop(f"cortex_nb.{old}", None)
+    with pytest.warns(DeprecationWarning, match=f"cortex_nb.{_aliases.OLD_MODULES[old]}"):
+        module = importlib.import_module(f"cortex_nb.{old}")
+    assert module is new
+
+
+def test_old_query_module_names_resolve_in_the_query_package():
+    from cortex_nb.query import DEFAULT_MAX_ROWS, QueryJob, QueryService, Result
+
+    assert QueryService.__module__ == "cortex_nb.query.service"
+    assert QueryJob.__module__ == "cortex_nb.query.job" and DEFAULT_MAX_ROWS > 0
+    assert Result.__name__ == "Result"
+    with pytest.raises(ImportError, match="nothing"):
+        from cortex_nb.query import nothing  # noqa: F401

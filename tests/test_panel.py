@@ -10,7 +10,8 @@ import stat
 
 import ipywidgets as widgets
 import pytest
-from cortex_nb.session import Session, get_session
+from cortex_nb.notebook.connection import Connection as Session
+from cortex_nb.notebook.connection import get_connection as get_session
 
 import cortex_nb
 from cortex_nb.exceptions import ConfigurationError

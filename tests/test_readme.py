@@ -13,7 +13,8 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
-from cortex_nb import Credentials, cli, profiles
+from cortex_nb import Credentials, cli
+from cortex_nb.http import profiles
 from cortex_nb.notebook.connection import get_connection as get_session
 from cortex_nb.notebook.magic import _cell_parser, _line_parser, parse_cell
 
