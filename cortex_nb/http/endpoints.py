@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from cortex_nb.exceptions import ConfigurationError
 from cortex_nb.http.security import mask_url
+from cortex_nb.wire import TOKEN_PATH
 
 __all__ = [
     "DEFAULT_REGION",
@@ -36,7 +37,6 @@ __all__ = [
     "token_url_on_host",
 ]
 
-TOKEN_PATH = "/api/oauth2/RequestToken"
 DEFAULT_TOKEN_URL = "https://api.paloaltonetworks.com" + TOKEN_PATH
 SANDBOX = "sandbox"
 REGION_ENV = "PAN_REGION"

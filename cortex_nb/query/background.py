@@ -36,7 +36,8 @@ from typing import TYPE_CHECKING, Any
 from cortex_nb.exceptions import ConfigurationError, QueryCancelled, QueryStillRunning
 from cortex_nb.http.transport import BackoffGate
 from cortex_nb.query.job import Progress, QueryJob, Result, plural
-from cortex_nb.query.replies import JOBS, job_path, new_job_id
+from cortex_nb.query.replies import new_job_id
+from cortex_nb.wire import CANCELLED, DONE, FAILED, JOBS, LIVE_STATES, PENDING, RUNNING, job_path
 
 if TYPE_CHECKING:
     from cortex_nb.query.service import QueryService
@@ -47,9 +48,12 @@ __all__ = [
     "BackgroundQuery",
 ]
 
+# A handle's states: the service's job states (``cortex_nb.wire``) and two of its own, around
+# them: WAITING for its turn before the job is created, DOWNLOADING pages once it is DONE. It
+# ends DONE, FAILED (a TIMEDOUT job included) or CANCELLED.
 WAITING, DOWNLOADING = "WAITING", "DOWNLOADING"
-FINAL_STATES = frozenset({"DONE", "FAILED", "CANCELLED"})
-_LIVE_STATES = frozenset({WAITING, "PENDING", "RUNNING"})
+FINAL_STATES = frozenset({DONE, FAILED, CANCELLED})
+_LIVE_STATES = LIVE_STATES | {WAITING}
 DEFAULT_MAX_RUNNING = 4
 KEEP_FINISHED = 32  # finished jobs listed (and their results kept) besides the running ones
 EXIT_CANCEL_SECONDS = 3.0  # a restarting kernel gets about 5 s to exit before it is killed
@@ -139,10 +143,10 @@ class BackgroundQuery:
         if self._final is not None:
             return self._final
         state = self.progress.state
-        if state == "DONE":
+        if state == DONE:
             return DOWNLOADING
         # a job that failed reports it a moment before the handle knows the outcome
-        return state if state in _LIVE_STATES else "RUNNING"
+        return state if state in _LIVE_STATES else RUNNING
 
     @property
     def progress(self) -> Progress:
@@ -160,7 +164,7 @@ class BackgroundQuery:
 
     def line(self, how_to_stop: str = "cancel() stops it") -> str:
         """One status line: state, rows, pages, time and job id; then the outcome."""
-        if self._final == "DONE" and self._result is not None:
+        if self._final == DONE and self._result is not None:
             where = f"done → {self.name}" if self.name else "done"
             return f"{where}: {self._result.summary()}"
         if self._final is not None:
@@ -251,7 +255,7 @@ class BackgroundQuery:
         self._jobs.gate.wait(self._stop)
         if self._stop.is_set():
             raise QueryCancelled(f"Job {self.id} was cancelled before it started.", self.id)
-        self._progress.state = "PENDING"
+        self._progress.state = PENDING
         self._notify()
         options = {**self._options, "progress": self._on_progress, "pace": self._pace}
         if self.sql is None:
@@ -273,7 +277,7 @@ class BackgroundQuery:
     def _end(self, result: Result | None, error: Exception | None) -> None:
         self._result, self._error, self._ended = result, error, time.monotonic()
         cancelled = isinstance(error, QueryCancelled)
-        self._final = "DONE" if error is None else "CANCELLED" if cancelled else "FAILED"
+        self._final = DONE if error is None else CANCELLED if cancelled else FAILED
         self._notify()  # the listener stores the result before anyone waiting wakes up
         self._finished.set()
         self._jobs.forget_old()

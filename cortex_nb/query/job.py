@@ -28,14 +28,20 @@ import requests
 
 from cortex_nb.exceptions import CortexError, QueryCancelled, QueryError, ResultTooLarge
 from cortex_nb.http.tracing import Trace
-from cortex_nb.query.replies import (
+from cortex_nb.query.replies import check_page
+from cortex_nb.sql import guide as dataguide
+from cortex_nb.wire import (
+    CANCELLED,
     DEFAULT_PAGE_SIZE,
+    DONE,
+    FAILED,
     MAX_PAGE_SIZE,
     MAX_WAIT_MS,
-    check_page,
-    rows_in_job,
+    PENDING,
+    RUNNING,
+    VALUES_DICTIONARY,
+    ResultsPage,
 )
-from cortex_nb.sql import guide as dataguide
 
 if TYPE_CHECKING:
     from cortex_nb.query.service import QueryService
@@ -60,7 +66,7 @@ GUARDRAIL_ADVICE = (
     "Fetch fewer (limit=N, or WHERE/LIMIT in the SQL), stream them to disk (to='DIR'), or "
     "raise max_rows (None: no guardrail)."
 )
-# what a job id the service chose may not hold: it goes into URL paths
+_HANDED_OUT = ResultsPage(DONE)  # stands for a first page already handed out (or refused)
 
 @dataclass
 class Progress:
@@ -87,14 +93,12 @@ class Progress:
     @property
     def phase(self) -> str:
         """The state in words: queued, running, downloading, done, cancelled, failed..."""
-        if self.state == "DONE":
+        if self.state == DONE:
             return "done" if self.done else "downloading"
         return _PHASES.get(self.state, self.state.lower())
 
 
-_PHASES = {
-    "WAITING": "waiting", "PENDING": "queued", "RUNNING": "running", "CANCELLED": "cancelled",
-}
+_PHASES = {"WAITING": "waiting", PENDING: "queued", RUNNING: "running", CANCELLED: "cancelled"}
 
 
 def plural(count: int, noun: str) -> str:
@@ -171,10 +175,9 @@ class Page:
     arrow: bool = False
 
     @classmethod
-    def of(cls, payload: dict[str, Any]) -> Page:
-        """The page in a checked DONE payload."""
-        data = payload["page"]["result"]["data"]
-        return cls(data, len(data), payload["page"].get("pageCursor"))
+    def of(cls, results: ResultsPage) -> Page:
+        """The page of a checked DONE reply."""
+        return cls(results.rows, results.rows_in_page, results.cursor)
 
 
 class QueryJob:
@@ -211,10 +214,10 @@ class QueryJob:
         self.result_format, self.limit, self.max_rows = result_format, limit, max_rows
         self.parallel = max(1, parallel)
         self.callback = progress
-        self.progress = Progress(job_id=job_id, state="PENDING")
+        self.progress = Progress(job_id=job_id, state=PENDING)
         self.rows_in_job: int | None = None
         self.schema: dict[str, Any] | None = None
-        self._first: dict[str, Any] | None = None
+        self._first: ResultsPage | None = None
         self._started = time.monotonic()
         self.timeout = timeout
         self._deadline = None if timeout is None else self._started + timeout
@@ -245,30 +248,30 @@ class QueryJob:
         if self._first is not None:
             return
         poll = _Poller(self._cancelled)
-        self._report("PENDING")
+        self._report(PENDING)
         while True:
             self._before_request()
             response = self._results(max_wait=MAX_WAIT_MS)
             page = check_page(response, self.id, self.service.secrets())
-            if page["state"] == "DONE":
+            if not page.live:
                 break
-            self._report(page["state"])
+            self._report(page.state)
             poll.wait(response)
         self._first = page
-        self.rows_in_job = rows_in_job(page, self.id)
+        self.rows_in_job = page.total_rows
         self.progress.rows_in_job = self.rows_in_job
-        self.schema = page.get("schema")
+        self.schema = page.schema
         self._refuse_if_too_large()
-        self._report("DONE")
+        self._report(DONE)
 
     def _refuse_if_too_large(self) -> None:
         """The guardrail: cancel the job and raise when it would bring more than ``max_rows``."""
         wanted = self._wanted()
         if self.max_rows is None or wanted <= self.max_rows:
             return
-        self._first = {}  # nothing of it is handed out
+        self._first = _HANDED_OUT  # nothing of it is handed out
         cancelled = self.cancel()
-        self._report("CANCELLED", done=True)
+        self._report(CANCELLED, done=True)
         raise too_large(self.id, wanted, self.max_rows, cancelled)
 
     def iter_pages(self, *, arrow: bool = True) -> Iterator[Page]:
@@ -278,17 +281,17 @@ class QueryJob:
         then come as a ``StructArray``); without it every page's rows are decoded JSON.
         """
         self.wait()
-        first, self._first = self._first, {}  # the first page is handed out once
-        if not first:
+        first, self._first = self._first, _HANDED_OUT  # the first page is handed out once
+        if first is _HANDED_OUT:
             raise QueryError(f"Job {self.id}: its pages were already read; start it again.")
         wanted = self._wanted()
         for page in self._pages(Page.of(first), wanted, arrow and self._arrow_ok()):
             self.progress.rows += page.size
             self.progress.pages += 1
-            self._report("DONE")
+            self._report(DONE)
             yield page
         self._check_count(wanted)
-        self._report("DONE", done=True)
+        self._report(DONE, done=True)
 
     def rows(self) -> list[Any]:
         """Every wanted row as decoded JSON, as the service sent them."""
@@ -346,7 +349,7 @@ class QueryJob:
         except QueryError as exc:
             if not self.progress.done:
                 cancelled = isinstance(exc, QueryCancelled)
-                self._report("CANCELLED" if cancelled else "FAILED", done=True)
+                self._report(CANCELLED if cancelled else FAILED, done=True)
             raise
         except KeyboardInterrupt:
             if not cancel:
@@ -356,7 +359,7 @@ class QueryJob:
                     f"service (fetch it again with %cortex fetch {self.id}).", self.id,
                 ) from None
             cancelled = self.cancel()
-            self._report("CANCELLED", done=True)
+            self._report(CANCELLED, done=True)
             said = "was cancelled on the server" if cancelled else "could not be cancelled"
             raise QueryCancelled(
                 f"Interrupted: job {self.id} {said} ({self.progress.rows:,} rows had arrived).",
@@ -405,7 +408,7 @@ class QueryJob:
         return total if self.limit is None else min(total, self.limit)
 
     def _arrow_ok(self) -> bool:
-        return self.result_format == "valuesDictionary"
+        return self.result_format == VALUES_DICTIONARY
 
     def _results(self, **where: Any) -> requests.Response:
         return self.service.get_job_results(
@@ -468,21 +471,22 @@ class QueryJob:
         return response, parsed
 
     def _read(self, response: requests.Response, parsed: Any) -> Page:
-        """A page after the first, from Arrow's parse when it is sound, else the strict checks.
+        """A page after the first, from Arrow's parse when there is one, else the strict checks.
 
-        A page that adds no rows is given up on: every page after the first is asked for only
-        while rows are still missing.
+        Arrow's parse went through the same envelope checks (``wire.parse_results``): a page
+        they refuse has none, and the strict checks say why. A page that adds no rows is given
+        up on: every page after the first is asked for only while rows are still missing.
         """
-        if _arrow_page_ok(parsed):
+        if parsed is not None:
             page = Page(parsed.rows, len(parsed.rows), parsed.page_cursor, arrow=True)
         else:
-            payload = check_page(response, self.id, self.service.secrets())
-            if payload["state"] != "DONE":
+            results = check_page(response, self.id, self.service.secrets())
+            if results.state != DONE:
                 raise QueryError(
-                    f"Job {self.id}: a results page came back {payload['state']} after the job "
+                    f"Job {self.id}: a results page came back {results.state} after the job "
                     "was DONE. Run the query again.", self.id,
                 )
-            page = Page.of(payload)
+            page = Page.of(results)
         if page.size == 0:
             raise self._give_up(
                 f"a results page added no rows ({self.progress.rows:,} of "
@@ -497,13 +501,4 @@ class QueryJob:
                 f"received {got:,} rows but the job has {expected:,}",
                 "Refusing to return a partial result; run the query again.",
             )
-
-
-def _arrow_page_ok(parsed: Any) -> bool:
-    """True when Arrow's parse of a page can stand for the strict checks."""
-    return (
-        parsed is not None
-        and parsed.rows_in_page in (None, len(parsed.rows))
-        and isinstance(parsed.page_cursor, str | None)
-    )
 

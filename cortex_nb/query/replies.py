@@ -1,5 +1,6 @@
 """Replies of the Query Service, checked: JSON decoded once, HTTP errors as ``QueryError`` with
-the service's message first, results pages checked field by field, job ids safe in URL paths.
+the service's message first, results pages checked field by field (by ``cortex_nb.wire``, the
+one description of the envelope), job ids safe in URL paths.
 """
 
 from __future__ import annotations
@@ -8,7 +9,6 @@ import functools
 import re
 import uuid
 from typing import Any
-from urllib.parse import quote
 
 import orjson
 import requests
@@ -16,15 +16,22 @@ import requests
 from cortex_nb.exceptions import QueryCancelled, QueryError
 from cortex_nb.http.client import http_error_message, service_message
 from cortex_nb.sql import guide as dataguide
-from cortex_nb.wire import (  # noqa: F401 (named from here by the job and the service)
+from cortex_nb.wire import (  # noqa: F401 (named from here by the service)
+    CANCELLED,
     DEFAULT_PAGE_SIZE,
+    DONE,
     JOBS,
-    MAX_PAGE_SIZE,
+    MAX_JOB_ID_LENGTH,
     MAX_WAIT_MS,
-    PENDING_STATES,
     RESULTS,
-    TERMINAL_STATES,
+    TIMEDOUT,
+    ResultsPage,
+    job_path,
+    parse_results,
 )
+from cortex_nb.wire import FINAL_STATES as TERMINAL_STATES  # the names replies had
+from cortex_nb.wire import LIVE_STATES as PENDING_STATES
+from cortex_nb.wire import json_kind as _kind  # noqa: F401
 
 __all__ = [
     "JOBS",
@@ -36,11 +43,10 @@ __all__ = [
     "job_path",
     "new_job_id",
     "raise_for_reply",
-    "rows_in_job",
 ]
 
 _UNSAFE_ID = re.compile(r"[/?#\\\s\x00-\x1f\x7f]|\.\.")
-_JSON_KINDS = {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}
+
 
 def decode_json(response: requests.Response, doing: str = "") -> Any:
     """The reply's JSON body, decoded once by orjson; a clear ``QueryError`` if it is not JSON."""
@@ -59,32 +65,19 @@ def new_job_id() -> str:
     return f"cortexnb-{uuid.uuid4()}"
 
 
-def job_path(base: str, job_id: str) -> str:
-    """``base/<job_id>``, the id escaped so it stays one path segment."""
-    if not isinstance(job_id, str) or job_id in ("", ".", ".."):
-        raise QueryError(
-            f"{job_id!r} is not a job id; use the jobId the service gave the query.", None
-        )
-    return f"{base}/{quote(job_id, safe='')}"
-
-
 def _chosen_job_id(value: Any, ours: str) -> str:
     """The job id the service chose (when it ignored ours), if it is safe in a URL path."""
-    if isinstance(value, str) and len(value) <= 1000 and not _UNSAFE_ID.search(value):
+    if (
+        isinstance(value, str) and len(value) <= MAX_JOB_ID_LENGTH
+        and not _UNSAFE_ID.search(value)
+    ):
         return value
     shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
     raise QueryError(
         f"Submitting the query: the reply's jobId {shown} is not a usable job id (a string "
-        "of at most 1000 characters, without '/', '?', '#', '..' or white space). The job "
-        f"may exist on the service under our id {ours}.", ours,
+        f"of at most {MAX_JOB_ID_LENGTH} characters, without '/', '?', '#', '..' or white "
+        f"space). The job may exist on the service under our id {ours}.", ours,
     )
-
-
-def _kind(value: Any) -> str:
-    """What a decoded JSON value is, in JSON's words (for messages)."""
-    if value is None:
-        return "null"
-    return _JSON_KINDS.get(type(value), "a number" if isinstance(value, int | float) else "?")
 
 
 # -- checking replies ----------------------------------------------------------------------------
@@ -101,82 +94,32 @@ def raise_for_reply(
     raise QueryError(http_error_message(response, secrets, doing, explain), job_id)
 
 
-def check_page(response: requests.Response, job_id: str, secrets: list[str]) -> dict[str, Any]:
-    """A results reply decoded and checked: its state, and for DONE the page's shape.
+def check_page(response: requests.Response, job_id: str, secrets: list[str]) -> ResultsPage:
+    """A results reply decoded and checked (``wire.parse_results``): its state, and for DONE
+    the page's shape.
 
     PENDING and RUNNING come back as they are; FAILED, CANCELLED, TIMEDOUT and unknown states
     raise, as do an HTTP error and a malformed page (the error names the field).
     """
     if not response.ok:
         raise_for_reply(response, f"fetching results of job {job_id}", job_id, secrets)
-    page = decode_json(response, f"Fetching results of job {job_id}")
-    if not isinstance(page, dict) or not isinstance(page.get("state"), str):
-        raise QueryError(f"Malformed results page for job {job_id}: no job state.", job_id)
-    state = page["state"] = page["state"].upper()
-    if state in PENDING_STATES:
-        return page
-    if state != "DONE":
-        _raise_for_state(state, job_id, page)
-    body = _field(page, "page", dict, job_id)
-    result = _field(body, "result", dict, job_id, "page.")
-    data = _field(result, "data", list, job_id, "page.result.")
-    if body.get("pageCursor") is not None:
-        _field(body, "pageCursor", str, job_id, "page.")
-    if page.get("schema") is not None:
-        _field(page, "schema", dict, job_id)
-    rows_in_job(page, job_id)
-    declared = _row_count(page, "rowsInPage", job_id)
-    if declared is not None and declared != len(data):
-        raise QueryError(
-            f"Malformed results page for job {job_id}: rowsInPage says {declared} but "
-            f"the page holds {len(data)} rows.", job_id,
-        )
+    page = parse_results(decode_json(response, f"Fetching results of job {job_id}"), job_id)
+    if page.state != DONE and not page.live:
+        _raise_for_state(page.state, job_id, page.payload)
     return page
 
 
-def _field(payload: dict[str, Any], name: str, kind: type, job_id: str, where: str = "") -> Any:
-    """``payload[name]`` if it is of ``kind``, else a ``QueryError`` naming the field."""
-    value = payload.get(name)
-    if not isinstance(value, kind):
-        raise QueryError(
-            f"Malformed results page for job {job_id}: {where}{name} is {_kind(value)}, not "
-            f"{_JSON_KINDS[kind]}. The service sent something unexpected; run the query again.",
-            job_id,
-        )
-    return value
-
-
-def _row_count(payload: dict[str, Any], name: str, job_id: str) -> int | None:
-    """A row count field (``rowsInJob``, ``rowsInPage``): None when absent, else an int >= 0."""
-    if name not in payload:
-        return None
-    value = payload[name]
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    shown = "a negative number" if isinstance(value, int | float) and value < 0 else _kind(value)
-    raise QueryError(
-        f"Malformed results page for job {job_id}: {name} is {shown}, not a row count.", job_id
-    )
-
-
-def rows_in_job(page: dict[str, Any], job_id: str) -> int:
-    """The rows a checked DONE page says the job has (its own row count when it does not say)."""
-    count = _row_count(page, "rowsInJob", job_id)
-    return len(page["page"]["result"]["data"]) if count is None else count
-
-
 def _raise_for_state(state: str, job_id: str, payload: Any) -> None:
+    """Raise for a job that ended without results: cancelled, timed out or failed."""
     detail = service_message(payload)
     detail = f": {detail}" if detail else ""
-    if state == "CANCELLED":
+    if state == CANCELLED:
         raise QueryCancelled(f"Job {job_id} was cancelled{detail}.", job_id, payload)
-    if state == "TIMEDOUT":
+    if state == TIMEDOUT:
         raise QueryError(
             f"Job {job_id} timed out on the server{detail}. Narrow the time range or add "
             "a LIMIT.", job_id, payload,
         )
-    if state == "FAILED":
-        raise QueryError(f"Job {job_id} failed{detail}.", job_id, payload)
-    raise QueryError(f"Job {job_id} is in an unknown state {state!r}.", job_id, payload)
+    raise QueryError(f"Job {job_id} failed{detail}.", job_id, payload)
 
 

@@ -52,7 +52,6 @@ from cortex_nb.query.replies import (
     DEFAULT_PAGE_SIZE,
     JOBS,
     MAX_WAIT_MS,
-    PENDING_STATES,
     RESULTS,
     TERMINAL_STATES,
     _chosen_job_id,
@@ -211,11 +210,11 @@ class QueryService:
                 result_format=result_format, **where, **kwargs,
             )
             page = check_page(response, job_id, self.secrets())
-            if page["state"] in PENDING_STATES:
+            if page.live:
                 poll.wait(response)
                 continue
             yield response
-            cursor = page["page"].get("pageCursor")
+            cursor = page.cursor
             if not cursor:
                 return
             where = {"page_cursor": cursor}  # a cursor excludes offset and page number

@@ -37,10 +37,10 @@ from cortex_nb.sandbox.server import RecordedRequest, Sandbox
 from cortex_nb.sandbox.service.api import Reply, Request, error_reply, json_reply
 from cortex_nb.sandbox.service.tokens import OAuthError, TokenAuthority
 from cortex_nb.sql.params import normalize_sql
+from cortex_nb.wire import JOBS, OAUTH_PATHS
 
 __all__ = ["MISS_STATUS", "Replay", "ReplayApp"]
 
-JOBS = "/query/v2/jobs"
 MISS_STATUS = 410  # Gone: no hint of the client's (404, 5xx) would point the wrong way
 IGNORED_PARAMS = frozenset({"maxWait"})  # how long a poll may be held, not what it asks for
 IGNORED_CREATE_KEYS = ("jobId", "clientVersion")
@@ -131,7 +131,7 @@ class ReplayApp:
     # -- serving ---------------------------------------------------------------------------------
     def handle(self, request: Request) -> Reply:
         """The recorded reply to ``request``, a token for the demo credentials, or a 410."""
-        if request.path.startswith("/api/oauth2/"):
+        if request.path.startswith(OAUTH_PATHS):
             return self._token_reply(request)
         query = self._cleaner.json(dict(request.query))
         body = _body_value(body_of(request.body, self._cleaner))

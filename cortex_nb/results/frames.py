@@ -57,6 +57,7 @@ try:
 except ImportError as error:  # pragma: no cover - pyarrow is a dependency
     raise ImportError("cortex_nb needs pyarrow: pip install 'pyarrow>=14'") from error
 
+from cortex_nb import wire
 from cortex_nb.exceptions import ConfigurationError, CortexError, QueryError
 
 __all__ = [
@@ -631,12 +632,17 @@ def parse_page(content: bytes) -> ArrowPage | None:
 
     Arrow's reader is C++ and releases the GIL, so pages parse in the download threads without
     a Python object per value: about 2.5x less work than ``orjson`` + ``add_page``. None means
-    "use the ordinary path": a page Arrow cannot read (mixed types in a column), or one whose
-    values the strict path must see (any float: Arrow reads an int beyond int64 as a float;
-    empty structs), or not a DONE page of objects.
+    "use the ordinary path", whose checks then say what is wrong: a page Arrow cannot read
+    (mixed types in a column); one whose values the strict path must see (any float: Arrow
+    reads an int beyond int64 as a float; empty structs); one Arrow reads but ``orjson`` would
+    not (a byte order mark, NaN or Infinity, invalid UTF-8); one whose envelope
+    ``wire.parse_results`` refuses; or not a DONE page of objects. So a page the strict path
+    refuses is never taken here.
     """
     import pyarrow.json as pj
 
+    if content.startswith(_UTF8_BOM):
+        return None
     options = pj.ReadOptions(use_threads=False, block_size=len(content) + 1)
     try:
         # The system allocator, not Arrow's per-thread pool: pages parse in download threads
@@ -646,33 +652,70 @@ def parse_page(content: bytes) -> ArrowPage | None:
         )
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
         return None
-    names = table.column_names
-    if table.num_rows != 1 or "page" not in names or "state" not in names:
+    if not _reads_as_json_does(table, content):
         return None
-    envelope = {name: table.column(name)[0] for name in ("state", "rowsInPage") if name in names}
+    rows = _page_rows(table.column("page").chunk(0))
+    if rows is None:
+        return None
+    try:
+        checked = wire.parse_results(_envelope(table), rows=rows)
+    except QueryError:
+        return None
+    if checked.state != wire.DONE:
+        return None
+    return ArrowPage(checked.state, rows, checked.rows_in_page, checked.cursor)
+
+
+_UTF8_BOM = b"\xef\xbb\xbf"  # Arrow skips it; orjson (JSON itself) refuses it
+
+
+def _reads_as_json_does(table: pa.Table, content: bytes) -> bool:
+    """True when Arrow read one JSON document with a page, exactly as ``orjson`` would."""
+    if table.num_rows != 1 or "page" not in table.column_names:
+        return False
+    if any(_needs_strict_path(field.type) for field in table.schema):
+        return False
+    if content.isascii():
+        return True
+    try:  # Arrow's reader lets invalid UTF-8 through; its full validation does not
+        table.validate(full=True)
+    except pa.ArrowInvalid:
+        return False
+    return True
+
+
+def _envelope(table: pa.Table) -> dict[str, Any]:
+    """The page's envelope as Python values: every field but ``page.result.data``."""
+    envelope = {name: table.column(name)[0].as_py() for name in table.column_names}
     page = table.column("page").chunk(0)
-    rows = _page_rows(page)
-    if rows is None or envelope["state"].as_py() != "DONE":
-        return None
-    cursor_index = page.type.get_field_index("pageCursor")
-    cursor = page.field(cursor_index)[0].as_py() if cursor_index >= 0 else None
-    in_page = envelope["rowsInPage"].as_py() if "rowsInPage" in envelope else None
-    return ArrowPage("DONE", rows, in_page, cursor)
+    envelope["page"] = {
+        **_fields_but(page, "result"), "result": _fields_but(page.field("result"), "data")
+    }
+    return envelope
 
 
-def _page_rows(page: pa.StructArray) -> pa.StructArray | None:
+def _fields_but(struct: pa.StructArray, left_out: str) -> dict[str, Any]:
+    """The fields of the first (only) value of ``struct``, but ``left_out``."""
+    return {
+        field.name: struct.field(i)[0].as_py()
+        for i, field in enumerate(struct.type)
+        if field.name != left_out
+    }
+
+
+def _page_rows(page: pa.Array) -> pa.StructArray | None:
     """``page.result.data`` as a StructArray of rows, or None if it is not a list of objects."""
-    if page.type.get_field_index("result") < 0:
+    if not pa.types.is_struct(page.type) or page.type.get_field_index("result") < 0:
         return None
     result = page.field("result")
-    if result.type.get_field_index("data") < 0:
+    if not pa.types.is_struct(result.type) or result.type.get_field_index("data") < 0:
         return None
     data = result.field("data")
     if not pa.types.is_list(data.type) or data.null_count:
         return None
     if pa.types.is_null(data.type.value_type):  # an empty page
         return pa.array([], type=pa.struct([]))
-    if not pa.types.is_struct(data.type.value_type) or _needs_strict_path(data.type.value_type):
+    if not pa.types.is_struct(data.type.value_type):
         return None
     return data.flatten()
 

@@ -29,6 +29,7 @@ import uuid
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from cortex_nb import wire
 from cortex_nb.sandbox.faults import Faults
 from cortex_nb.sandbox.limits import (
     DEFAULT_QUERY_TIMEOUT_MS,
@@ -453,7 +454,7 @@ class Sandbox:
     @property
     def token_url(self) -> str:
         """The OAuth2 token endpoint on the same server."""
-        return self.url + "/api/oauth2/RequestToken"
+        return self.url + wire.TOKEN_PATH
 
     def credentials(self) -> dict[str, str]:
         """Demo credentials: ``client_id``, ``client_secret``, ``refresh_token``, ``token_url``."""

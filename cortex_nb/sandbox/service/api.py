@@ -5,14 +5,15 @@ stays a thin transport. Replies are JSON; errors use the documented shapes: IdP 
 (``{"error", "error_description"}``) on the token endpoint and ``{"errors": [{"errorCode",
 "message", "context"?}]}`` on the Query API.
 
-Results paging: ``pageSize`` (default: the job's ``defaultPageSize`` property or 10000, at most
-100000), ``offset`` (row to start at), ``pageNumber`` (0-based page index at the default page
-size; ``pageSize`` is then ignored), ``pageCursor`` (opaque and signed, see ``cursors``; a
-``pageSize`` given with it wins). A cursor combined with ``offset`` or ``pageNumber``, a cursor
-the sandbox did not issue, and an offset or page number past 2^53 are 400s. Every DONE page
-carries the cursor of the next page, null on the last one. Expired results (see ``retention``)
-answer 404. ``createdAfter`` in job lists is epoch milliseconds (values below 10^11 are taken as
-seconds).
+Results paging (limits, formats and the reply's envelope from ``cortex_nb.wire``): ``pageSize``
+(default: the job's ``defaultPageSize`` property or ``DEFAULT_PAGE_SIZE``, at most
+``MAX_PAGE_SIZE``), ``offset`` (row to start at), ``pageNumber`` (0-based page index at the
+default page size; ``pageSize`` is then ignored), ``pageCursor`` (opaque and signed, see
+``cursors``; a ``pageSize`` given with it wins). A cursor combined with ``offset`` or
+``pageNumber``, a cursor the sandbox did not issue, and an offset or page number past 2^53 are
+400s. Every DONE page carries the cursor of the next page, null on the last one. Expired
+results (see ``retention``) answer 404. ``createdAfter`` in job lists is epoch milliseconds
+(values below 10^11 are taken as seconds).
 
 Job creation checks the request body here and leaves the statement to the job's worker; it
 waits up to ``CHECK_WAIT_S`` for that check, answering 400 when the statement was refused in
@@ -33,15 +34,13 @@ from dataclasses import dataclass, field
 import duckdb
 import orjson
 
-from cortex_nb.sandbox.service import jobs as jobstates
+from cortex_nb import wire
 from cortex_nb.sandbox.service.cursors import CursorCodec
 from cortex_nb.sandbox.service.engine import Engine
 from cortex_nb.sandbox.service.jobs import DuplicateJob, Job, JobManager
 from cortex_nb.sandbox.service.tokens import OAuthError, TokenAuthority
+from cortex_nb.wire import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, RESULT_FORMATS
 
-DEFAULT_PAGE_SIZE = 10_000
-MAX_PAGE_SIZE = 100_000
-RESULT_FORMATS = ("valuesDictionary", "valuesArray")
 CHECK_WAIT_S = 0.5  # how long job creation waits for the worker's check of the statement
 MAX_ROW = 2**53  # offsets and page numbers beyond this are refused
 
@@ -116,7 +115,7 @@ def error_reply(
 
 def refusal_reply(path: str, status: int, message: str, headers: dict | None = None) -> Reply:
     """A refusal in the shape of the endpoint: IdP style on OAuth2 paths, else ``errors``."""
-    if path.startswith("/api/oauth2/"):
+    if path.startswith(wire.OAUTH_PATHS):
         return json_reply(status, {"error": "access_denied", "error_description": message}, headers)
     return error_reply(status, message, headers=headers)
 
@@ -148,13 +147,13 @@ class Api:
         self.cursors = CursorCodec()
         self._rate = RateLimit(query_rate_limit, 3600)
         self._routes: list[tuple[str, re.Pattern, Callable[..., Reply], bool]] = [
-            ("POST", re.compile(r"/api/oauth2/RequestToken"), self.request_token, False),
-            ("POST", re.compile(r"/api/oauth2/RevokeToken"), self.revoke_token, False),
-            ("POST", re.compile(r"/query/v2/jobs"), self.create_job, True),
-            ("GET", re.compile(r"/query/v2/jobs"), self.list_jobs, True),
-            ("GET", re.compile(r"/query/v2/jobs/([^/]+)"), self.get_job, True),
-            ("DELETE", re.compile(r"/query/v2/jobs/([^/]+)"), self.cancel_job, True),
-            ("GET", re.compile(r"/query/v2/jobResults/([^/]+)"), self.job_results, True),
+            ("POST", _path(wire.TOKEN_PATH), self.request_token, False),
+            ("POST", _path(wire.REVOKE_PATH), self.revoke_token, False),
+            ("POST", _path(wire.JOBS), self.create_job, True),
+            ("GET", _path(wire.JOBS), self.list_jobs, True),
+            ("GET", _path(wire.JOBS, job=True), self.get_job, True),
+            ("DELETE", _path(wire.JOBS, job=True), self.cancel_job, True),
+            ("GET", _path(wire.RESULTS, job=True), self.job_results, True),
         ]
 
     def handle(self, request: Request) -> Reply:
@@ -227,7 +226,7 @@ class Api:
         if job.checked.wait(CHECK_WAIT_S) and job.rejection is not None:
             self.jobs.forget(job)
             raise BadRequest(400, job.rejection.message, job.rejection.context)
-        return json_reply(201, {"jobId": job.job_id, "uri": f"/query/v2/jobs/{job.job_id}"})
+        return json_reply(201, {"jobId": job.job_id, "uri": wire.job_path(wire.JOBS, job.job_id)})
 
     def get_job(self, request: Request, job_id: str) -> Reply:
         """GET /query/v2/jobs/<id>: the job detail."""
@@ -280,7 +279,7 @@ class Api:
             state = job.observe(waited=True)
         else:
             state = job.observe()
-        if state != jobstates.DONE:
+        if state != wire.DONE:
             return json_reply(200, _status_page(job, state, paging.result_format))
         return self._done_page(job, paging)
 
@@ -301,25 +300,11 @@ class Api:
         in_page = max(0, min(paging.size, result.rows - paging.offset))
         end = paging.offset + paging.size
         cursor = self.cursors.encode(job.job_id, end, paging.size) if end < result.rows else None
-        head = orjson.dumps(
-            {
-                "jobId": job.job_id,
-                "state": jobstates.DONE,
-                "resultFormat": paging.result_format,
-                "rowsInJob": result.rows,
-                "rowsInPage": in_page,
-                "schema": {"fields": result.schema},
-            }
+        envelope = wire.results_envelope(
+            job.job_id, wire.DONE, paging.result_format, rows_in_page=in_page,
+            rows_in_job=result.rows, schema={"fields": result.schema}, cursor=cursor,
         )
-        body = (
-            head[:-1]
-            + b',"page":{"pageCursor":'
-            + orjson.dumps(cursor)
-            + b',"result":{"data":['
-            + rows
-            + b"]}}}"
-        )
-        return Reply(200, body)
+        return Reply(200, wire.splice_rows(orjson.dumps(envelope), rows))
 
 
 class RateLimit:
@@ -352,7 +337,7 @@ def _token_form(request: Request) -> dict:
 def _job_request(body: dict) -> tuple[str | None, dict, dict]:
     """(jobId, params as stored, properties) from a create body; BadRequest when invalid."""
     job_id = body.get("jobId")
-    if job_id is not None and not (isinstance(job_id, str) and jobstates.JOB_ID.fullmatch(job_id)):
+    if job_id is not None and not (isinstance(job_id, str) and wire.JOB_ID.fullmatch(job_id)):
         raise BadRequest(
             400, "jobId must be 1 to 1000 letters, digits or '-'", context=str(job_id)[:100]
         )
@@ -403,20 +388,20 @@ def _int_param(
 def _state_param(text: str | None) -> str | None:
     if not text:
         return None
-    state = "CANCELLED" if text.upper() == "CANCELED" else text.upper()
-    if state not in jobstates.STATES:
-        raise BadRequest(400, f"Unknown state {text!r}; use one of {', '.join(jobstates.STATES)}")
+    state = wire.state_named(text)
+    if state is None:
+        raise BadRequest(400, f"Unknown state {text!r}; use one of {', '.join(wire.STATES)}")
     return state
 
 
 def _paging(query: dict[str, str], job: Job, cursors: CursorCodec) -> Paging:
     """Read and check the results parameters (400 on conflicts or bad values)."""
-    result_format = query.get("resultFormat") or "valuesDictionary"
+    result_format = query.get("resultFormat") or wire.DEFAULT_RESULT_FORMAT
     if result_format not in RESULT_FORMATS:
         raise BadRequest(
-            400, f"resultFormat must be valuesDictionary or valuesArray, not {result_format!r}"
+            400, f"resultFormat must be {' or '.join(RESULT_FORMATS)}, not {result_format!r}"
         )
-    max_wait = min(_int_param(query, "maxWait") or 0, jobstates.MAX_WAIT_MS)
+    max_wait = min(_int_param(query, "maxWait") or 0, wire.MAX_WAIT_MS)
     cursor, number = query.get("pageCursor"), _int_param(query, "pageNumber", maximum=MAX_ROW)
     offset = _int_param(query, "offset", maximum=MAX_ROW)
     if cursor and (number is not None or offset is not None):
@@ -435,17 +420,15 @@ def _paging(query: dict[str, str], job: Job, cursors: CursorCodec) -> Paging:
         start, size = min(number * default_size, MAX_ROW), default_size
     else:
         start, size = offset or 0, size or default_size
-    return Paging(start, size, result_format == "valuesArray", result_format, max_wait)
+    return Paging(start, size, result_format == wire.VALUES_ARRAY, result_format, max_wait)
 
 
 def _status_page(job: Job, state: str, result_format: str) -> dict:
     """The results reply while a job is not DONE (``data`` null)."""
-    page = {
-        "jobId": job.job_id,
-        "state": state,
-        "resultFormat": result_format,
-        "page": {"pageCursor": None, "result": {"data": None}},
-    }
-    if state in (jobstates.FAILED, jobstates.TIMEDOUT) and job.errors:
-        page["errors"] = job.errors
-    return page
+    errors = job.errors if state in (wire.FAILED, wire.TIMEDOUT) else None
+    return wire.results_envelope(job.job_id, state, result_format, errors=errors)
+
+
+def _path(base: str, job: bool = False) -> re.Pattern:
+    """A route's path pattern: ``base``, or ``base/<job id>`` with the id as its group."""
+    return re.compile(re.escape(base) + (r"/([^/]+)" if job else ""))

@@ -1,6 +1,6 @@
 """Query jobs of the sandbox: their life cycle, worker threads and limits.
 
-States, as the service reports them::
+States, as the service reports them (``cortex_nb.wire`` names them)::
 
     PENDING ──> RUNNING ──> DONE
        │           ├──────> FAILED     refused by the check after creation, or a runtime error
@@ -24,8 +24,9 @@ timing, reports never skip a state: the first status read of a job (job detail, 
 ``maxWait``) says PENDING, and each later read moves the reported state at most one step along
 PENDING -> RUNNING -> final state. CANCELLED is reported at once, and so is the final state of a
 job that finished more than a second ago. A results request with ``maxWait`` holds the request
-up to that many ms (at most 2000) for the job to finish and then reports the true state. Job
-lists show the last reported state without moving it. Cancelling a finished job changes nothing.
+up to that many ms (at most ``wire.MAX_WAIT_MS``) for the job to finish and then reports the
+true state. Job lists show the last reported state without moving it. Cancelling a finished job
+changes nothing.
 Results are kept as ``retention`` says.
 """
 
@@ -33,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import queue
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -43,14 +43,9 @@ import duckdb
 
 from cortex_nb.sandbox.service.engine import Engine, QueryRejected, ResultSet
 from cortex_nb.sandbox.service.retention import Retention
+from cortex_nb.wire import CANCELLED, DONE, FAILED, FINAL_STATES, PENDING, RUNNING, TIMEDOUT
 
-PENDING, RUNNING, DONE = "PENDING", "RUNNING", "DONE"
-FAILED, CANCELLED, TIMEDOUT = "FAILED", "CANCELLED", "TIMEDOUT"
-STATES = (PENDING, RUNNING, DONE, FAILED, CANCELLED, TIMEDOUT)
-FINISHED = frozenset({DONE, FAILED, CANCELLED, TIMEDOUT})
-MAX_WAIT_MS = 2000
 STALE_MS = 1000  # a job finished this long ago reports its final state at once
-JOB_ID = re.compile(r"[A-Za-z0-9-]{1,1000}")
 
 
 class DuplicateJob(Exception):
@@ -96,7 +91,8 @@ class Job:
     def observe(self, waited: bool = False) -> str:
         """The state to report for one status read (see the module doc: no skipped states)."""
         with self.lock:
-            if self.state == CANCELLED or (self.state in FINISHED and (waited or self._stale())):
+            ended = self.state in FINAL_STATES and (waited or self._stale())
+            if self.state == CANCELLED or ended:
                 self.reported = self.state
             elif self.reported is None:
                 self.reported = PENDING
@@ -109,7 +105,7 @@ class Job:
     def peek(self) -> str:
         """The state to report without counting a read (job lists)."""
         with self.lock:
-            if self.state == CANCELLED or (self.state in FINISHED and self._stale()):
+            if self.state == CANCELLED or (self.state in FINAL_STATES and self._stale()):
                 return self.state
             return self.reported or PENDING
 
@@ -119,7 +115,7 @@ class Job:
     def stop(self, reason: str) -> None:
         """End the job now as ``reason`` (CANCELLED or TIMEDOUT) and interrupt its DuckDB work."""
         with self.lock:
-            if self.state in FINISHED:
+            if self.state in FINAL_STATES:
                 return
             if reason == TIMEDOUT:
                 limit = f"query timed out after {self.timeout_ms} ms (timeoutMs)"
@@ -164,9 +160,10 @@ class Job:
         shown_start = state != PENDING and self.start_ms is not None
         if shown_start:
             body["startTime"] = self.start_ms
-        if state in FINISHED and self.end_ms is not None:
+        if state in FINAL_STATES and self.end_ms is not None:
             body["endTime"] = self.end_ms
-        body["progress"] = {"completionPct": 100 if state in FINISHED else 50 if shown_start else 0}
+        done_pct = 100 if state in FINAL_STATES else 50 if shown_start else 0
+        body["progress"] = {"completionPct": done_pct}
         run_ms = (body.get("endTime") or now_ms()) - self.start_ms if shown_start else 0
         body["statistics"] = {"runTimeMs": run_ms, "cachePct": 0, "etaMs": 0}
         if state in (FAILED, TIMEDOUT) and self.errors:
@@ -263,13 +260,13 @@ class JobManager:
                 self.log(f"job {job.job_id}: {problem}")
                 self._fail(job, error_item(problem, code=500))
                 with job.lock:
-                    if job.state not in FINISHED:
+                    if job.state not in FINAL_STATES:
                         job.end(FAILED)
 
     def _run(self, job: Job) -> None:
         cursor = self.engine.cursor()
         with job.lock:
-            if job.state in FINISHED:  # stopped while it waited in the queue
+            if job.state in FINAL_STATES:  # stopped while it waited in the queue
                 cursor.close()
                 return
             job.cursor = cursor
@@ -326,14 +323,14 @@ class JobManager:
         if job.finished.wait(self.job_delay_ms / 2000):
             return False
         with job.lock:
-            if job.state in FINISHED:
+            if job.state in FINAL_STATES:
                 return False
             job.state, job.start_ms = RUNNING, now_ms()
         return True
 
     def _fail(self, job: Job, error: dict) -> None:
         with job.lock:
-            if job.state not in FINISHED:
+            if job.state not in FINAL_STATES:
                 job.errors = [error]
 
     def _memory_message(self) -> str:
@@ -346,7 +343,7 @@ class JobManager:
 
     def _finish(self, job: Job, result: ResultSet | None) -> None:
         with job.lock:
-            if job.state not in FINISHED:
+            if job.state not in FINAL_STATES:
                 job.result = result
                 job.end(FAILED if job.errors or result is None else DONE)
             kept = result is not None and job.result is result
@@ -358,6 +355,6 @@ class JobManager:
     def _forget_old_jobs(self) -> None:
         while len(self._jobs) > self._keep_jobs:
             oldest = next(iter(self._jobs.values()))
-            if oldest.state not in FINISHED:
+            if oldest.state not in FINAL_STATES:
                 break
             del self._jobs[oldest.job_id]
