@@ -190,7 +190,7 @@ def splice_rows(encoded: bytes, rows: bytes) -> bytes:
     as JSON (``row,row,...``) put in ``page.result.data``: a server need not decode them."""
     if not encoded.endswith(_OPEN_DATA + _CLOSE_DATA):
         raise ValueError("splice_rows needs a compact encoded DONE envelope with empty data")
-    return encoded[: -len(_CLOSE_DATA)] + rows + _CLOSE_DATA
+    return b"".join((encoded[: -len(_CLOSE_DATA)], rows, _CLOSE_DATA))  # rows copied once
 
 
 _JSON_KINDS = {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}

@@ -686,7 +686,9 @@ def _reads_as_json_does(table: pa.Table, content: bytes) -> bool:
 
 def _envelope(table: pa.Table) -> dict[str, Any]:
     """The page's envelope as Python values: every field but ``page.result.data``."""
-    envelope = {name: table.column(name)[0].as_py() for name in table.column_names}
+    envelope = {
+        name: table.column(name)[0].as_py() for name in table.column_names if name != "page"
+    }
     page = table.column("page").chunk(0)
     envelope["page"] = {
         **_fields_but(page, "result"), "result": _fields_but(page.field("result"), "data")
