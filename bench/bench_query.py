@@ -43,16 +43,16 @@ def peak_mb() -> float:
 
 
 def demo_credentials(url: str) -> dict:
-    from cortex_nb.sandbox.service.tokens import (
-        DEMO_CLIENT_ID,
-        DEMO_CLIENT_SECRET,
-        DEMO_REFRESH_TOKEN,
-    )
+    import importlib
 
+    try:
+        tokens = importlib.import_module("cortex_nb.sandbox.service.tokens")
+    except ModuleNotFoundError:  # the code before the packages (--before)
+        tokens = importlib.import_module("cortex_nb.sandbox.tokens")
     return {
-        "client_id": DEMO_CLIENT_ID,
-        "client_secret": DEMO_CLIENT_SECRET,
-        "refresh_token": DEMO_REFRESH_TOKEN,
+        "client_id": tokens.DEMO_CLIENT_ID,
+        "client_secret": tokens.DEMO_CLIENT_SECRET,
+        "refresh_token": tokens.DEMO_REFRESH_TOKEN,
         "token_url": url + "/api/oauth2/RequestToken",
     }
 
