@@ -14,9 +14,10 @@ the trace history and the token refresh take their own locks, and a job keeps th
 started with when the notebook reconnects.
 
 ``record(path)`` writes every exchange from then on (token refreshes included) into a cassette
-(``cortex_nb.record.cassette``), across reconnects, until ``stop_recording()`` or ``disconnect()``;
-``connect_replay(path)`` serves a cassette on loopback (``cortex_nb.record.replay``) and
-connects to it.
+(``cortex_nb.record.cassette``), across reconnects, until ``stop_recording()``, ``disconnect()``
+or ``connect_replay()``; ``connect_replay(path)`` ends any recording (a replay is not recorded:
+it would write its own misses into the cassette it serves), serves a cassette on loopback
+(``cortex_nb.record.replay``) and connects to it.
 """
 
 from __future__ import annotations
@@ -214,11 +215,13 @@ class Connection:
                 self.recorder = None
 
     def connect_replay(self, path: str | os.PathLike[str]) -> Connection:
-        """Serve the cassette at ``path`` on loopback (``replay.Replay``) and connect to it."""
+        """End recording; serve the cassette at ``path`` on loopback (``replay.Replay``) and
+        connect to it."""
         from cortex_nb.record.replay import Replay
 
         replay = Replay(path).start()
         with self._lock:
+            self.stop_recording()
             self.stop_replay()
             self.replay = replay
         endpoint = Endpoint.for_url(

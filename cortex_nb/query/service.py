@@ -91,7 +91,9 @@ class QueryService:
             )
         self.client = client if client is not None else HTTPClient(**client_kwargs)
         credentials = self.client.credentials
-        self.traces = traces or TraceLog(secrets=credentials.secrets if credentials else None)
+        self.traces = traces if traces is not None else TraceLog(  # an empty log is falsy
+            secrets=credentials.secrets if credentials else None
+        )
         self.traces.attach(self.client.session)
         self._jobs = jobs
         self._cache_scope = cache_scope

@@ -21,14 +21,16 @@ import hashlib
 import json
 import os
 import re
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from cortex_nb.exceptions import ConfigurationError
 from cortex_nb.http.security import mask_url
+from cortex_nb.localfiles import open_regular_file, private_directory
 from cortex_nb.sql.params import normalize_sql
 
 if TYPE_CHECKING:
@@ -46,6 +48,8 @@ __all__ = [
 ]
 
 CACHE_ENV = "CORTEX_NB_CACHE_DIR"
+KEY_PATTERN = re.compile(r"[0-9a-f]{32}")  # what key() makes: the only names an entry has
+MAX_DESCRIPTION_BYTES = 2**20  # an entry's JSON holds one query's SQL and a few facts
 # functions whose value depends on when the query runs (outside quotes, any case)
 _CLOCK = re.compile(
     r"""'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|`[^`]*`"""
@@ -175,8 +179,9 @@ class ResultCache:
 
             from cortex_nb.results.frames import arrow_to_frame
 
-            frame = arrow_to_frame(pq.read_table(self._data_path(key)), dtypes)
-        except (OSError, ValueError):
+            with _regular_file(self._data_path(key)) as data:
+                frame = arrow_to_frame(pq.read_table(data), dtypes)
+        except (OSError, ValueError, ConfigurationError):
             return None
         return CachedResult(frame, entry)
 
@@ -214,11 +219,12 @@ class ResultCache:
             rows=len(result.df), job_id=result.job_id,
             current_time=current_time_function(sql), shape=options.shape(),
         )
+        data_path, meta_path = self._data_path(key), self._meta_path(key)
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            _replace(self._data_path(key), lambda p: result.df.to_parquet(p, index=False))
+            private_directory(self.directory)
+            _replace(data_path, lambda out: result.df.to_parquet(out, index=False))
             text = json.dumps(asdict(entry), indent=1, default=str)
-            _replace(self._meta_path(key), lambda p: p.write_text(text, encoding="utf-8"))
+            _replace(meta_path, lambda out: out.write(text.encode("utf-8")))
         except OSError as exc:
             raise ConfigurationError(
                 f"Cannot keep the result in the cache at {self.directory}: "
@@ -255,25 +261,45 @@ class ResultCache:
         return len(entries)
 
     def _meta_path(self, key: str) -> Path:
-        return self.directory / f"{key}.json"
+        return self.directory / f"{_checked_key(key)}.json"
 
     def _data_path(self, key: str) -> Path:
-        return self.directory / f"{key}.parquet"
+        return self.directory / f"{_checked_key(key)}.parquet"
 
     @staticmethod
     def _entry(path: Path) -> CacheEntry | None:
+        """The entry a description file holds; None unless it is a sound one named by its key."""
         try:
-            return CacheEntry(**json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, ValueError, TypeError):
+            with _regular_file(path) as handle:
+                text = handle.read(MAX_DESCRIPTION_BYTES + 1).decode("utf-8")
+            entry = CacheEntry(**json.loads(text))  # a longer text is cut: not JSON, not an entry
+        except (OSError, ValueError, TypeError, RecursionError, ConfigurationError):
             return None
+        return entry if entry.key == path.stem and KEY_PATTERN.fullmatch(path.stem) else None
 
 
-def _replace(path: Path, write: Any) -> None:
-    """Write through ``write(temporary_path)``, then rename over ``path`` (atomic)."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+def _checked_key(key: str) -> str:
+    """``key`` if it is a cache key (32 hex digits), else a ``ConfigurationError``: a key names
+    files in the cache directory, so it may hold nothing that leads out of it."""
+    if not isinstance(key, str) or not KEY_PATTERN.fullmatch(key):
+        raise ConfigurationError(f"{key!r} is not a result cache key (32 hex digits).")
+    return key
+
+
+def _regular_file(path: Path) -> IO[bytes]:
+    """``path`` opened for reading if it is a regular file (never a link: the cache makes
+    none); ``OSError`` or ``ConfigurationError`` otherwise, never a wait on a FIFO."""
+    return open_regular_file(path, what="The cache file", fix="remove it.", follow_links=False)
+
+
+def _replace(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
+    """Write through ``write(file)`` into a new private temporary file beside ``path`` (created
+    with ``O_EXCL``: never a file or link already there), then rename it over ``path``."""
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        write(temporary)
+        with os.fdopen(fd, "wb") as out:
+            write(out)
         os.replace(temporary, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
-            temporary.unlink()
+            os.unlink(temporary)
