@@ -363,3 +363,13 @@ def test_per_request_override_of_none_is_kept_apart_from_not_given(sandbox):
     # credentials=None for one request means "no credentials", not "the client's"
     assert c.request(method="GET", path=API_PATH, credentials=None).status_code == 401
     assert bearers_seen(sandbox)[-1] is None
+
+
+def test_cookies_given_as_a_dict_are_sent_and_kept(sandbox):
+    c = HTTPClient(url=sandbox.url, credentials=sandbox_credentials(sandbox),
+                   cookies={"sid": "ck-7f1"})
+    for _ in range(2):  # a reply is taken into the session's jar; the next request still goes
+        assert c.request(method="GET", path=API_PATH).status_code == 200
+    assert [r.headers.get("cookie") for r in sandbox.requests if r.path == API_PATH] == [
+        "sid=ck-7f1", "sid=ck-7f1"]
+    assert "ck-7f1" not in repr(c)

@@ -11,7 +11,10 @@ arrive within the read timeout and ``max_reply_bytes``.
 client's) -> prepare -> authorize (refresh first when the token is missing or expiring) ->
 send -> on 401, refresh once and resend once -> mask the credentials the reply's request
 kept (errors carry the reply) -> check status / JSON. Observers (tracing) attach to the
-session's response hooks; nothing here knows about them.
+session's response hooks; nothing here knows about them, beyond announcing the credentials'
+secrets on the session (``security.announce_secrets``) so that observers mask them wherever a
+server echoes them. ``repr`` masks every secret option: credentials, auth, cookies, credential
+headers, proxy passwords and secret-named params.
 """
 
 from __future__ import annotations
@@ -35,11 +38,16 @@ from cortex_nb.http.credentials import Credentials
 from cortex_nb.http.endpoints import DEFAULT_URL, check_url
 from cortex_nb.http.security import (
     MASK,
+    SENSITIVE_KEYS,
+    announce_secrets,
     check_secure_url,
     mask_credential_headers,
     mask_url,
+    mask_values,
     redact_headers,
+    redact_json,
     scrub,
+    unsendable_character,
 )
 from cortex_nb.http.transport import (
     DEFAULT_MAX_REPLY_BYTES,
@@ -165,8 +173,12 @@ class HTTPClient:
         for name in SESSION_ATTRS:
             if name == "headers" and options.get("headers"):
                 session.headers.update(options["headers"])
+            elif name == "cookies" and isinstance(options.get("cookies"), Mapping):
+                # requests keeps a session's cookies in a jar; a plain dict breaks every reply
+                session.cookies = requests.cookies.cookiejar_from_dict(dict(options["cookies"]))
             elif name in options and name != "headers":
                 setattr(session, name, options[name])
+        announce_secrets(session, self._credential_secrets)
         adapter = RetryingAdapter(
             max_reply_bytes=self.max_reply_bytes,
             **{k: options[k] for k in ADAPTER_PARAMS if k in options},
@@ -305,6 +317,10 @@ class HTTPClient:
         credentials = call.options["credentials"]
         return credentials.secrets() if credentials is not None else []
 
+    def _credential_secrets(self) -> list[str]:
+        """The secret values of the client's credentials (what its session announces)."""
+        return self.credentials.secrets() if self.credentials is not None else []
+
     # -- lifecycle and display ---------------------------------------------------------------
     def close(self) -> None:
         """Close the connection pools."""
@@ -319,13 +335,8 @@ class HTTPClient:
     def __repr__(self) -> str:
         shown = [f"url={mask_url(self.url)!r}", f"port={self.port!r}"]
         shown += [f"credentials={self.credentials!r}"] if self.credentials is not None else []
-        for key, value in self._options.items():
-            if key == "headers" and isinstance(value, Mapping):
-                value = redact_headers(value)
-            elif key in ("auth", "cookies"):
-                value = MASK
-            shown.append(f"{key}={value!r}")
-        return f"HTTPClient({', '.join(shown)})"
+        shown += [f"{key}={_shown_option(key, value)!r}" for key, value in self._options.items()]
+        return mask_values(f"HTTPClient({', '.join(shown)})", self._credential_secrets())
 
 
 # every keyword each call takes (named in the error for an unknown one)
@@ -356,8 +367,51 @@ def _reject_unknown(kwargs: Mapping[str, Any], known: Collection[str], where: st
         )
 
 
+def _shown_option(key: str, value: Any) -> Any:
+    """A client option as ``repr`` shows it: secrets masked (headers, proxies and params by
+    name; auth and cookies whole)."""
+    if key in ("auth", "cookies"):
+        return MASK
+    if key == "headers" and isinstance(value, Mapping):
+        return redact_headers(value)
+    if key == "proxies" and isinstance(value, Mapping):
+        return {scheme: _masked_proxy(str(proxy)) for scheme, proxy in value.items()}
+    if key == "params":
+        return _masked_params(value)
+    return value
+
+
+def _masked_proxy(proxy: str) -> str:
+    """A proxy URL with its password masked, with or without a scheme (``user:pw@host:3128``,
+    which requests reads as http)."""
+    if "://" in proxy:
+        return mask_url(proxy)
+    return mask_url(f"http://{proxy}").removeprefix("http://")
+
+
+def _masked_params(params: Any) -> Any:
+    """Query parameters with the values of secret-named keys (``token``...) masked."""
+    if isinstance(params, Mapping):
+        return redact_json(dict(params))
+    if isinstance(params, str):
+        return scrub(params)
+    if isinstance(params, list | tuple):
+        return [
+            (pair[0], MASK if str(pair[0]).lower() in SENSITIVE_KEYS else pair[1])
+            if isinstance(pair, list | tuple) and len(pair) == 2 else pair
+            for pair in params
+        ]
+    return params
+
+
 def _authorize(prepared: requests.PreparedRequest, token: str) -> None:
     check_secure_url(prepared.url or "", "the API")
+    problem = unsendable_character(token)
+    if problem is not None:  # http.client would raise with the whole header in its message
+        raise CredentialsError(
+            f"The access token cannot be sent in an HTTP header: it holds {problem}. Check where "
+            "it came from (PAN_ACCESS_TOKEN, a file read with its line break?)."
+        )
     prepared.headers["Authorization"] = f"Bearer {token}"
 
 

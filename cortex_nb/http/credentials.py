@@ -8,7 +8,12 @@ variables; error messages are scrubbed of them.
 
 Token requests go through their own ``transport.token_session()``: every request there carries
 secrets in its body, so each is checked against the https-or-loopback rule (proxy included),
-none follows a redirect, and transient failures are retried as for the API.
+none follows a redirect, and transient failures are retried as for the API. The session
+announces these credentials' secrets (``security.announce_secrets``), so a trace or a cassette
+of the very first token request, made while connecting, masks an IdP reply that quotes them.
+A token reply is reduced at once to the fields used, with every known secret masked in the
+rest: no frame that a traceback with local variables shows holds a quoted secret. An access
+token that no HTTP header can carry (a line break, non-ASCII) is a ``CredentialsError``.
 
 Refresh is single-flight: callers pass the token they saw as ``stale``; under one lock, the first
 caller refreshes and the others find a different token already in place and use it. So 32
@@ -35,10 +40,13 @@ from cortex_nb.http.security import (
     MASK,
     SECRET_FIELDS,
     Secret,
+    announce_secrets,
     check_secure_url,
     mask_url,
+    mask_values,
     scrub,
     secret,
+    unsendable_character,
 )
 from cortex_nb.http.transport import token_session
 
@@ -112,6 +120,7 @@ class Credentials:
         self.refresh_count = 0
         self._lock = threading.Lock()
         self.http = token_session()  # its own session, so response hooks can trace refreshes
+        announce_secrets(self.http, self.secrets)
 
     @property
     def token_url(self) -> str:
@@ -245,20 +254,26 @@ class Credentials:
                 f"{response.status_code}, redirecting to {where}; credentials are never re-sent "
                 "to a redirect. Set token_url to the address that answers."
             )
-        try:
-            reply = _guarded(response.json())
-        except ValueError:
-            reply = None
-        ok = response.ok and isinstance(reply, dict) and "error" not in reply
-        if ok and isinstance(reply.get("access_token"), str) and reply["access_token"]:
-            rolled = reply.get("refresh_token")
-            return reply["access_token"], rolled if isinstance(rolled, str) and rolled else None
-        detail = _token_error_detail(reply, response)
+        reply = _token_fields(response, self.secrets())
+        ok = response.ok and reply is not None and "error" not in reply
+        if ok and reply.get("access_token"):
+            return self._sendable(reply["access_token"]), reply.get("refresh_token")
+        detail = scrub(_token_error_detail(reply, response), self.secrets())
         raise CredentialsError(
-            f"Token refresh failed at {mask_url(self.token_url)}: "
-            f"{scrub(detail, self.secrets())}. Check the client id, client secret and refresh "
-            "token (they may be revoked or expired)."
+            f"Token refresh failed at {mask_url(self.token_url)}: {detail}. Check the client "
+            "id, client secret and refresh token (they may be revoked or expired)."
         )
+
+    def _sendable(self, access: Secret) -> Secret:
+        """``access`` if an HTTP header can carry it, else a ``CredentialsError`` (no token)."""
+        problem = unsendable_character(access)
+        if problem is not None:
+            raise CredentialsError(
+                f"The token endpoint {mask_url(self.token_url)} answered an access token that "
+                f"cannot be sent in an HTTP header ({problem}). Check token_url points at the "
+                "Cortex token endpoint."
+            )
+        return access
 
     # -- display ------------------------------------------------------------------------------
     def __repr__(self) -> str:
@@ -320,12 +335,24 @@ def _environment(environ: Any) -> dict[str, str | None]:
     return {k: secret(v) if k in SECRET_FIELDS else v for k, v in values.items()}
 
 
-def _guarded(reply: Any) -> Any:
-    """A decoded token reply with its secret values as ``Secret`` strings."""
+def _token_fields(response: requests.Response, secrets: list[str]) -> dict[str, Any] | None:
+    """The fields of a token reply that are used: the tokens (non-empty strings, as
+    ``Secret``), and ``error``/``error_description`` as text with every known secret masked;
+    None when the reply is not a JSON object."""
+    try:
+        reply = response.json()
+    except (ValueError, RecursionError):  # not JSON, or nested past what the parser takes
+        return None
     if not isinstance(reply, dict):
-        return reply
-    return {k: secret(v) if k in SECRET_FIELDS and isinstance(v, str) else v
-            for k, v in reply.items()}
+        return None
+    fields: dict[str, Any] = {}
+    for key in ("access_token", "refresh_token"):
+        if isinstance(reply.get(key), str) and reply[key]:
+            fields[key] = secret(reply[key])
+    for key in ("error", "error_description"):
+        if key in reply:
+            fields[key] = mask_values(str(reply[key])[:500], secrets)
+    return fields
 
 
 def _warn_region_is_not_credentials() -> None:

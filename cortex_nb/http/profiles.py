@@ -7,7 +7,12 @@ temporary file in the same directory, is fsynced, then replaces the old file wit
 a crash leaves either the old file or the new one, never a torn one, and the temporary file
 a crash leaves behind (secrets in it) is removed by the next save or delete. The lock file is
 opened without following a symbolic link. A file that is not UTF-8 JSON of the expected shape
-is one clear error.
+is one clear error, and so is one that is not a regular file (a FIFO, a link to a device), is
+larger than ``MAX_FILE_BYTES`` or nested too deeply: found before reading, never a hang.
+
+A profiles file found holding secrets while others may read it (a file from before, or one
+copied in) is made 0600 at once, with an ``ExposedProfilesWarning`` naming it: the secrets
+may have been read, so rotate them. A config directory that others may enter is made 0700.
 
 Secrets (client secret, refresh token, access token) go to the OS keyring (the optional
 ``keyring`` package, imported only when needed) under the service ``cortex_nb``. When no usable
@@ -24,6 +29,7 @@ import contextlib
 import json
 import os
 import re
+import stat
 import sys
 import tempfile
 import warnings
@@ -34,12 +40,14 @@ from typing import Any
 from cortex_nb.exceptions import ConfigurationError, CortexError
 from cortex_nb.http.endpoints import REGION_NAMES, check_url
 from cortex_nb.http.security import MASK, SECRET_FIELDS, mask_url, secret
+from cortex_nb.localfiles import private_directory, read_regular_file
 
 __all__ = [
     "CONFIG_ENV",
     "FIELDS",
     "KEYRING_ENV",
     "SECRET_FIELDS",
+    "ExposedProfilesWarning",
     "SecretsInFileWarning",
     "config_dir",
     "delete_profile",
@@ -61,12 +69,18 @@ PUBLIC_FIELDS = ("region", "url", "client_id", "token_url", "instance_id")
 FIELDS = PUBLIC_FIELDS + SECRET_FIELDS
 SECRET_STORES = ("keyring", "file", "none")
 _TEMP_PREFIX, _TEMP_SUFFIX = ".profiles-", ".tmp"
+MAX_FILE_BYTES = 1 * 2**20  # thousands of profiles; anything larger is not a profiles file
+PRIVATE_FILE_MODE = 0o600
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 USAGE = "usage: cortex-nb profiles list | show NAME | delete NAME"
 
 
 class SecretsInFileWarning(UserWarning):
     """Secrets were written to the 0600 profiles file because no OS keyring is usable."""
+
+
+class ExposedProfilesWarning(UserWarning):
+    """The profiles file (secrets in it) or its directory was open to other users; now closed."""
 
 
 # -- where -----------------------------------------------------------------------------------
@@ -193,17 +207,22 @@ def _missing(name: str, store: dict[str, Any]) -> ConfigurationError:
 # -- the file ------------------------------------------------------------------------------------
 def _read_store(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text(encoding="utf-8")
+        _private_config_dir(path.parent, create=False)
+        data = read_regular_file(
+            path, what="The profiles file", limit=MAX_FILE_BYTES,
+            fix=f"move it away, or set {CONFIG_ENV} to another directory.",
+        )
     except FileNotFoundError:
         return {"version": FORMAT_VERSION, "profiles": {}}
     except OSError as exc:
         raise ConfigurationError(f"Cannot read the profiles file {path}: {exc.strerror}.") from None
-    except UnicodeDecodeError as exc:  # a ValueError: say which byte, never show the text
+    try:
+        problem, store = _parse_store(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:  # say which byte, never show the text
         problem = f"is not UTF-8 (byte {exc.start})"
-    else:
-        problem, store = _parse_store(text)
     if problem:
         raise ConfigurationError(f"The profiles file {path} {problem}; fix it or delete it.")
+    _private_secrets_file(path, store)
     return store
 
 
@@ -213,6 +232,8 @@ def _parse_store(text: str) -> tuple[str | None, Any]:
         store = json.loads(text)
     except ValueError as exc:
         return f"is not valid JSON ({exc})", None
+    except RecursionError:  # nested deeper than any profiles file is
+        return "is not a profiles file (JSON nested too deeply)", None
     if not isinstance(store, dict) or not isinstance(store.get("profiles"), dict):
         return "has no 'profiles' object", None
     for name, entry in store["profiles"].items():
@@ -235,6 +256,46 @@ def _entry_problem(entry: Any) -> str | None:
     if not isinstance(kept, list) or not set(kept) <= set(SECRET_FIELDS):
         return f"secret_fields is not a list of {', '.join(SECRET_FIELDS)}"
     return None
+
+
+def _holds_secrets(store: dict[str, Any]) -> bool:
+    """Whether any stored profile keeps a secret in the file itself."""
+    return any(entry.get(field) for entry in store["profiles"].values() for field in SECRET_FIELDS)
+
+
+def _private_secrets_file(path: Path, store: dict[str, Any]) -> None:
+    """Make a profiles file that holds secrets 0600 if others may read it, and say so."""
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if not mode & 0o077 or not _holds_secrets(store):
+        return
+    try:
+        os.chmod(path, PRIVATE_FILE_MODE)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"The profiles file {path} holds secrets and others may read it (mode {mode:04o}), "
+            f"and it cannot be made private ({exc.strerror}); run `chmod 600 {path}`."
+        ) from None
+    warnings.warn(
+        f"The profiles file {path} holds secrets and was readable by other users (mode "
+        f"{mode:04o}); it is now 0600. The secrets may have been read: rotate them (a new "
+        "client secret and refresh token) if others use this machine.",
+        ExposedProfilesWarning,
+        stacklevel=4,
+    )
+
+
+def _private_config_dir(directory: Path, create: bool) -> None:
+    """Create the config directory 0700 (``create``), or tighten one others may enter."""
+    if not create and not directory.is_dir():
+        return
+    was = private_directory(directory)
+    if was is not None and was & 0o022:  # others could have replaced the file: say so
+        warnings.warn(
+            f"The config directory {directory} was writable by other users (mode {was:04o}); "
+            "it is now 0700. Check that its profiles are the ones you saved.",
+            ExposedProfilesWarning,
+            stacklevel=5,
+        )
 
 
 def _write_store(path: Path, store: dict[str, Any]) -> None:
@@ -281,7 +342,7 @@ def _locked(path: Path) -> Iterator[None]:
     """Create the directory (0700); hold a lock so that concurrent saves lose no edits."""
     lock = path.parent / ".profiles.lock"
     try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _private_config_dir(path.parent, create=True)
         # never through a symbolic link: one planted there would make us create or lock any file
         flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
         fd = os.open(lock, flags, 0o600)

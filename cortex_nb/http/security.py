@@ -8,13 +8,19 @@ goes through these helpers, so the rules live in one module. Secrets held in mem
 The route rule: credentials travel only over https, or over plain http to loopback
 (127.0.0.0/8, ::1 or exactly ``localhost``; no name is trusted because DNS says loopback),
 proxies included (``check_route``).
+
+Known secret values are masked wherever they appear, not only where their name says secret:
+a server may echo a token in any header or body (``mask_values``, ``redact_headers``). A
+``requests`` session announces the secrets its requests carry (``announce_secrets``), so the
+observers on its response hooks (traces, cassettes) mask them from its very first reply, before
+anyone else was told (``secrets_of``).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -27,16 +33,20 @@ __all__ = [
     "SENSITIVE_HEADERS",
     "SENSITIVE_KEYS",
     "Secret",
+    "announce_secrets",
     "carries_credentials",
     "check_route",
     "check_secure_url",
     "is_loopback",
     "mask_credential_headers",
     "mask_url",
+    "mask_values",
     "redact_headers",
     "redact_json",
     "scrub",
     "secret",
+    "secrets_of",
+    "unsendable_character",
 ]
 
 MASK = "******"
@@ -59,6 +69,9 @@ _JSON_PAIR = re.compile(rf'("(?:{_KEYS})"\s*:\s*")(?:[^"\\]|\\.)*("?)', re.IGNOR
 _BEARER = re.compile(r"(Bearer\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
 # user:password@ (or a lone token@) in a URL, wherever a URL appears in text
 _USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@?#]+@")
+# what a bearer token may hold to travel in a header: visible ASCII, no space (RFC 6750 asks less)
+_UNSENDABLE = re.compile(r"[^\x21-\x7e]")
+_SESSION_SECRETS = "cortex_secrets"  # the attribute a session announces its secrets by
 
 
 class Secret(str):
@@ -144,20 +157,29 @@ def mask_url(url: str) -> str:
     return _USERINFO.sub(lambda m: m.group(1) + MASK + "@", url)
 
 
-def scrub(text: str, secrets: Iterable[str] = ()) -> str:
-    """``text`` with secrets masked: known values, bearers, key=value pairs, URL passwords."""
+def mask_values(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` with every known secret value masked, wherever it stands (longest first)."""
     for value in sorted((s for s in secrets if s), key=len, reverse=True):
         text = text.replace(value, MASK)
+    return text
+
+
+def scrub(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` with secrets masked: known values, bearers, key=value pairs, URL passwords."""
+    text = mask_values(text, secrets)
     text = _BEARER.sub(lambda m: m.group(1) + MASK, text)
     text = _JSON_PAIR.sub(lambda m: m.group(1) + MASK + m.group(2), text)
     text = mask_url(text)
     return _PAIR.sub(lambda m: m.group(1) + MASK, text)
 
 
-def redact_headers(headers: Mapping[str, Any]) -> dict[str, str]:
-    """Copy ``headers`` with every sensitive header's value masked."""
+def redact_headers(headers: Mapping[str, Any], secrets: Iterable[str] = ()) -> dict[str, str]:
+    """Copy ``headers`` with every sensitive header's value masked, and every known secret
+    value masked in the others (a server may echo a token in any header)."""
+    secrets = list(secrets)
     return {
-        k: (MASK if k.lower() in SENSITIVE_HEADERS else str(v)) for k, v in headers.items()
+        k: (MASK if k.lower() in SENSITIVE_HEADERS else mask_values(str(v), secrets))
+        for k, v in headers.items()
     }
 
 
@@ -171,3 +193,28 @@ def redact_json(value: Any) -> Any:
     if isinstance(value, list):
         return [redact_json(v) for v in value]
     return value
+
+
+def announce_secrets(session: Any, secrets: Callable[[], Iterable[str]]) -> None:
+    """Tell the observers of ``session`` which secret values its requests carry (asked at
+    each reply, so rolled tokens count)."""
+    setattr(session, _SESSION_SECRETS, secrets)
+
+
+def secrets_of(session: Any) -> list[str]:
+    """The secret values ``session`` announced (``announce_secrets``), or none."""
+    secrets = getattr(session, _SESSION_SECRETS, None)
+    return [s for s in secrets() if s] if callable(secrets) else []
+
+
+def unsendable_character(value: str) -> str | None:
+    """Where and what the first character of a token is that no HTTP header can carry (a line
+    break, a space, a non-ASCII letter), in words without the token; None when it can go."""
+    found = _UNSENDABLE.search(value)
+    if found is None:
+        return None
+    char = found.group()
+    what = {"\r": "a carriage return", "\n": "a line break", " ": "a space", "\t": "a tab"}.get(
+        char, f"the character U+{ord(char):04X}"
+    )
+    return f"{what} at position {found.start() + 1} of {len(value)}"

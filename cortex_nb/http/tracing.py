@@ -5,7 +5,8 @@ request path knows nothing about it. Each reply becomes a ``Trace`` holding meth
 elapsed time, ``x-request-id``, headers and bodies (truncated), the transport retries urllib3
 made, and a note for refreshes and 401 resends. Secrets are masked *before* a trace is stored:
 sensitive headers, sensitive JSON keys at any depth, ``key=value`` pairs, bearer tokens, and
-any exact secret value the log was told about.
+any exact secret value the log was told about or the session announced
+(``security.announce_secrets``), wherever it stands: URL, reason, any header, bodies.
 
 A trace renders as collapsible HTML in notebooks (``_repr_html_``), as text in terminals
 (``str``) and as an equivalent ``curl`` command with the token as ``$TOKEN`` (``to_curl``).
@@ -26,7 +27,14 @@ from typing import Any
 
 import requests
 
-from cortex_nb.http.security import SENSITIVE_HEADERS, redact_headers, redact_json, scrub
+from cortex_nb.http.security import (
+    SENSITIVE_HEADERS,
+    mask_values,
+    redact_headers,
+    redact_json,
+    scrub,
+    secrets_of,
+)
 
 __all__ = ["Trace", "TraceLog", "render_traces_html"]
 
@@ -165,7 +173,8 @@ class TraceLog:
         def hook(response: requests.Response, *args: Any, **kwargs: Any) -> requests.Response:
             # Hooks run before requests reads the body; reading it here is what requests does
             # next anyway, except for streamed replies, which are left unread.
-            self.record(response, kind=kind, stream=bool(kwargs.get("stream")))
+            stream = bool(kwargs.get("stream"))
+            self.record(response, kind=kind, stream=stream, secrets=secrets_of(session))
             return response
 
         hook.cortex_trace_log = self  # lets attach() avoid double registration
@@ -174,21 +183,24 @@ class TraceLog:
             hooks.append(hook)
 
     def record(
-        self, response: requests.Response, kind: str = "api", stream: bool = False
+        self, response: requests.Response, kind: str = "api", stream: bool = False,
+        secrets: Iterable[str] = (),
     ) -> Trace:
-        """Build a redacted trace from ``response`` and store it."""
-        secrets = [s for s in self._secrets() if s]
+        """Build a redacted trace from ``response`` and store it; ``secrets`` are masked as
+        well as those the log knows."""
+        secrets = [s for s in (*self._secrets(), *secrets) if s]
         request = response.request
+        request_id = response.headers.get("x-request-id")
         trace = Trace(
             method=request.method or "?",
             url=scrub(request.url or "", secrets),
             status=response.status_code,
-            reason=response.reason or "",
+            reason=mask_values(response.reason or "", secrets),
             elapsed_ms=response.elapsed.total_seconds() * 1000,
-            request_id=response.headers.get("x-request-id"),
-            request_headers=redact_headers(request.headers),
+            request_id=mask_values(request_id, secrets) if request_id else request_id,
+            request_headers=redact_headers(request.headers, secrets),
             request_body=_body_text(request.body, secrets),
-            response_headers=redact_headers(response.headers),
+            response_headers=redact_headers(response.headers, secrets),
             response_body=None if stream else _body_text(response.content, secrets),
             retries=_transport_retries(response),
             note=getattr(request, "cortex_note", None) or _KIND_NOTES.get(kind),

@@ -14,13 +14,15 @@ the trace history and the token refresh take their own locks, and a job keeps th
 started with when the notebook reconnects.
 
 ``record(path)`` writes every exchange from then on (token refreshes included) into a cassette
-(``cortex_nb.record.cassette``), across reconnects, until ``stop_recording()`` or ``disconnect()``;
-``connect_replay(path)`` serves a cassette on loopback (``cortex_nb.record.replay``) and
-connects to it.
+(``cortex_nb.record.cassette``), across reconnects, until ``stop_recording()``, ``disconnect()``
+or ``connect_replay()``; ``connect_replay(path)`` ends any recording (a replay is not recorded:
+it would write its own misses into the cassette it serves), serves a cassette on loopback
+(``cortex_nb.record.replay``) and connects to it.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Callable
@@ -36,6 +38,7 @@ from cortex_nb.http.tracing import TraceLog
 from cortex_nb.http.transport import gated_retry
 from cortex_nb.query.background import BackgroundJobs
 from cortex_nb.query.service import QueryService
+from cortex_nb.results.cache import cache_scope
 
 __all__ = ["Connection", "get_connection"]
 
@@ -125,7 +128,10 @@ class Connection:
             if self.replay is not None and endpoint.api_url != self.replay.url:
                 self.stop_replay()  # connected elsewhere: the replayed cassette is done with
             self.endpoint, self.credentials, self.client = endpoint, credentials, client
-            self.queries = QueryService(client=client, traces=self.traces, jobs=self.jobs)
+            self.queries = QueryService(
+                client=client, traces=self.traces, jobs=self.jobs,
+                cache_scope=functools.partial(cache_scope, self),
+            )
         self._notify()
         return self
 
@@ -209,11 +215,13 @@ class Connection:
                 self.recorder = None
 
     def connect_replay(self, path: str | os.PathLike[str]) -> Connection:
-        """Serve the cassette at ``path`` on loopback (``replay.Replay``) and connect to it."""
+        """End recording; serve the cassette at ``path`` on loopback (``replay.Replay``) and
+        connect to it."""
         from cortex_nb.record.replay import Replay
 
         replay = Replay(path).start()
         with self._lock:
+            self.stop_recording()
             self.stop_replay()
             self.replay = replay
         endpoint = Endpoint.for_url(

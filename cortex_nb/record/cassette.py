@@ -16,6 +16,12 @@ recorded). Before anything is written:
 The file is a stream of JSON documents (``jq`` reads it as is): a header, then one document per
 exchange, laid out one key per line with each result row on a line of its own, so a cassette
 recorded again diffs row by row. Job ids stay as recorded: replay maps them to the new ones.
+
+A cassette is meant to be shared, so one from elsewhere is read with care: only a regular file
+of at most ``MAX_CASSETTE_BYTES`` (never a FIFO or a device), JSON nested no deeper than the
+parser allows, and reply headers without control characters (a CR/LF would split the replayed
+reply); anything else is one ``ConfigurationError``. Recording never writes through a symbolic
+link at the cassette's path (it would overwrite the file the link points to).
 """
 
 from __future__ import annotations
@@ -37,7 +43,8 @@ import requests
 
 from cortex_nb._version import __version__
 from cortex_nb.exceptions import ConfigurationError
-from cortex_nb.http.security import MASK, SENSITIVE_KEYS, mask_url, scrub
+from cortex_nb.http.security import MASK, SENSITIVE_KEYS, mask_url, scrub, secrets_of
+from cortex_nb.localfiles import open_for_writing, read_regular_file
 from cortex_nb.sql.params import DATASETS
 
 __all__ = [
@@ -61,6 +68,10 @@ CASSETTE_KEYS = SENSITIVE_KEYS | {"client_id"}
 # reply headers worth replaying; everything else (cookies, dates, proxies' own) is left out
 RESPONSE_HEADERS = ("content-type", "x-request-id", "retry-after", "www-authenticate", "allow")
 WIDTH = 100  # a JSON value shorter than this stays on one line
+MAX_CASSETTE_BYTES = 512 * 2**20  # the client's largest reply; a cassette holds a few pages
+# a header name is an RFC 9110 token; a value holds no control character (CR/LF split replies)
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 # a bearer token, not a challenge's parameters (WWW-Authenticate: Bearer error="...")
 _BEARER = re.compile(
@@ -141,7 +152,7 @@ def exchange_of(
             **({"query": query} if query else {}), **body_of(request.body, cleaner),
         },
         "response": {
-            "status": response.status_code, "reason": response.reason or "",
+            "status": response.status_code, "reason": cleaner.text(response.reason or ""),
             "headers": headers, **body_of(response.content, cleaner),
         },
         "elapsed_ms": round(response.elapsed.total_seconds() * 1000, 1),
@@ -191,12 +202,42 @@ def _documents(text: str, path: Path) -> Iterator[Any]:
             return
         try:
             value, at = decoder.raw_decode(text, at)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             line = text.count("\n", 0, at) + 1
+            problem = getattr(exc, "msg", "JSON nested too deeply")
             raise ConfigurationError(
-                f"The cassette {path} is damaged at line {line}: {exc.msg}. Record it again."
+                f"The cassette {path} is damaged at line {line}: {problem}. Record it again."
             ) from None
         yield value
+
+
+def _read_text(where: Path) -> str:
+    """A cassette file's text: a regular UTF-8 file of a sane size, or a clear error."""
+    try:
+        data = read_regular_file(
+            where, what="The cassette", limit=MAX_CASSETTE_BYTES,
+            fix="give the path of a file recorded with `%cortex connect ... --record FILE`.",
+        )
+        return data.decode("utf-8")
+    except FileNotFoundError:
+        raise ConfigurationError(
+            f"No cassette at {where.resolve()}. Give the path of a file recorded with "
+            "`%cortex connect ... --record FILE` (relative paths start at the notebook's "
+            "folder)."
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigurationError(f"Cannot read the cassette {where}: {exc}.") from None
+
+
+def _unsafe_header(exchange: dict[str, Any]) -> str | None:
+    """The first reply header of an exchange that could not be sent as recorded, or None."""
+    headers = exchange["response"].get("headers") or {}
+    if not isinstance(headers, dict):
+        return "headers"
+    for name, value in headers.items():
+        if not _HEADER_NAME.fullmatch(name) or not isinstance(value, str) or _CONTROL.search(value):
+            return name
+    return None
 
 
 @dataclass
@@ -212,16 +253,7 @@ class Cassette:
     def load(cls, path: str | os.PathLike[str]) -> Cassette:
         """Read and check the cassette at ``path`` (relative to the current directory)."""
         where = Path(path).expanduser()
-        try:
-            text = where.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ConfigurationError(
-                f"No cassette at {where.resolve()}. Give the path of a file recorded with "
-                "`%cortex connect ... --record FILE` (relative paths start at the notebook's "
-                "folder)."
-            ) from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigurationError(f"Cannot read the cassette {where}: {exc}.") from None
+        text = _read_text(where)
         documents = list(_documents(text, where))
         header = documents[0] if documents else None
         if not isinstance(header, dict) or header.get("format") != FORMAT:
@@ -239,6 +271,13 @@ class Cassette:
             raise ConfigurationError(
                 f"The cassette {where} holds a document that is not an exchange. Record it again."
             )
+        for number, exchange in enumerate(exchanges, 1):
+            if (name := _unsafe_header(exchange)) is not None:
+                raise ConfigurationError(
+                    f"The cassette {where} has a reply header that cannot be replayed (exchange "
+                    f"{number}, header {name!r}: a control character or a malformed name); it "
+                    "may have been tampered with. Record it again."
+                )
         return cls(where, header, exchanges, hashlib.sha256(text.encode()).hexdigest())
 
     @property
@@ -255,6 +294,7 @@ def _is_exchange(document: Any) -> bool:
         and isinstance(document["request"].get("method"), str)
         and isinstance(document["request"].get("path"), str)
         and isinstance(document["response"].get("status"), int)
+        and 200 <= document["response"]["status"] <= 599  # 1xx would leave the client waiting
     )
 
 
@@ -263,8 +303,10 @@ class Recorder:
     """Writes every exchange of the sessions it is attached to into a cassette file.
 
     ``instance_id`` and ``secrets`` are callables asked at every exchange (the connection's
-    current instance id and secret values), or plain values. Every instance id seen once is
-    replaced from then on. The file is created (or replaced) at once, with its header.
+    current instance id and secret values), or plain values; the secrets a session announces
+    (``security.secrets_of``: its credentials', known before their first token request) are
+    masked too. Every instance id seen once is replaced from then on. The file is created (or
+    replaced) at once, with its header; a symbolic link at its path is refused.
     """
 
     def __init__(
@@ -285,7 +327,9 @@ class Recorder:
                   "recorded": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                   "client": f"cortex-nb/{__version__}"}
         try:
-            self._file = self.path.open("w", encoding="utf-8")
+            self._file = open_for_writing(
+                self.path, what="The cassette path", fix="Remove it, or give another path."
+            )
             self._write(header)
         except OSError as exc:
             raise ConfigurationError(
@@ -296,7 +340,7 @@ class Recorder:
         """Record every reply ``session`` receives (``kind``: ``api`` or ``token``)."""
 
         def hook(response: requests.Response, *args: Any, **kwargs: Any) -> requests.Response:
-            self.record(response, kind)
+            self.record(response, kind, secrets_of(session))
             return response
 
         hook.cortex_recorder = self
@@ -304,15 +348,18 @@ class Recorder:
         if not any(getattr(h, "cortex_recorder", None) is self for h in hooks):
             hooks.append(hook)
 
-    def record(self, response: requests.Response, kind: str = "api") -> None:
-        """Append one exchange (the whole reply is read, even a streamed one)."""
+    def record(
+        self, response: requests.Response, kind: str = "api", secrets: Iterable[str] = ()
+    ) -> None:
+        """Append one exchange (the whole reply is read, even a streamed one), masking
+        ``secrets`` as well as the recorder's own."""
         if self.closed:
             return
         named = {self._instance_id()} | instance_ids_in(response.request)
         with self._lock:  # pages arrive on several threads at once
             self._instance_ids |= named - {None}
             instance_ids = list(self._instance_ids)
-        document = exchange_of(response, kind, self._secrets(), instance_ids)
+        document = exchange_of(response, kind, [*self._secrets(), *secrets], instance_ids)
         with self._lock:
             if self.closed:
                 return

@@ -16,6 +16,11 @@ are served in recorded order, the last one again once they run out: a job polled
 answers RUNNING, RUNNING, DONE and then DONE, a query run twice gets the second recorded run,
 pages fetched by offset in parallel each find their own. A request no key holds is answered
 410 with one line naming it.
+
+Only the reply headers a recording keeps (``cassette.RESPONSE_HEADERS``) are replayed, whatever
+a cassette from elsewhere holds: never a ``Location`` (a replayed redirect would send the
+"offline" client to another host), a cookie or a hop-by-hop header; ``Cassette.load`` refuses a
+header with a control character in it.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from typing import Any
 
 from cortex_nb.record.cassette import (
     INSTANCE,
+    RESPONSE_HEADERS,
     Cassette,
     Cleaner,
     body_of,
@@ -172,7 +178,10 @@ class ReplayApp:
             text = response.get("text") or ""
         for old, new in swaps.items():
             text = text.replace(old, new)
-        headers = {_header_name(k): str(v) for k, v in (response.get("headers") or {}).items()}
+        headers = {
+            _header_name(k): str(v) for k, v in (response.get("headers") or {}).items()
+            if k.lower() in RESPONSE_HEADERS  # nothing that redirects, sets cookies or frames
+        }
         return Reply(response["status"], text.encode("utf-8"), headers)
 
     def _miss(self, request: Request, body: Any) -> Reply:

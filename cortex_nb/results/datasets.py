@@ -24,6 +24,13 @@ at the end; an error or an interrupt removes it (a killed process leaves it hidd
 manifest, and ``Dataset`` refuses a directory without one). An existing dataset is replaced only
 with ``overwrite``; a directory that is not a dataset is never replaced.
 
+Nothing of the user's is lost or moved: ``DIR`` is where its symbolic links lead (a link stays a
+link, the dataset is written where it points), an existing directory stays in place (an empty
+one, ``--to .`` included, is filled; an old dataset loses its manifest first, then the files
+it lists, and the new files move in, manifest last), and ``overwrite`` is refused while the
+directory holds anything the old manifest does not list (notes, plots): only a dataset's own
+files are ever deleted.
+
 ``Dataset(DIR)`` (or ``open_dataset``) is the handle: ``rows``, ``schema``, ``files``,
 ``duckdb()`` (a DuckDB relation over the files), ``arrow()`` (a ``pyarrow.dataset``),
 ``to_pandas()`` (refused above ``max_rows``, like a query), ``verify()`` (row counts and checksums).
@@ -39,7 +46,7 @@ import os
 import shutil
 import uuid
 from collections import OrderedDict
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pyarrow as pa
@@ -47,8 +54,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cortex_nb.exceptions import ConfigurationError, CortexError, QueryError
-from cortex_nb.query.job import DEFAULT_MAX_ROWS, QueryJob, plural
-from cortex_nb.results.frames import DEFAULT_DTYPES, FrameBuilder, arrow_to_frame
+from cortex_nb.options import DEFAULT_MAX_ROWS, QueryOptions
+from cortex_nb.results.collect import typed_pages
+from cortex_nb.results.frames import DEFAULT_DTYPES, arrow_to_frame
+from cortex_nb.words import plural
 
 __all__ = ["MANIFEST", "Dataset", "check_target", "open_dataset", "write_dataset"]
 
@@ -66,12 +75,14 @@ _READ_CHUNK = 2**20
 
 # -- writing ------------------------------------------------------------------------------------
 def check_target(path: str | os.PathLike, overwrite: bool = False) -> Path:
-    """The dataset directory ``path``, or a ``ConfigurationError`` saying why it cannot be used.
+    """The dataset directory ``path`` (where its links lead), or a ``ConfigurationError``
+    saying why it cannot be used.
 
     Usable: a path that does not exist, an empty directory, or (with ``overwrite``) a
-    directory holding a dataset. Checked before the query runs, and again before publishing.
+    directory holding a dataset and nothing else. Checked before the query runs, and again
+    before publishing.
     """
-    target = Path(path).expanduser()
+    target = Path(path).expanduser().resolve()
     if target.exists() and not target.is_dir():
         raise ConfigurationError(f"{target} is a file; give a directory for the dataset.")
     if not target.is_dir() or not any(target.iterdir()):
@@ -86,19 +97,58 @@ def check_target(path: str | os.PathLike, overwrite: bool = False) -> Path:
             f"{target} already holds a dataset; replace it with overwrite=True (--overwrite) "
             "or give another directory."
         )
+    foreign = _entries(target)[1]
+    if foreign:
+        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        raise ConfigurationError(
+            f"{target} holds a dataset and also {', '.join(foreign[:3])}{more}, which its "
+            "manifest does not list; overwriting replaces only a dataset's own files. Move "
+            "those out, or give another directory."
+        )
     return target
 
 
+def _own_paths(target: Path) -> set[str]:
+    """The relative paths a dataset's manifest makes its own: the manifest, the files it lists
+    and the folders they are in (a listed path that leads out of the directory is not)."""
+    own = {MANIFEST}
+    for record in _read_manifest(target).get("files") or []:
+        relative = PurePosixPath(str(record.get("path", "")) if isinstance(record, dict) else "")
+        if relative.is_absolute() or ".." in relative.parts:
+            continue
+        own.update(p.as_posix() for p in (relative, *relative.parents) if p.parts)
+    return own
+
+
+def _entries(target: Path) -> tuple[list[str], list[str]]:
+    """What a dataset directory holds, as relative paths: (its own, everything else). Walked
+    without following links, so nothing outside the directory is ever named."""
+    own_paths, own, foreign = _own_paths(target), [], []
+    for folder, dirs, files in os.walk(target):
+        base = Path(folder).relative_to(target)
+        for name in sorted(dirs) + sorted(files):
+            relative = (base / name).as_posix()
+            if relative in own_paths:
+                own.append(relative)
+            else:
+                foreign.append(relative + ("/" if name in dirs else ""))
+        dirs[:] = [d for d in dirs if (base / d).as_posix() in own_paths]
+    return own, foreign
+
+
 def write_dataset(
-    job: QueryJob,
+    job: Any,
     path: str | os.PathLike,
+    options: QueryOptions | None = None,
     *,
-    overwrite: bool = False,
-    structs: str = "value",
     buffer_bytes: int = BUFFER_BYTES,
     row_group_bytes: int = ROW_GROUP_BYTES,
 ) -> Dataset:
-    """Stream every row of ``job`` into a Parquet dataset at ``path``; return its handle."""
+    """Stream every row of ``job`` (a ``QueryJob``) into a Parquet dataset at ``path``, typed
+    as its frame would be (``options``: structs, overwrite; default: the job's own); return
+    the dataset's handle."""
+    options = options if options is not None else job.options
+    overwrite = options.overwrite
     target = check_target(path, overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.parent / f".{target.name}.partial-{uuid.uuid4().hex[:12]}"
@@ -106,7 +156,7 @@ def write_dataset(
     try:
         job.wait()
         files = _PartitionFiles(staging, buffer_bytes, row_group_bytes)
-        written = _write_pages(job, files, structs)
+        written = _write_pages(job, files, options)
         records = files.close()
         _write_json(staging / MANIFEST, _manifest(job, written, files.partitioned, records))
         _publish(staging, target, overwrite)
@@ -118,25 +168,21 @@ def write_dataset(
     return Dataset(target)
 
 
-def _write_pages(job: QueryJob, files: _PartitionFiles, structs: str) -> int:
-    """Type each page and hand it to ``files``; the rows written (at most the job's wanted)."""
-    builder = FrameBuilder(schema=job.schema, result_format=job.result_format, structs=structs)
-    wanted, written = job.wanted_rows, 0
-    for page in job.iter_pages():
-        if page.arrow:
-            builder.add_arrow_page(page.rows)
-        else:
-            builder.add_page(page.rows)
-        page.rows = None  # the page goes as soon as its columns are typed
+def _write_pages(job: Any, files: _PartitionFiles, options: QueryOptions) -> int:
+    """Type each page (``collect.typed_pages``, as a frame's) and hand it to ``files``; the
+    rows written (at most the job's wanted)."""
+    written, builder, wanted = 0, None, job.wanted_rows
+    for builder in typed_pages(job, options):
         table = builder.take_table()
         table = table.slice(0, max(0, wanted - written))  # a limit ends inside a page
         written += table.num_rows
         files.write(table)
-    files.write(builder.take_table(last=True))  # no rows; keeps the schema of an empty result
+    if builder is not None:  # no rows: keeps the schema of an empty result
+        files.write(builder.take_table(last=True))
     return written
 
 
-def _manifest(job: QueryJob, rows: int, partitioned: bool, files: list[dict]) -> dict:
+def _manifest(job: Any, rows: int, partitioned: bool, files: list[dict]) -> dict:
     """What the dataset holds and where it came from."""
     return {
         "format": FORMAT,
@@ -164,15 +210,32 @@ def _write_json(path: Path, value: Any) -> None:
 
 
 def _publish(staging: Path, target: Path, overwrite: bool) -> None:
-    """Rename the finished staging directory to ``target`` (replacing an old dataset there)."""
+    """Put the finished staging directory's files at ``target`` (replacing an old dataset's)."""
     check_target(target, overwrite)  # nothing appeared there while the query ran
     if not target.exists():
         staging.rename(target)
         return
-    old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:12]}"
-    target.rename(old)
-    staging.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
+    # an existing directory stays (the notebook's working directory, a link's target, its
+    # permissions): the old dataset's files go, the new ones move in, the manifest last
+    _remove_dataset_files(target)
+    for entry in sorted(staging.iterdir(), key=lambda p: p.name == MANIFEST):
+        entry.rename(target / entry.name)
+    staging.rmdir()
+
+
+def _remove_dataset_files(target: Path) -> None:
+    """Delete a dataset's own files (manifest first: it is no longer complete) and the folders
+    they emptied; anything else stays."""
+    if not (target / MANIFEST).is_file():
+        return  # an empty directory
+    own = sorted(_entries(target)[0], key=lambda p: (p != MANIFEST, -p.count("/")))
+    for relative in own:  # the manifest, then the deepest first
+        path = target / relative
+        with contextlib.suppress(OSError):
+            if path.is_dir() and not path.is_symlink():
+                path.rmdir()  # only once empty: a file that appeared meanwhile stays
+            else:
+                path.unlink()
 
 
 class _PartitionFiles:
