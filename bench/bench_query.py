@@ -2,10 +2,12 @@
 
     python bench/bench_query.py                      # 100k and 1M rows, latency 0 and 50 ms
     python bench/bench_query.py --rows 100000 --latency 0
+    python bench/bench_query.py --rows 200000 --latency 0 --before /tmp/base   # earlier code too
 
 (a) sdk    the official SDK: QueryService.iter_job_results + pandas.json_normalize
 (b) ours   cortex_nb: QueryService.query() -> typed DataFrame
 (c) floor  one requests.Session downloading the same pages and parsing them with orjson
+(d) before with ``--before DIR``: (b) run by the copy of cortex_nb in DIR (first on PYTHONPATH)
 
 Each way runs in a fresh subprocess (so peak RSS is its own) against a sandbox started as a
 separate process (`cortex-nb sandbox`) on the other core. Prints wall seconds, rows/s, the
@@ -41,16 +43,16 @@ def peak_mb() -> float:
 
 
 def demo_credentials(url: str) -> dict:
-    from cortex_nb.sandbox.service.tokens import (
-        DEMO_CLIENT_ID,
-        DEMO_CLIENT_SECRET,
-        DEMO_REFRESH_TOKEN,
-    )
+    import importlib
 
+    try:
+        tokens = importlib.import_module("cortex_nb.sandbox.service.tokens")
+    except ModuleNotFoundError:  # the code before the packages (--before)
+        tokens = importlib.import_module("cortex_nb.sandbox.tokens")
     return {
-        "client_id": DEMO_CLIENT_ID,
-        "client_secret": DEMO_CLIENT_SECRET,
-        "refresh_token": DEMO_REFRESH_TOKEN,
+        "client_id": tokens.DEMO_CLIENT_ID,
+        "client_secret": tokens.DEMO_CLIENT_SECRET,
+        "refresh_token": tokens.DEMO_REFRESH_TOKEN,
         "token_url": url + "/api/oauth2/RequestToken",
     }
 
@@ -101,8 +103,7 @@ def run_sdk(url: str, sql: str) -> dict:
 
 
 def run_ours(url: str, sql: str) -> dict:
-    from cortex_nb import Credentials, HTTPClient
-    from cortex_nb.query.service import QueryService
+    from cortex_nb import Credentials, HTTPClient, QueryService
 
     client = HTTPClient(url=url, credentials=Credentials(**demo_credentials(url)))
     df = QueryService(client=client).query(sql, page_size=PAGE).df
@@ -110,7 +111,7 @@ def run_ours(url: str, sql: str) -> dict:
     return {"rows": len(df), "df": df}
 
 
-WAYS = {"sdk": run_sdk, "ours": run_ours, "floor": run_floor}
+WAYS = {"sdk": run_sdk, "ours": run_ours, "floor": run_floor, "before": run_ours}
 
 
 def worker(way: str, url: str, sql: str) -> None:
@@ -121,8 +122,7 @@ def worker(way: str, url: str, sql: str) -> None:
 
     if way != "floor":
         import pan_cortex_data_lake  # noqa: F401
-
-        import cortex_nb.results.frames  # noqa: F401
+        import pyarrow  # noqa: F401
     baseline = rss_mb()
     started = time.perf_counter()
     out = WAYS[way](url, sql)
@@ -164,9 +164,15 @@ def worker_result(cmd: list[str]) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def measure(way: str, url: str, instance: str) -> dict:
+def measure(way: str, url: str, instance: str, before: str | None = None) -> dict:
     cmd = [sys.executable, __file__, "--worker", way, "--url", url, "--instance", instance]
-    return worker_result(cmd)
+    if way != "before":
+        return worker_result(cmd)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([before, os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env, cwd=before)
+    if out.returncode != 0:
+        return {"error": out.stderr.strip().splitlines()[-1] if out.stderr else "failed"}
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -176,6 +182,8 @@ def main() -> None:
     parser.add_argument("--instance", default="sandbox0")
     parser.add_argument("--worker", choices=sorted(WAYS))
     parser.add_argument("--url")
+    parser.add_argument("--before", help="a copy of the earlier code (the folder holding its "
+                        "cortex_nb/), run as a fourth way")
     args = parser.parse_args()
     if args.worker:
         worker(args.worker, args.url, SQL.format(instance=args.instance))
@@ -185,8 +193,8 @@ def main() -> None:
     for rows in args.rows or [100_000, 1_000_000]:
         for latency in args.latency or [0, 50]:
             with sandbox(rows, latency) as url:
-                ways = ("floor", "sdk", "ours")
-                results = {way: measure(way, url, args.instance) for way in ways}
+                ways = ("floor", "sdk", "ours") + (("before",) if args.before else ())
+                results = {way: measure(way, url, args.instance, args.before) for way in ways}
             for way, r in results.items():
                 if "error" in r:
                     print(f"{rows:>9} {latency:>7} {way:<6} error: {r['error']}")

@@ -32,8 +32,10 @@ _LAZY = {
     "HTTPClient": "http.client",
     "QueryJob": "query.job",
     "QueryService": "query.service",
-    "Result": "query.job",
-    "BackgroundJobs": "query.background",
+    "Result": "results.collect",
+    "QueryOptions": "options",
+    "BackgroundJobs": "query.background",  # the old name of BackgroundQueries
+    "BackgroundQueries": "query.background",
     "BackgroundQuery": "query.background",
     "Dataset": "results.datasets",
     "open_dataset": "results.datasets",

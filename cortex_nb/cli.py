@@ -9,8 +9,9 @@ and exit with status 2, without a traceback.
     cortex-nb profiles list | show NAME | delete NAME
     cortex-nb lab [--dir notebooks] [--port 8888] [--no-browser] [JUPYTER ARGS...]
     cortex-nb query SQL [--sandbox | --profile NAME | --url URL] [--instance ID]
-                        [--limit N] [--max-rows N] [--output FILE.csv|.json|.parquet | DIR]
-                        [--overwrite]
+                        [--output FILE.csv|.json|.parquet | DIR] [--overwrite]
+                        [query options: --limit N --max-rows N --page-size N --parallel N
+                         --structs S --dtypes D --timeout SECONDS --cache --refresh]
 
 ``query --output DIR`` (a directory, or a path without a suffix) streams the rows into a Parquet
 dataset (``cortex_nb.results.datasets``) without holding them in memory; the file outputs build the
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import importlib.util
 import os
 import signal
@@ -32,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from cortex_nb.http.security import is_loopback
+from cortex_nb.options import add_arguments
 
 PROG = "cortex-nb"
 
@@ -191,16 +194,12 @@ def add_query_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--profile", help="stored profile to connect with")
     where.add_argument("--url", help="API URL (credentials from PAN_* variables)")
     parser.add_argument("--instance", help="instance id to complete table names with")
-    parser.add_argument("--limit", type=int, help="fetch at most N rows")
     parser.add_argument(
         "--output", type=Path,
         help="write FILE.csv, .json or .parquet, or stream into a Parquet dataset DIR",
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace a dataset at DIR")
-    parser.add_argument(
-        "--max-rows", type=int, default=None,
-        help="refuse results over N rows before downloading (default 1,000,000; 0: never)",
-    )
+    # the query options, as the magic has them (cortex_nb.options); --output DIR is --to
+    add_arguments(parser, exclude=("to",))
 
 
 FILE_OUTPUTS = (".csv", ".json", ".parquet")
@@ -217,6 +216,7 @@ def run_query(args: argparse.Namespace) -> int:
 
     _check_output(args.output)
     try:
+        _query_options(args)  # a bad option is refused before connecting
         if _is_dataset_output(args.output):
             dataset = _run_on_connection(args, _write_dataset)
             print(f"wrote {dataset.summary()}", file=sys.stderr)
@@ -274,21 +274,31 @@ def _run_on_connection(args: argparse.Namespace, run: Callable[..., Any]) -> Any
         connection.stop_sandbox()
 
 
+def _query_options(args: argparse.Namespace) -> Any:
+    """The query's options from the command line (``--output DIR`` is the dataset's ``to``)."""
+    from cortex_nb.options import QueryOptions, given_by
+
+    given = given_by(args)
+    if _is_dataset_output(args.output):
+        given["to"] = args.output
+    return QueryOptions.build(doing="cortex-nb query", **given)
+
+
 def _query_frame(service: Any, sql: str, args: argparse.Namespace) -> Any:
     """The result as a DataFrame (refused over --max-rows)."""
-    from cortex_nb.query.job import DEFAULT_MAX_ROWS
-
-    max_rows = DEFAULT_MAX_ROWS if args.max_rows is None else args.max_rows or None
     progress = _stderr_progress if sys.stderr.isatty() else None
-    return service.query(sql, limit=args.limit, max_rows=max_rows, progress=progress).df
+    return service.query(sql, _query_options(args), progress=progress, say=_say).df
 
 
 def _write_dataset(service: Any, sql: str, args: argparse.Namespace) -> Any:
     """The result streamed into the Parquet dataset at --output."""
     progress = _stderr_progress if sys.stderr.isatty() else None
-    return service.query(
-        sql, to=args.output, overwrite=args.overwrite, limit=args.limit, progress=progress
-    )
+    return service.query(sql, _query_options(args), progress=progress)
+
+
+def _say(line: str) -> None:
+    """A note of the result cache, on stderr (stdout holds the table)."""
+    print(line, file=sys.stderr)
 
 
 def _stderr_progress(progress: Any) -> None:
@@ -312,11 +322,22 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every registered subcommand."""
     parser = _Parser(prog=PROG, description="Cortex Data Lake from Jupyter.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, (summary, add_arguments, run) in _SUBCOMMANDS.items():
+    for name, (summary, add_options, run) in _SUBCOMMANDS.items():
         sub = commands.add_parser(name, help=summary, description=summary)
-        add_arguments(sub)
+        add_options(sub)
         sub.set_defaults(run=run)
     return parser
+
+
+def _closest(parser: argparse.ArgumentParser, args: argparse.Namespace, unknown: list) -> str:
+    """``; did you mean --page-size?`` for a misspelt flag of the subcommand, else ""."""
+    sub = parser._subparsers._group_actions[0].choices.get(args.command)
+    flags = [s for action in getattr(sub, "_actions", []) for s in action.option_strings]
+    for word in unknown:
+        close = difflib.get_close_matches(word.split("=")[0], flags, n=1, cutoff=0.7)
+        if word.startswith("--") and close:
+            return f"; did you mean {close[0]}?"
+    return ""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -325,7 +346,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args, unknown = parser.parse_known_args(argv)
         if unknown and not getattr(args, "passes_unknown_options", False):
-            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+            hint = _closest(parser, args, unknown)
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
     except SystemExit as leaving:  # argparse has printed usage and the error line
         return int(leaving.code or 0)
     args.unknown_options = unknown

@@ -35,7 +35,9 @@ __all__ = [
     "OptionError",
     "OptionSpec",
     "QueryOptions",
+    "add_arguments",
     "given",
+    "given_by",
 ]
 
 DEFAULT_QUERY_TIMEOUT = 3600.0  # seconds a query may take, from submit to its last page
@@ -181,6 +183,12 @@ class QueryOptions:
         }
 
     @property
+    def guardrail(self) -> int | None:
+        """The rows a result may bring into memory: ``max_rows``, or None when ``to`` streams
+        them to disk instead."""
+        return None if self.to is not None else self.max_rows
+
+    @property
     def wanted_page_size(self) -> int:
         """The page size asked of the service: ``page_size``, or ``limit`` when smaller."""
         return self.page_size if self.limit is None else min(self.page_size, self.limit)
@@ -197,6 +205,33 @@ def given(**values: Any) -> dict[str, Any]:
     """The options a command line gave: ``None`` means "not given" and is dropped, ``0`` means
     "none" for the options that say so (``--max-rows 0``, ``--timeout 0``)."""
     return {name: value for name, value in values.items() if value is not None}
+
+
+def given_by(parsed: Any) -> dict[str, Any]:
+    """The options a parsed command line gave (an argparse ``Namespace``, a parsed cell): each
+    flagged option's attribute, left out when not given (None, or False for a switch)."""
+    values = {spec.name: getattr(parsed, spec.name, None) for spec in OPTIONS if spec.flag}
+    return given(**{name: None if value is False else value for name, value in values.items()})
+
+
+def add_arguments(parser: Any, exclude: tuple[str, ...] = ()) -> None:
+    """Add every flagged option to an ``argparse`` parser (``dest`` is the option's name,
+    default None: "not given"), so that a new option reaches every command line at once."""
+    for spec in OPTIONS:
+        if spec.flag is None or spec.name in exclude:
+            continue
+        if spec.kind is bool:
+            parser.add_argument(spec.flag, dest=spec.name, action="store_true", default=None,
+                                help=spec.help)
+        else:
+            parser.add_argument(
+                spec.flag, dest=spec.name, type=str if spec.choices else spec.kind,
+                choices=spec.choices or None, default=None, help=spec.help,
+                metavar=None if spec.choices else _METAVARS.get(spec.kind, "VALUE"),
+            )
+
+
+_METAVARS = {int: "N", float: "SECONDS", str: "DIR"}
 
 
 def check_names(values: Mapping[str, Any], doing: str) -> None:

@@ -21,6 +21,7 @@ from IPython.utils.capture import capture_output
 
 from cortex_nb import (
     BackgroundQuery,
+    ConfigurationError,
     Credentials,
     HTTPClient,
     QueryCancelled,
@@ -124,7 +125,7 @@ def test_a_failed_job_keeps_its_error_on_the_handle(sandbox, service):
 
 
 def test_bad_options_fail_in_the_caller_s_thread(sandbox, service):
-    with pytest.raises(QueryError, match="page_size"):
+    with pytest.raises(ConfigurationError, match="page_size"):
         service.submit_query("SELECT 1", page_size=0)
     with pytest.raises(QueryError, match="not a job id"):
         service.submit_fetch("..")

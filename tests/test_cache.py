@@ -13,6 +13,7 @@ from IPython.utils.capture import capture_output
 
 from cortex_nb import Credentials
 from cortex_nb.notebook.connection import get_connection
+from cortex_nb.options import QueryOptions
 from cortex_nb.results.cache import (
     CACHE_ENV,
     ResultCache,
@@ -114,8 +115,9 @@ def test_keys_name_tenant_instance_and_sql_never_a_secret(connected, sandbox):
     _, out = run(connected, "%%cortex --cache -o b\nSELECT COUNT(*) AS n FROM firewall.url")
     assert "Cached result" in out and sandbox.requests == [], "other credentials, same key"
     cache = ResultCache()
-    assert cache.key("t", "i", "SELECT 1") != cache.key("t", "other", "SELECT 1")
-    assert cache.key("t", "i", "SELECT 1") != cache.key("other", "i", "SELECT 1")
+    plain = QueryOptions()
+    assert cache.key("t", "i", "SELECT 1", plain) != cache.key("t", "other", "SELECT 1", plain)
+    assert cache.key("t", "i", "SELECT 1", plain) != cache.key("other", "i", "SELECT 1", plain)
     everything = "".join(p.read_bytes().decode("latin-1") for p in cache.directory.iterdir())
     for secret in (DEMO_CLIENT_SECRET, DEMO_REFRESH_TOKEN, token_only.access_token):
         assert secret not in everything

@@ -3,17 +3,16 @@ the magic and the command line, against the real sandbox over HTTP."""
 
 from __future__ import annotations
 
-import inspect
-
 import pytest
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
-from cortex_nb import Credentials, HTTPClient, QueryError, ResultTooLarge
+from cortex_nb import ConfigurationError, Credentials, HTTPClient, ResultTooLarge
 from cortex_nb.cli import main
 from cortex_nb.notebook.connection import get_connection as get_session
 from cortex_nb.notebook.magic import CortexMagics
+from cortex_nb.options import QueryOptions
 from cortex_nb.query.service import DEFAULT_MAX_ROWS, QueryService
 from tests.conftest import SANDBOX_ROWS
 
@@ -74,15 +73,17 @@ def test_raw_rows_of_a_job_are_guarded_too(sandbox, service):
 
 
 def test_max_rows_must_be_positive_or_none(sandbox, service):
-    for bad in (0, -5):
-        with pytest.raises(QueryError, match="max_rows must be at least 1"):
+    for bad in (-5, 2.5, "10"):
+        with pytest.raises(ConfigurationError, match="max_rows must be"):
             service.query(select_all(sandbox), max_rows=bad)
     assert not [r for r in sandbox.requests if r.method == "POST"]
+    # zero means "no guardrail" on every path, as --max-rows 0 and %config do
+    assert QueryOptions(max_rows=0).max_rows is None
 
 
 def test_the_default_guardrail_is_a_million_rows_everywhere():
     assert DEFAULT_MAX_ROWS == 1_000_000
-    assert inspect.signature(QueryService.query).parameters["max_rows"].default == 1_000_000
+    assert QueryOptions().max_rows == 1_000_000
     assert CortexMagics.max_rows.default_value == 1_000_000
 
 

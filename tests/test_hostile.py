@@ -21,7 +21,14 @@ from IPython.utils.capture import capture_output
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from cortex_nb import CortexError, Credentials, HTTPClient, QueryError, TransportError
+from cortex_nb import (
+    ConfigurationError,
+    CortexError,
+    Credentials,
+    HTTPClient,
+    QueryError,
+    TransportError,
+)
 from cortex_nb.notebook.connection import get_connection
 from cortex_nb.query.service import QueryService
 
@@ -266,8 +273,8 @@ def test_the_deadline_holds_for_a_started_job_too(httpserver, fake_job):
     job = fake_job.start("SELECT 1", timeout=0.5)
     error = bounded(job.rows)
     assert isinstance(error, QueryError) and "not finished within 0.5 s" in str(error)
-    with pytest.raises(QueryError, match="timeout must be positive"):
-        fake_job.start("SELECT 1", timeout=0)
+    with pytest.raises(ConfigurationError, match="timeout must be positive"):
+        fake_job.start("SELECT 1", timeout=-1)
 
 
 @pytest.fixture()

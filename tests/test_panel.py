@@ -10,13 +10,13 @@ import stat
 
 import ipywidgets as widgets
 import pytest
-from cortex_nb.notebook.connection import Connection as Session
-from cortex_nb.notebook.connection import get_connection as get_session
 
 import cortex_nb
 from cortex_nb.exceptions import ConfigurationError
 from cortex_nb.http import profiles
 from cortex_nb.http.endpoints import Endpoint
+from cortex_nb.notebook.connection import Connection as Session
+from cortex_nb.notebook.connection import get_connection as get_session
 from cortex_nb.notebook.panel import (
     CredentialsPanel,
     PanelFields,

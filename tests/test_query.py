@@ -124,7 +124,7 @@ def test_iter_job_results_raises_on_cancelled(sandbox, service):
 
 def test_timed_out_job_is_a_clear_error(sandbox, service):
     with pytest.raises(QueryError, match="timed out"):
-        service.query(q(sandbox, "SELECT COUNT(*) FROM {T} a, {T} b"), timeoutMs=1)
+        service.query(q(sandbox, "SELECT COUNT(*) FROM {T} a, {T} b"), properties={"timeoutMs": 1})
 
 
 def interrupt_after(seconds: float) -> threading.Timer:
@@ -304,7 +304,7 @@ def test_unknown_state_is_an_error(httpserver, fake):
 
 
 def test_page_size_out_of_range_is_refused(httpserver, fake):
-    with pytest.raises(QueryError, match="page_size"):
+    with pytest.raises(ConfigurationError, match="page_size"):
         fake.query("SELECT 1", page_size=0)
     assert httpserver.log == []  # refused before anything was sent
 

@@ -22,6 +22,7 @@ connects to it.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Callable
@@ -38,6 +39,7 @@ from cortex_nb.http.transport import gated_retry
 from cortex_nb.notebook.services import LocalSandbox
 from cortex_nb.query.background import BackgroundJobs
 from cortex_nb.query.service import QueryService
+from cortex_nb.results.cache import cache_scope
 
 if TYPE_CHECKING:  # imported when used: a notebook that records nothing never loads them
     from cortex_nb.record.cassette import Recorder
@@ -131,7 +133,10 @@ class Connection:
             if self.replay is not None and endpoint.api_url != self.replay.url:
                 self.stop_replay()  # connected elsewhere: the replayed cassette is done with
             self.endpoint, self.credentials, self.client = endpoint, credentials, client
-            self.queries = QueryService(client=client, traces=self.traces, jobs=self.jobs)
+            self.queries = QueryService(
+                client=client, traces=self.traces, jobs=self.jobs,
+                cache_scope=functools.partial(cache_scope, self),
+            )
         self._notify()
         return self
 

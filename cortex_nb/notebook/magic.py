@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -64,9 +63,11 @@ from cortex_nb.notebook.grammar import CellCommand, parse_cell, parse_line
 from cortex_nb.notebook.status import BackgroundLine as _BackgroundLine
 from cortex_nb.notebook.status import ProgressLine as _ProgressLine
 from cortex_nb.notebook.status import show_traces
+from cortex_nb.options import DEFAULT_MAX_ROWS, DEFAULT_QUERY_TIMEOUT, QueryOptions, given_by
 from cortex_nb.query.background import BackgroundQuery
-from cortex_nb.query.job import DEFAULT_MAX_ROWS, DEFAULT_QUERY_TIMEOUT, too_large
+from cortex_nb.query.job import too_large
 from cortex_nb.query.replies import JOBS
+from cortex_nb.results.cache import current_time_function
 from cortex_nb.sql.params import qualify_tables, render_parameters
 
 __all__ = ["CellCommand", "CortexCellError", "CortexMagics", "load_ipython_extension", "parse_cell"]
@@ -170,52 +171,49 @@ class CortexMagics(Magics):
         sql = self._final_sql(command)
         if command.dry_run:
             return self._dry_run("POST", JOBS, {"params": {"query": sql}})
-        if command.to and command.raw:
-            raise CortexCellError("%%cortex: --to writes Parquet; it cannot be combined with --raw")
+        if command.raw and (command.to or command.cache or command.refresh):
+            option = "--to" if command.to else "--cache"
+            raise CortexCellError(f"%%cortex: --raw shows JSON as received; not with {option}")
         service = self.connection.require()
-        timeout = self.timeout if command.timeout is None else command.timeout
-        options = {
-            "page_size": command.page_size or self.page_size, "parallel": self.parallel,
-            "progress": _ProgressLine(self.progress), "timeout": timeout or None,
-            "limit": command.limit,
-        }
-        caching = self._caching(command)  # (refuses --cache with --raw)
-        structs = command.structs or self.structs
-        if command.to:
-            return service.query(
-                sql, to=command.to, overwrite=command.overwrite, structs=structs, **options
-            )
-        max_rows = self.max_rows if command.max_rows is None else command.max_rows
+        options = self.query_options(given_by(command), sql)
+        progress = _ProgressLine(self.progress and not command.quiet)
         with _guardrail_advice():
             if command.raw:
-                job = service.start(sql, max_rows=max_rows or None, **options)
+                job = service.start(sql, options.replace(cache=False, refresh=False),
+                                    progress=progress)
                 with job.cancel_on_interrupt():
                     return job.rows()
-            run = functools.partial(
-                service.query, sql, structs=structs, max_rows=max_rows or None,
-                dtypes=command.dtypes or self.dtypes, **options,
+            result = service.query(
+                sql, options, progress=progress, say=None if command.quiet else print
             )
-            result = self._cached(command, sql, structs, run) if caching else run()
+        if options.to is not None:
+            return result  # the Dataset's handle
         if command.trace or self.show_trace:
             self._show_traces(result.traces)
         return result.df
 
-    def _caching(self, command: CellCommand) -> bool:
-        if command.raw:
-            if command.cache or command.refresh:
-                raise CortexCellError("%%cortex: --cache keeps DataFrames; not with --raw")
-            return False
-        return command.cache or command.refresh or self.cache
-
-    def _cached(self, command: CellCommand, sql: str, structs: str, run: Any) -> Any:
-        """The cached result of ``sql``, or ``run()``'s, kept (``cache.ResultCache.fetch``)."""
-        from cortex_nb.results.cache import ResultCache, cache_scope
-
-        return ResultCache().fetch(
-            cache_scope(self.connection), sql, run, asked=command.cache,
-            refresh=command.refresh, say=(lambda line: None) if command.quiet else print,
-            structs=structs, limit=command.limit,
+    def query_defaults(self) -> QueryOptions:
+        """The notebook's defaults for every query: the traitlets (``%config CortexMagics.*``)."""
+        return QueryOptions(
+            page_size=self.page_size, parallel=self.parallel, structs=self.structs,
+            dtypes=self.dtypes, timeout=self.timeout, max_rows=self.max_rows, cache=self.cache,
         )
+
+    def query_options(self, given: dict[str, Any], sql: str | None = None) -> QueryOptions:
+        """One query's options: the cell's (``given``) over the notebook's defaults.
+
+        The ``cache`` default (``CortexMagics.cache``) keeps every result, but not one written
+        to a dataset, and not one that depends on when the query ran unless the cell asks.
+        """
+        defaults = self.query_defaults()
+        if defaults.cache and not given.get("cache"):
+            clock = current_time_function(sql) if sql else None
+            if "to" in given or clock:
+                defaults = defaults.replace(cache=False)
+            if clock and "to" not in given:
+                print(f"Not cached: the query uses {clock}, so its result changes with time; "
+                      "add --cache to keep it anyway.")
+        return QueryOptions.build(defaults, doing="%%cortex", **given)
 
     def _run_rest(self, command: CellCommand) -> Any:
         return rest.run_rest(self.connection, command, command.trace or self.show_trace)
@@ -232,11 +230,10 @@ class CortexMagics(Magics):
         _check_background(command)
         sql = self._final_sql(command)
         service = self.connection.require()
-        options = self._job_options(command.limit, command.structs, command.timeout)
-        options["page_size"] = command.page_size or self.page_size
+        options = self.query_options(given_by(command), sql)
         self._start_background(
             command.output or "", command.quiet,
-            lambda **kw: service.submit_query(sql, name=command.output, **options, **kw),
+            lambda **kw: service.submit_query(sql, options, name=command.output, **kw),
         )
 
     def _start_background(self, name: str, quiet: bool, submit: Any) -> None:
@@ -253,7 +250,8 @@ class CortexMagics(Magics):
             if job.state == "DONE":
                 bound.wait(5)  # the cell binds the handle right after submitting
                 if namespace.get(name) is job:
-                    namespace[name] = job.result().df
+                    result = job.result()  # a Result, or with --to a Dataset
+                    namespace[name] = getattr(result, "df", result)
                 else:
                     status.note = f" (not stored: {name} was reassigned meanwhile)"
             status(job)
@@ -263,33 +261,27 @@ class CortexMagics(Magics):
         bound.set()
         status(job)
 
-    def _job_options(
-        self, limit: int | None, structs: str | None, timeout: float | None
-    ) -> dict[str, Any]:
-        timeout = self.timeout if timeout is None else timeout
-        return {
-            "limit": limit, "max_rows": self.max_rows or None, "structs": structs or self.structs,
-            "parallel": self.parallel, "timeout": timeout or None,
-        }
 
     def _do_fetch(self, args: argparse.Namespace) -> Any:
         service = self.connection.require()
-        options = self._job_options(args.limit, args.structs, args.timeout)
+        options = self.query_options(given_by(args))
         if args.bg:
             if not args.output:
                 raise CortexCellError("%cortex fetch --bg needs -o NAME, the variable to fill.")
             self._start_background(
                 args.output, args.quiet,
-                lambda **kw: service.submit_fetch(
-                    args.job_id, name=args.output, page_size=self.page_size, **options, **kw
-                ),
+                lambda **kw: service.submit_fetch(args.job_id, options, name=args.output, **kw),
             )
             return None
         progress = _ProgressLine(self.progress and not args.quiet)
-        result = service.fetch(args.job_id, progress=progress, page_size=self.page_size, **options)
+        with _guardrail_advice():
+            result = service.fetch(
+                args.job_id, options, progress=progress, say=None if args.quiet else print
+            )
+        value = getattr(result, "df", result)  # a Dataset with --to
         if args.output:
-            self.shell.user_ns[args.output] = result.df
-        return None if args.quiet else result.df
+            self.shell.user_ns[args.output] = value
+        return None if args.quiet else value
 
 
 def _check_background(command: CellCommand) -> None:

@@ -13,6 +13,7 @@ _NAMES = {
     "QueryService": "service",
     "QueryJob": "job",
     "Result": "job",
+    "QueryOptions": "job",
     "Progress": "job",
     "Page": "job",
     "DEFAULT_MAX_ROWS": "job",

@@ -1,6 +1,6 @@
 """Background queries: query jobs that run in worker threads while the notebook goes on.
 
-``BackgroundJobs`` runs one session's background queries. ``submit(service, sql)`` (or
+``BackgroundQueries`` runs one session's background queries. ``submit(service, sql)`` (or
 ``QueryService.submit_query``) returns a ``BackgroundQuery`` handle at once and runs the job in
 a daemon thread; ``take_up(service, job_id)`` (``QueryService.submit_fetch``) fetches the
 results of a job that already exists the same way. At most ``max_running`` jobs run at once;
@@ -35,8 +35,10 @@ from typing import TYPE_CHECKING, Any
 
 from cortex_nb.exceptions import ConfigurationError, QueryCancelled, QueryStillRunning
 from cortex_nb.http.transport import BackoffGate
-from cortex_nb.query.job import Progress, QueryJob, Result, plural
+from cortex_nb.options import QueryOptions
+from cortex_nb.query.job import Progress, QueryJob, Result
 from cortex_nb.query.replies import JOBS, job_path, new_job_id
+from cortex_nb.words import plural
 
 if TYPE_CHECKING:
     from cortex_nb.query.service import QueryService
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FINAL_STATES",
     "BackgroundJobs",
+    "BackgroundQueries",
     "BackgroundQuery",
 ]
 
@@ -53,7 +56,6 @@ _LIVE_STATES = frozenset({WAITING, "PENDING", "RUNNING"})
 DEFAULT_MAX_RUNNING = 4
 KEEP_FINISHED = 32  # finished jobs listed (and their results kept) besides the running ones
 EXIT_CANCEL_SECONDS = 3.0  # a restarting kernel gets about 5 s to exit before it is killed
-# what QueryJob takes besides progress and pace (the rest of start's options are job properties)
 _JOB_OPTIONS = frozenset(
     {"page_size", "result_format", "limit", "max_rows", "parallel", "timeout"}
 )
@@ -113,13 +115,13 @@ class BackgroundQuery:
     """A query job running in a worker thread: its state and progress now, its result later."""
 
     def __init__(
-        self, jobs: BackgroundJobs, service: QueryService, job_id: str, *, sql: str | None,
-        name: str | None, structs: str, options: dict[str, Any],
+        self, jobs: BackgroundQueries, service: QueryService, job_id: str, *, sql: str | None,
+        name: str | None, options: QueryOptions,
         on_update: Callable[[BackgroundQuery], None] | None,
     ) -> None:
         self.id, self.sql, self.name = job_id, sql, name
         self.service = service
-        self._jobs, self._structs, self._options = jobs, structs, options
+        self._jobs, self.options = jobs, options
         self._on_update = on_update
         self._stop, self._finished = threading.Event(), threading.Event()
         self._job: QueryJob | None = None
@@ -231,7 +233,7 @@ class BackgroundQuery:
 
     # -- the worker ----------------------------------------------------------------------------
     def start(self) -> BackgroundQuery:
-        """Start the worker thread (``BackgroundJobs`` does this)."""
+        """Start the worker thread (``BackgroundQueries`` does this)."""
         self._thread.start()
         return self
 
@@ -240,7 +242,10 @@ class BackgroundQuery:
             with self._jobs.slot(self._stop) as got:
                 if not got:
                     raise QueryCancelled(f"Job {self.id} was cancelled before it started.", self.id)
-                result = self.service.result_of(self._start_job, structs=self._structs)
+                result = self.service.run(
+                    self._start_job, self.options, cache_text=self.sql or f"-- job {self.id}",
+                    cancel=self.sql is not None,
+                )
         except Exception as exc:  # kept for the handle and the listener: no failure is lost
             self._end(None, exc)
         else:
@@ -253,11 +258,11 @@ class BackgroundQuery:
             raise QueryCancelled(f"Job {self.id} was cancelled before it started.", self.id)
         self._progress.state = "PENDING"
         self._notify()
-        options = {**self._options, "progress": self._on_progress, "pace": self._pace}
+        follow = {"progress": self._on_progress, "pace": self._pace}
         if self.sql is None:
-            job = self.service.job(self.id, **options)
+            job = self.service.job(self.id, self.options, **follow)
         else:
-            job = self.service.start(self.sql, job_id=self.id, **options)
+            job = self.service.start(self.sql, self.options, job_id=self.id, **follow)
         self.id, self._job = job.id, job
         if self._stop.is_set():  # cancelled while the job was being created
             job.cancel()
@@ -285,7 +290,7 @@ class BackgroundQuery:
 
 
 # -- the session's jobs ------------------------------------------------------------------------
-class BackgroundJobs:
+class BackgroundQueries:
     """A session's background queries: at most ``max_running`` at once, listed, cancelled.
 
     ``cancel_at_exit`` (default True): running and waiting jobs are cancelled on the service
@@ -311,42 +316,37 @@ class BackgroundJobs:
 
     # -- starting ------------------------------------------------------------------------------
     def submit(
-        self, service: QueryService, sql: str, *, name: str | None = None,
-        job_id: str | None = None, structs: str = "value",
-        on_update: Callable[[BackgroundQuery], None] | None = None, **options: Any,
+        self, service: QueryService, sql: str, options: QueryOptions | None = None, *,
+        name: str | None = None, job_id: str | None = None,
+        on_update: Callable[[BackgroundQuery], None] | None = None,
     ) -> BackgroundQuery:
         """Run ``sql`` in a worker thread once its turn comes; return its handle at once.
 
-        ``options`` as ``QueryService.start`` (``page_size``, ``parallel``, ``timeout``,
-        ``limit``, the ``max_rows`` guardrail, job properties); ``on_update(handle)`` is called
-        after every step and at the end.
+        ``options`` as ``QueryService.query`` (its result is the handle's: a ``Result``, or a
+        ``Dataset`` with ``to``); ``on_update(handle)`` is called after every step and at the
+        end.
         """
-        return self._launch(service, job_id or new_job_id(), sql, name, structs, options,
-                            on_update)
+        return self._launch(service, job_id or new_job_id(), sql, name, options, on_update)
 
     def take_up(
-        self, service: QueryService, job_id: str, *, name: str | None = None,
-        structs: str = "value",
-        on_update: Callable[[BackgroundQuery], None] | None = None, **options: Any,
+        self, service: QueryService, job_id: str, options: QueryOptions | None = None, *,
+        name: str | None = None, on_update: Callable[[BackgroundQuery], None] | None = None,
     ) -> BackgroundQuery:
         """Fetch the results of the existing job ``job_id`` in a worker thread; the handle."""
         job_path(JOBS, job_id)  # a bad id fails here, in the caller's thread
-        unknown = sorted(set(options) - _JOB_OPTIONS)
-        if unknown:
-            raise ConfigurationError(
-                f"Fetching a job takes {', '.join(sorted(_JOB_OPTIONS))}; not {', '.join(unknown)}."
-            )
-        return self._launch(service, job_id, None, name, structs, options, on_update)
+        return self._launch(service, job_id, None, name, options, on_update)
 
     def _launch(
         self, service: QueryService, job_id: str, sql: str | None, name: str | None,
-        structs: str, options: dict[str, Any], on_update: Any,
+        options: QueryOptions | None, on_update: Any,
     ) -> BackgroundQuery:
-        # the paging options are checked now, in the caller's thread
-        QueryJob(service, job_id, **{k: v for k, v in options.items() if k in _JOB_OPTIONS})
+        options = options if options is not None else QueryOptions()
+        if options.to is not None:  # a dataset that cannot be written fails here, at once
+            from cortex_nb.results.datasets import check_target  # pyarrow, lazily
+
+            check_target(options.to, options.overwrite)
         job = BackgroundQuery(
-            self, service, job_id, sql=sql, name=name, structs=structs, options=options,
-            on_update=on_update,
+            self, service, job_id, sql=sql, name=name, options=options, on_update=on_update
         )
         with self._lock:
             self._jobs.append(job)
@@ -431,3 +431,6 @@ def _checked_limit(limit: int) -> int:
             f"The number of background jobs that run at once must be at least 1, not {limit!r}."
         )
     return limit
+
+
+BackgroundJobs = BackgroundQueries  # its old name (a "job" is the service's query job)

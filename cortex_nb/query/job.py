@@ -21,27 +21,27 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import requests
 
 from cortex_nb.exceptions import CortexError, QueryCancelled, QueryError, ResultTooLarge
-from cortex_nb.http.tracing import Trace
+from cortex_nb.options import DEFAULT_MAX_ROWS, DEFAULT_QUERY_TIMEOUT, QueryOptions
 from cortex_nb.query.replies import (
-    DEFAULT_PAGE_SIZE,
-    MAX_PAGE_SIZE,
     MAX_WAIT_MS,
     check_page,
     rows_in_job,
 )
-from cortex_nb.sql import guide as dataguide
+from cortex_nb.results.collect import Result, collect_result
+from cortex_nb.words import plural
 
 if TYPE_CHECKING:
     from cortex_nb.query.service import QueryService
 
 __all__ = [
     "DEFAULT_MAX_ROWS",
+    "DEFAULT_QUERY_TIMEOUT",
     "Page",
     "Progress",
     "QueryJob",
@@ -53,14 +53,10 @@ __all__ = [
 FIRST_BACKOFF = 0.02  # seconds; polls start fast, most sandbox and small jobs finish in ms
 MAX_BACKOFF = 1.0
 CANCEL_TIMEOUT = (5, 10)  # seconds: a cancel on the way out must not hold the user long
-DEFAULT_QUERY_TIMEOUT = 3600.0  # seconds a query may take, from submit to its last page
-# rows a query may bring into memory: a traffic frame of a million rows takes about 1 GB
-DEFAULT_MAX_ROWS = 1_000_000
 GUARDRAIL_ADVICE = (
     "Fetch fewer (limit=N, or WHERE/LIMIT in the SQL), stream them to disk (to='DIR'), or "
     "raise max_rows (None: no guardrail)."
 )
-# what a job id the service chose may not hold: it goes into URL paths
 
 @dataclass
 class Progress:
@@ -95,38 +91,6 @@ class Progress:
 _PHASES = {
     "WAITING": "waiting", "PENDING": "queued", "RUNNING": "running", "CANCELLED": "cancelled",
 }
-
-
-def plural(count: int, noun: str) -> str:
-    """``1 page``, ``2 pages``, ``1,000 rows``."""
-    return f"{count:,} {noun}" + ("" if count == 1 else "s")
-
-
-@dataclass
-class Result:
-    """A finished query: the DataFrame and how it was obtained."""
-
-    df: Any
-    job_id: str
-    rows_in_job: int
-    pages: int
-    elapsed: float
-    sql: str
-    schema: dict[str, Any] | None = None
-    traces: list[Trace] = field(default_factory=list)
-
-    def summary(self) -> str:
-        """One line: rows, pages, time and job id."""
-        return (
-            f"{plural(len(self.df), 'row')} ({self.rows_in_job:,} in job), "
-            f"{plural(self.pages, 'page')}, {self.elapsed:.2f} s, job {self.job_id}"
-        )
-
-    def __repr__(self) -> str:
-        return f"<Result {self.summary()}>"
-
-    def _repr_html_(self) -> str:
-        return f"<p><code>{self.summary()}</code></p>" + self.df._repr_html_()
 
 
 def too_large(
@@ -192,34 +156,32 @@ class QueryJob:
 
     def __init__(
         self, service: QueryService, job_id: str, *, sql: str | None = None,
-        page_size: int = DEFAULT_PAGE_SIZE, result_format: str = "valuesDictionary",
-        limit: int | None = None, parallel: int = 4,
+        options: QueryOptions | None = None,
         progress: Callable[[Progress], None] | None = None,
-        timeout: float | None = DEFAULT_QUERY_TIMEOUT, max_rows: int | None = None,
         pace: Callable[[], None] | None = None,
     ) -> None:
-        if not 1 <= page_size <= MAX_PAGE_SIZE:
-            raise QueryError(f"page_size must be 1..{MAX_PAGE_SIZE}, not {page_size}.")
-        if limit is not None and limit < 1:
-            raise QueryError(f"limit must be at least 1, not {limit}.")
-        if max_rows is not None and max_rows < 1:
-            raise QueryError(f"max_rows must be at least 1 (None: no guardrail), not {max_rows}.")
-        if timeout is not None and not timeout > 0:
-            raise QueryError(f"timeout must be positive seconds (or None), not {timeout}.")
         self.service, self.id, self.sql = service, job_id, sql
-        self.page_size = page_size if limit is None else min(page_size, limit)
-        self.result_format, self.limit, self.max_rows = result_format, limit, max_rows
-        self.parallel = max(1, parallel)
+        self.options = options if options is not None else QueryOptions()
         self.callback = progress
         self.progress = Progress(job_id=job_id, state="PENDING")
         self.rows_in_job: int | None = None
         self.schema: dict[str, Any] | None = None
         self._first: dict[str, Any] | None = None
         self._started = time.monotonic()
-        self.timeout = timeout
+        timeout = self.options.timeout
         self._deadline = None if timeout is None else self._started + timeout
         self.pace = pace
         self._cancelled = threading.Event()
+
+    # the options this job reads, by their old attribute names
+    limit = property(lambda self: self.options.limit, doc="Fetch at most this many rows.")
+    max_rows = property(lambda self: self.options.guardrail, doc="The guardrail (None: none).")
+    parallel = property(lambda self: self.options.parallel, doc="Pages fetched at once.")
+    timeout = property(lambda self: self.options.timeout, doc="Seconds allowed (None: none).")
+    result_format = property(lambda self: self.options.result_format, doc="How rows come.")
+    page_size = property(
+        lambda self: self.options.wanted_page_size, doc="Rows asked per page (limit caps it)."
+    )
 
     @property
     def state(self) -> str:
@@ -297,30 +259,11 @@ class QueryJob:
             rows.extend(page.rows)
         return rows[: self.limit] if self.limit is not None else rows
 
-    def result(self, structs: str = "value", dtypes: str | None = None) -> Result:
-        """Every wanted row as a typed DataFrame, in a ``Result`` (``dtypes``: see
-        ``FrameBuilder``; None is its default)."""
-        from cortex_nb.results.frames import DEFAULT_DTYPES, FrameBuilder  # pandas loads when used
-
-        self.wait()
-        builder = FrameBuilder(
-            schema=self.schema, result_format=self.result_format, structs=structs,
-            known_types=dataguide.known_types(self.sql) if self.sql else None,
-            dtypes=dtypes or DEFAULT_DTYPES,
-        )
-        for page in self.iter_pages():
-            if page.arrow:
-                builder.add_arrow_page(page.rows)
-            else:
-                builder.add_page(page.rows)
-            page.rows = None  # let the page go as soon as its columns are kept
-        df = builder.to_dataframe()
-        if self.limit is not None and len(df) > self.limit:
-            df = df.iloc[: self.limit]
-        return Result(
-            df=df, job_id=self.id, rows_in_job=self.rows_in_job or 0, pages=self.pages,
-            elapsed=self.progress.elapsed, sql=self.sql or "", schema=self.schema,
-        )
+    def result(self, **changes: Any) -> Result:
+        """Every wanted row as a typed DataFrame, in a ``Result`` (``changes``: options that
+        shape the frame, e.g. ``structs="keep"``, over the job's own)."""
+        options = self.options.replace(**changes) if changes else self.options
+        return collect_result(self, options)
 
     # -- cancelling ------------------------------------------------------------------------------
     def cancel(self) -> bool:

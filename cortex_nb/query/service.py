@@ -1,4 +1,4 @@
-"""Query Service v2: jobs end to end, from SQL to a typed DataFrame.
+"""Query Service v2 from SQL to a typed DataFrame: ``QueryService``.
 
 Low level, with the official SDK's names and parameters (each returns ``requests.Response``):
 ``create_query``, ``get_job``, ``list_jobs``, ``cancel_job``, ``get_job_results`` and the
@@ -6,41 +6,31 @@ generator ``iter_job_results``. Unlike the SDK, ``iter_job_results`` handles eve
 (PENDING, RUNNING, DONE, FAILED, CANCELLED, TIMEDOUT) and polls adaptively with ``maxWait``
 instead of sleeping a fixed second.
 
-A ``QueryJob`` is one job on the service: ``QueryService.start(sql)`` creates it (idempotently:
-a client-chosen ``jobId``, so a 409 on a transport resend means "already created") and
-``QueryService.job(job_id)`` takes up an existing one. It polls with ``maxWait`` and a short
-client backoff, then pages: by cursor, or, once ``rowsInJob`` is known, by ``offset`` with a few
-pages in flight at once (order preserved). Every page is checked in one place, each decoded
-once; rows received must equal ``rowsInJob`` or it raises: nothing is silently cut. Interrupted
-(Ctrl-C) inside ``cancel_on_interrupt()``, it cancels itself on the server and says so.
-
-A result too big for memory is refused before it is downloaded: the first page tells
-``rowsInJob``, and above ``max_rows`` (``query()``'s default: ``DEFAULT_MAX_ROWS``) the job is
-cancelled and ``ResultTooLarge`` raised, saying how many rows there are and what to do
-(``limit=`` fetches at most that many rows; ``to=DIR`` streams them to a Parquet dataset).
-
-A job always ends: past its deadline (``timeout=`` seconds), or when the pages stop making
-progress (a cursor seen twice, a page that adds no rows, pages that end short of ``rowsInJob``),
-it cancels itself on the server and raises ``QueryError``. Replies of the wrong shape raise an
-error naming the field; job ids the service chooses are checked and escaped in paths.
-``QueryService.query(sql) -> Result`` is a job turned into a DataFrame (or, with ``to=DIR``, a
-``cortex_nb.results.datasets.Dataset`` on disk).
+High level, every call takes one ``QueryOptions`` (``cortex_nb.options``), or options by name:
+``start(sql)`` creates a ``QueryJob`` (``cortex_nb.query.job``) and ``job(job_id)`` takes one
+up; ``query(sql)`` and ``fetch(job_id)`` run one to its end, and ``submit_query``/``submit_fetch``
+do the same in the background (``cortex_nb.query.background``). All of them end in ``run``: the
+rows become a frame (``results.collect``), a cached frame (``results.cache``) or a Parquet
+dataset (``results.datasets``), as the options say. Only ``properties`` is sent to the service
+with the SQL; an unknown option is refused before anything is sent.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import requests
 
 from cortex_nb._version import __version__
 from cortex_nb.exceptions import ConfigurationError, QueryError
 from cortex_nb.http.client import HTTPClient
+from cortex_nb.http.security import mask_url
 from cortex_nb.http.tracing import TraceLog
+from cortex_nb.options import OptionError, QueryOptions
+from cortex_nb.query.background import BackgroundQueries, BackgroundQuery
 from cortex_nb.query.job import (
     DEFAULT_MAX_ROWS,
-    DEFAULT_QUERY_TIMEOUT,
     Page,
     Progress,
     QueryJob,
@@ -49,7 +39,6 @@ from cortex_nb.query.job import (
     too_large,
 )
 from cortex_nb.query.replies import (
-    DEFAULT_PAGE_SIZE,
     JOBS,
     MAX_WAIT_MS,
     PENDING_STATES,
@@ -63,9 +52,8 @@ from cortex_nb.query.replies import (
     new_job_id,
     raise_for_reply,
 )
-
-if TYPE_CHECKING:
-    from cortex_nb.query.background import BackgroundJobs, BackgroundQuery
+from cortex_nb.results.cache import ResultCache
+from cortex_nb.results.collect import collect_result
 
 __all__ = [
     "DEFAULT_MAX_ROWS",
@@ -88,7 +76,8 @@ class QueryService:
         traces: TraceLog | None = None,
         *,
         session: HTTPClient | None = None,
-        jobs: BackgroundJobs | None = None,
+        jobs: BackgroundQueries | None = None,
+        cache_scope: Callable[[], tuple[str, str]] | None = None,
         **client_kwargs: Any,
     ) -> None:
         if session is not None:  # the official SDK's name for the client
@@ -105,6 +94,7 @@ class QueryService:
         self.traces = traces or TraceLog(secrets=credentials.secrets if credentials else None)
         self.traces.attach(self.client.session)
         self._jobs = jobs
+        self._cache_scope = cache_scope
 
     @property
     def session(self) -> HTTPClient:
@@ -117,13 +107,18 @@ class QueryService:
         return self.client.url
 
     @property
-    def background(self) -> BackgroundJobs:
+    def background(self) -> BackgroundQueries:
         """The background jobs this service's ``submit_query`` runs (created on first use)."""
         if self._jobs is None:
-            from cortex_nb.query.background import BackgroundJobs
-
-            self._jobs = BackgroundJobs()
+            self._jobs = BackgroundQueries()
         return self._jobs
+
+    def cache_scope(self) -> tuple[str, str]:
+        """``(tenant, instance)`` for result cache keys: as the connection says, else the API
+        URL (masked) with no instance."""
+        if self._cache_scope is not None:
+            return self._cache_scope()
+        return mask_url(self.url), ""
 
     def secrets(self) -> list[str]:
         """The client's secret values, for scrubbing messages."""
@@ -221,12 +216,15 @@ class QueryService:
             where = {"page_cursor": cursor}  # a cursor excludes offset and page number
 
     # -- jobs ----------------------------------------------------------------------------------
-    def submit(self, sql: str, job_id: str | None = None, **properties: Any) -> str:
-        """Create a query job for ``sql`` and return its id (409 on a resend counts as created)."""
+    def submit(
+        self, sql: str, job_id: str | None = None, properties: Mapping[str, Any] | None = None
+    ) -> str:
+        """Create a query job for ``sql`` (with job ``properties``) and return its id; a 409 on
+        a resend counts as created."""
         job_id = job_id or new_job_id()
         params: dict[str, Any] = {"query": sql, "dialect": "csql"}
         if properties:
-            params["properties"] = properties
+            params["properties"] = dict(properties)
         response = self.create_query(job_id=job_id, query_params=params)
         if response.status_code == 409 and job_id:
             return job_id  # our own earlier attempt landed before the connection dropped
@@ -242,108 +240,145 @@ class QueryService:
         return job_id if chosen in (None, "") else _chosen_job_id(chosen, job_id)
 
     def start(
-        self, sql: str, *, job_id: str | None = None, page_size: int = DEFAULT_PAGE_SIZE,
-        result_format: str = "valuesDictionary", limit: int | None = None, parallel: int = 4,
+        self, sql: str, options: QueryOptions | None = None, /, *, job_id: str | None = None,
         progress: Callable[[Progress], None] | None = None,
-        timeout: float | None = DEFAULT_QUERY_TIMEOUT, max_rows: int | None = None,
-        pace: Callable[[], None] | None = None,
-        **properties: Any,
+        pace: Callable[[], None] | None = None, **changes: Any,
     ) -> QueryJob:
-        """Create a query job for ``sql`` and return it (nothing is fetched yet)."""
-        job = QueryJob(
-            self, "", sql=sql, page_size=page_size, result_format=result_format, limit=limit,
-            parallel=parallel, progress=progress, timeout=timeout, max_rows=max_rows,
-            pace=pace,
-        )  # checks the paging options before anything is sent
-        job.id = job.progress.job_id = self.submit(sql, job_id=job_id, **properties)
+        """Create a query job for ``sql`` and return it (nothing is fetched yet).
+
+        ``options`` (a ``QueryOptions``) and ``changes`` (options by name) say how; only
+        ``properties`` is sent to the service.
+        """
+        options = QueryOptions.build(options, doing="start()", **changes)
+        job = QueryJob(self, "", sql=sql, options=options, progress=progress, pace=pace)
+        job.id = job.progress.job_id = self.submit(sql, job_id, options.properties)
         return job
 
-    def job(self, job_id: str, **options: Any) -> QueryJob:
-        """An existing job, by id, to fetch its results (options as ``start``)."""
-        return QueryJob(self, job_id, **options)
+    def job(
+        self, job_id: str, options: QueryOptions | None = None, /, *,
+        progress: Callable[[Progress], None] | None = None,
+        pace: Callable[[], None] | None = None, **changes: Any,
+    ) -> QueryJob:
+        """An existing job, by id, to fetch its results (options as ``start``; its job
+        properties were set when it was created)."""
+        options = _for_existing_job(QueryOptions.build(options, doing="job()", **changes))
+        job_path(JOBS, job_id)  # a bad id fails here
+        return QueryJob(self, job_id, options=options, progress=progress, pace=pace)
 
     def query(
-        self,
-        sql: str,
-        *,
-        page_size: int = DEFAULT_PAGE_SIZE,
-        result_format: str = "valuesDictionary",
-        structs: str = "value",
-        limit: int | None = None,
-        max_rows: int | None = DEFAULT_MAX_ROWS,
-        parallel: int = 4,
-        progress: Callable[[Progress], None] | None = None,
-        job_id: str | None = None,
-        timeout: float | None = DEFAULT_QUERY_TIMEOUT,
-        dtypes: str | None = None,
-        to: Any = None,
-        overwrite: bool = False,
-        **properties: Any,
+        self, sql: str, options: QueryOptions | None = None, /, *,
+        progress: Callable[[Progress], None] | None = None, job_id: str | None = None,
+        say: Callable[[str], Any] | None = None, **changes: Any,
     ) -> Any:
-        """Run ``sql`` as a job and return a ``Result`` holding the typed DataFrame.
+        """Run ``sql`` as a job: a ``Result`` holding the typed DataFrame, or with ``to=DIR``
+        the ``Dataset`` its rows were streamed into.
 
-        ``limit`` fetches at most that many rows. ``max_rows`` is the guardrail: a job with more
-        rows than that (None: no guardrail) is cancelled after its first page and raises
-        ``ResultTooLarge``. ``to=DIR`` streams every row into a Parquet dataset there instead
-        and returns its ``Dataset`` (no guardrail: memory holds a few pages; an existing
-        dataset is replaced only with ``overwrite``). ``dtypes`` is the frame's mode for lists
-        and structs (``"objects"``, the default, or ``"arrow"``). An interrupt cancels the job,
-        and so does passing ``timeout`` seconds (None: no limit) before the last page is in.
+        Options (a ``QueryOptions``, or by name; ``cortex_nb.options`` says each one):
+        ``limit`` fetches at most that many rows; ``max_rows`` is the guardrail (a job with
+        more rows is cancelled after its first page: ``ResultTooLarge``); ``to=DIR`` streams
+        every row into a Parquet dataset instead (no guardrail); ``cache``/``refresh`` keep and
+        reuse the result in the result cache (``say`` hears one line about it); ``structs``
+        and ``dtypes`` shape the frame; ``properties`` are sent with the job. An interrupt
+        cancels the job, and so does passing ``timeout`` seconds before the last page is in.
         """
-        if to is not None:
-            return self._query_to_dataset(
-                sql, to, overwrite=overwrite, structs=structs, limit=limit, page_size=page_size,
-                result_format=result_format, parallel=parallel, progress=progress,
-                job_id=job_id, timeout=timeout, **properties,
-            )
-        return self.result_of(
-            lambda: self.start(
-                sql, job_id=job_id, page_size=page_size, result_format=result_format,
-                limit=limit, parallel=parallel, progress=progress, timeout=timeout,
-                max_rows=max_rows, **properties,
-            ),
-            structs=structs, dtypes=dtypes,
-        )
+        options = QueryOptions.build(options, doing="query()", **changes)
 
-    def result_of(
-        self, make_job: Callable[[], QueryJob], structs: str = "value", cancel: bool = True,
-        dtypes: str | None = None,
-    ) -> Result:
-        """The ``Result`` of the job ``make_job`` starts or takes up, with its own traces.
+        def make_job() -> QueryJob:
+            return self.start(sql, options, job_id=job_id, progress=progress)
+
+        return self.run(make_job, options, cache_text=sql, say=say)
+
+    def fetch(
+        self, job_id: str, options: QueryOptions | None = None, /, *,
+        progress: Callable[[Progress], None] | None = None,
+        say: Callable[[str], Any] | None = None, **changes: Any,
+    ) -> Any:
+        """The results of an existing job, by id (one started before a kernel restart, or an
+        id copied from elsewhere), waiting for it to finish: a ``Result`` or, with ``to``, a
+        ``Dataset``; options as ``query``. An interrupt stops waiting and leaves the job as it
+        is on the service. With ``cache``, the result is kept under the job's id."""
+        options = _for_existing_job(QueryOptions.build(options, doing="fetch()", **changes))
+        job_path(JOBS, job_id)
+
+        def make_job() -> QueryJob:
+            return self.job(job_id, options, progress=progress)
+
+        return self.run(make_job, options, cache_text=f"-- job {job_id}", cancel=False, say=say)
+
+    def run(
+        self, make_job: Callable[[], QueryJob], options: QueryOptions, *, cache_text: str,
+        cancel: bool = True, say: Callable[[str], Any] | None = None,
+    ) -> Any:
+        """What ``options`` ask of the job ``make_job`` starts or takes up: its rows streamed
+        into a dataset (``to``), its cached result (``cache``/``refresh``, keyed by
+        ``cache_text``), or its typed frame. Every path (query, fetch, background) runs this.
 
         An interrupt cancels the job on the server, or with ``cancel=False`` only stops
         waiting and leaves the job as it is.
         """
-        with self.traces.collect() as seen:
+        if options.to is not None:
+            from cortex_nb.results.datasets import check_target, write_dataset  # pyarrow, lazily
+
+            target = check_target(options.to, options.overwrite)  # before the job is made
             job = make_job()
             with job.cancel_on_interrupt(cancel=cancel):
-                result = job.result(structs=structs, dtypes=dtypes)
+                return write_dataset(job, target, options)
+        if options.cache or options.refresh:
+            return ResultCache().get_or_run(
+                self.cache_scope(), cache_text, options,
+                lambda: self._result(make_job, options, cancel), say=say or _silent,
+            )
+        return self._result(make_job, options, cancel)
+
+    def result_of(
+        self, make_job: Callable[[], QueryJob], structs: str | None = None, cancel: bool = True,
+        dtypes: str | None = None,
+    ) -> Result:
+        """The ``Result`` of the job ``make_job`` starts or takes up (kept for code written
+        against it; ``run`` is the one path)."""
+        changes = {k: v for k, v in (("structs", structs), ("dtypes", dtypes)) if v is not None}
+        return self._result(make_job, None, cancel, **changes)
+
+    def _result(
+        self, make_job: Callable[[], QueryJob], options: QueryOptions | None, cancel: bool,
+        **changes: Any,
+    ) -> Result:
+        """The job's typed frame in a ``Result``, with this job's own traces."""
+        with self.traces.collect() as seen:
+            job = make_job()
+            options = options or job.options
+            options = options.replace(**changes) if changes else options
+            with job.cancel_on_interrupt(cancel=cancel):
+                result = collect_result(job, options)
         # other threads' requests may have been seen too: keep this job's
         result.traces = [t for t in seen if job.id in t.url or job.id in (t.request_body or "")]
         return result
 
-    def fetch(self, job_id: str, *, structs: str = "value", **options: Any) -> Result:
-        """The results of an existing job, by id (one started before a kernel restart, or an
-        id copied from elsewhere), waiting for it to finish; options as ``start``.
+    def submit_query(
+        self, sql: str, options: QueryOptions | None = None, /, *, name: str | None = None,
+        job_id: str | None = None,
+        on_update: Callable[[BackgroundQuery], None] | None = None, **changes: Any,
+    ) -> BackgroundQuery:
+        """Start ``sql`` in the background and return its handle at once (options as
+        ``query``; ``name`` names it, ``on_update(handle)`` hears of every step).
 
-        An interrupt stops waiting and leaves the job as it is on the service.
+        The handle has ``result(timeout)`` (a ``Result``, or a ``Dataset`` with ``to``),
+        ``cancel()``, ``done()``, ``state`` and ``progress``.
         """
-        return self.result_of(
-            lambda: self.job(job_id, **options), structs=structs, cancel=False
+        options = QueryOptions.build(options, doing="submit_query()", **changes)
+        return self.background.submit(
+            self, sql, options, name=name, job_id=job_id, on_update=on_update
         )
 
-    def submit_query(self, sql: str, **options: Any) -> BackgroundQuery:
-        """Start ``sql`` in the background and return its handle at once.
-
-        The handle has ``result(timeout)``, ``cancel()``, ``done()``, ``state`` and
-        ``progress``; options as ``BackgroundJobs.submit`` (``name``, ``structs``,
-        ``max_rows``, ``timeout``, ``on_update``...).
-        """
-        return self.background.submit(self, sql, **options)
-
-    def submit_fetch(self, job_id: str, **options: Any) -> BackgroundQuery:
+    def submit_fetch(
+        self, job_id: str, options: QueryOptions | None = None, /, *, name: str | None = None,
+        on_update: Callable[[BackgroundQuery], None] | None = None, **changes: Any,
+    ) -> BackgroundQuery:
         """Fetch an existing job's results in the background; the handle as ``submit_query``."""
-        return self.background.take_up(self, job_id, **options)
+        options = _for_existing_job(
+            QueryOptions.build(options, doing="submit_fetch()", **changes)
+        )
+        return self.background.take_up(self, job_id, options, name=name, on_update=on_update)
 
     def recent_jobs(self, max_jobs: int = 20, state: str | None = None) -> list[dict[str, Any]]:
         """The tenant's recent jobs, newest first, as the list endpoint describes them."""
@@ -357,16 +392,19 @@ class QueryService:
             )
         return jobs
 
-    def _query_to_dataset(
-        self, sql: str, to: Any, *, overwrite: bool, structs: str, **options: Any
-    ) -> Any:
-        """Run ``sql`` and stream its pages into a Parquet dataset at ``to``."""
-        from cortex_nb.results.datasets import check_target, write_dataset
 
-        target = check_target(to, overwrite)  # before the job: a refusal costs nothing
-        job = self.start(sql, **options)
-        with job.cancel_on_interrupt():
-            return write_dataset(job, target, overwrite=overwrite, structs=structs)
+def _for_existing_job(options: QueryOptions) -> QueryOptions:
+    """``options`` for a job that already exists: its properties were set when it was made."""
+    if options.properties:
+        raise OptionError(
+            "A job taken up by id already exists: its job properties were set when it was "
+            "created; drop properties=."
+        )
+    return options
+
+
+def _silent(line: str) -> None:
+    """Hears the result cache's notes and says nothing (the Python API's default)."""
 
 
 def _params(base: dict[str, Any] | None, **values: Any) -> dict[str, Any]:

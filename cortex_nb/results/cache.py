@@ -1,15 +1,17 @@
 """The result cache: query results kept as Parquet, so a notebook run again asks nothing twice.
 
 An entry is keyed by the tenant, the instance and the normalized SQL, plus what shapes the
-frame (how structs become columns, the row limit); never by a secret. It is two files in the
+frame (``QueryOptions.shape()``: structs, dtypes, the row limit, job properties); never by a
+secret. A hit is read back with the dtypes the query gives (``frames.arrow_to_frame``), so it
+equals the frame it stands for. It is two files in the
 cache directory: ``<key>.parquet`` (the frame, its dtypes kept) and ``<key>.json`` (the SQL,
 tenant, instance, when it ran, rows, job id), each written to a temporary file and renamed
 into place, the description last: an entry without one is not there.
 
 The directory is ``$CORTEX_NB_CACHE_DIR``, else ``$XDG_CACHE_HOME/cortex_nb/results``, else
 ``~/.cache/cortex_nb/results``. ``current_time_function(sql)`` names the function that makes a
-query's result depend on when it runs (``CURRENT_TIMESTAMP``...): such a query is cached only
-when asked for explicitly (``%%cortex --cache``), and says so.
+query's result depend on when it runs (``CURRENT_TIMESTAMP``...): caching one says so (and the
+magic caches it only when a cell asks, not by its ``cache`` default).
 """
 
 from __future__ import annotations
@@ -23,11 +25,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cortex_nb.exceptions import ConfigurationError
 from cortex_nb.http.security import mask_url
 from cortex_nb.sql.params import normalize_sql
+
+if TYPE_CHECKING:
+    from cortex_nb.options import QueryOptions
 
 __all__ = [
     "CACHE_ENV",
@@ -150,66 +155,65 @@ class ResultCache:
         self.directory = Path(directory).expanduser() if directory else cache_dir()
 
     @staticmethod
-    def key(tenant: str, instance: str, sql: str, **shape: Any) -> str:
-        """The entry's name: a digest of where, what (the SQL, normalized) and the frame's shape."""
+    def key(tenant: str, instance: str, sql: str, options: QueryOptions) -> str:
+        """The entry's name: a digest of where, what (the SQL, normalized) and everything in
+        ``options`` that shapes the frame (``QueryOptions.shape``: structs, dtypes, limit...)."""
         what = json.dumps(
-            {"tenant": tenant, "instance": instance, "sql": normalize_sql(sql), "shape": shape},
+            {"tenant": tenant, "instance": instance, "sql": normalize_sql(sql),
+             "shape": options.shape()},
             sort_keys=True, default=str,
         )
         return hashlib.sha256(what.encode()).hexdigest()[:32]
 
-    def get(self, key: str) -> CachedResult | None:
-        """The cached result for ``key``, or None (also for an entry that cannot be read)."""
+    def get(self, key: str, dtypes: str = "objects") -> CachedResult | None:
+        """The cached result for ``key`` as the query's frame would be typed (``dtypes``), or
+        None (also for an entry that cannot be read)."""
         entry = self._entry(self._meta_path(key))
         if entry is None:
             return None
         try:
-            import pandas as pd
+            import pyarrow.parquet as pq
 
-            frame = pd.read_parquet(self._data_path(key))
+            from cortex_nb.results.frames import arrow_to_frame
+
+            frame = arrow_to_frame(pq.read_table(self._data_path(key)), dtypes)
         except (OSError, ValueError):
             return None
-        return CachedResult(_plain_objects(frame), entry)
+        return CachedResult(frame, entry)
 
-    def fetch(
-        self, scope: tuple[str, str], sql: str, run: Callable[[], Any], *, asked: bool = True,
-        refresh: bool = False, say: Callable[[str], Any] = print, **shape: Any,
+    def get_or_run(
+        self, scope: tuple[str, str], sql: str, options: QueryOptions, run: Callable[[], Any],
+        *, say: Callable[[str], Any] = print,
     ) -> Any:
-        """The cached result of ``sql`` in ``scope`` (``(tenant, instance)``), or ``run()``'s,
-        then kept; ``say`` gets one line about what happened (a hit's age, why not cached).
-
-        ``refresh`` runs the query whatever is cached. A query that uses the current time is
-        cached only when ``asked`` (``--cache`` on the cell, not a default), and says so.
-        """
-        clock = current_time_function(sql)
-        if clock and not (asked or refresh):
-            say(f"Not cached: the query uses {clock}, so its result changes with time; "
-                "add --cache to keep it anyway.")
-            return run()
+        """The cached result of ``sql`` in ``scope`` (``(tenant, instance)``) for these
+        ``options``, or ``run()``'s, then kept; ``say`` gets one line about what happened (a
+        hit's age, why it could not be kept). ``options.refresh`` runs the query whatever is
+        cached. A result that depends on when it ran (``CURRENT_TIMESTAMP``...) says so."""
         tenant, instance = scope
-        key = self.key(tenant, instance, sql, **shape)
-        if not refresh and (hit := self.get(key)) is not None:
+        key = self.key(tenant, instance, sql, options)
+        if not options.refresh and (hit := self.get(key, options.dtypes)) is not None:
             say(hit.entry.hit_line())
             return hit
         result = run()
         try:
-            self.put(key, result, tenant=tenant, instance=instance, sql=sql, **shape)
+            self.put(key, result, tenant=tenant, instance=instance, sql=sql, options=options)
         except ConfigurationError as exc:  # the result stands; only keeping it failed
             say(f"Not cached: {exc}")
             return result
-        if clock:
+        if clock := current_time_function(sql):
             say(f"Cached, though the query uses {clock}: this is its result as of now.")
         return result
 
     def put(
-        self, key: str, result: Any, *, tenant: str, instance: str, sql: str, **shape: Any
+        self, key: str, result: Any, *, tenant: str, instance: str, sql: str,
+        options: QueryOptions,
     ) -> CacheEntry:
-        """Keep ``result`` (a ``query.Result``) under ``key``; returns its entry."""
+        """Keep ``result`` (a ``Result``) under ``key``; returns its entry."""
         entry = CacheEntry(
             key=key, sql=normalize_sql(sql), tenant=tenant, instance=instance,
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             rows=len(result.df), job_id=result.job_id,
-            current_time=current_time_function(sql), shape=shape,
+            current_time=current_time_function(sql), shape=options.shape(),
         )
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -274,25 +278,3 @@ def _replace(path: Path, write: Any) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             temporary.unlink()
-
-
-def _plain(value: Any) -> Any:
-    """Parquet gives arrays back as numpy arrays: lists again, inside structs too."""
-    import numpy as np
-
-    if isinstance(value, np.ndarray):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
-
-
-def _plain_objects(frame: Any) -> Any:
-    """``frame`` with its object columns' arrays turned back into lists, as the query gave them."""
-    import numpy as np
-
-    for name in frame.columns:
-        column = frame[name]
-        if column.dtype == object and column.map(lambda v: isinstance(v, dict | np.ndarray)).any():
-            frame[name] = column.map(_plain)
-    return frame

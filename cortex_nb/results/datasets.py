@@ -47,8 +47,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cortex_nb.exceptions import ConfigurationError, CortexError, QueryError
-from cortex_nb.query.job import DEFAULT_MAX_ROWS, QueryJob, plural
-from cortex_nb.results.frames import DEFAULT_DTYPES, FrameBuilder, arrow_to_frame
+from cortex_nb.options import DEFAULT_MAX_ROWS, QueryOptions
+from cortex_nb.results.collect import typed_pages
+from cortex_nb.results.frames import DEFAULT_DTYPES, arrow_to_frame
+from cortex_nb.words import plural
 
 __all__ = ["MANIFEST", "Dataset", "check_target", "open_dataset", "write_dataset"]
 
@@ -90,15 +92,18 @@ def check_target(path: str | os.PathLike, overwrite: bool = False) -> Path:
 
 
 def write_dataset(
-    job: QueryJob,
+    job: Any,
     path: str | os.PathLike,
+    options: QueryOptions | None = None,
     *,
-    overwrite: bool = False,
-    structs: str = "value",
     buffer_bytes: int = BUFFER_BYTES,
     row_group_bytes: int = ROW_GROUP_BYTES,
 ) -> Dataset:
-    """Stream every row of ``job`` into a Parquet dataset at ``path``; return its handle."""
+    """Stream every row of ``job`` (a ``QueryJob``) into a Parquet dataset at ``path``, typed
+    as its frame would be (``options``: structs, overwrite; default: the job's own); return
+    the dataset's handle."""
+    options = options if options is not None else job.options
+    overwrite = options.overwrite
     target = check_target(path, overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.parent / f".{target.name}.partial-{uuid.uuid4().hex[:12]}"
@@ -106,7 +111,7 @@ def write_dataset(
     try:
         job.wait()
         files = _PartitionFiles(staging, buffer_bytes, row_group_bytes)
-        written = _write_pages(job, files, structs)
+        written = _write_pages(job, files, options)
         records = files.close()
         _write_json(staging / MANIFEST, _manifest(job, written, files.partitioned, records))
         _publish(staging, target, overwrite)
@@ -118,25 +123,21 @@ def write_dataset(
     return Dataset(target)
 
 
-def _write_pages(job: QueryJob, files: _PartitionFiles, structs: str) -> int:
-    """Type each page and hand it to ``files``; the rows written (at most the job's wanted)."""
-    builder = FrameBuilder(schema=job.schema, result_format=job.result_format, structs=structs)
-    wanted, written = job.wanted_rows, 0
-    for page in job.iter_pages():
-        if page.arrow:
-            builder.add_arrow_page(page.rows)
-        else:
-            builder.add_page(page.rows)
-        page.rows = None  # the page goes as soon as its columns are typed
+def _write_pages(job: Any, files: _PartitionFiles, options: QueryOptions) -> int:
+    """Type each page (``collect.typed_pages``, as a frame's) and hand it to ``files``; the
+    rows written (at most the job's wanted)."""
+    written, builder, wanted = 0, None, job.wanted_rows
+    for builder in typed_pages(job, options):
         table = builder.take_table()
         table = table.slice(0, max(0, wanted - written))  # a limit ends inside a page
         written += table.num_rows
         files.write(table)
-    files.write(builder.take_table(last=True))  # no rows; keeps the schema of an empty result
+    if builder is not None:  # no rows: keeps the schema of an empty result
+        files.write(builder.take_table(last=True))
     return written
 
 
-def _manifest(job: QueryJob, rows: int, partitioned: bool, files: list[dict]) -> dict:
+def _manifest(job: Any, rows: int, partitioned: bool, files: list[dict]) -> dict:
     """What the dataset holds and where it came from."""
     return {
         "format": FORMAT,

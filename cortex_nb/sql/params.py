@@ -17,9 +17,18 @@ from typing import Any
 
 from cortex_nb.exceptions import ConfigurationError
 
-__all__ = ["DATASETS", "normalize_sql", "qualify_tables", "render_parameters", "sql_literal"]
+__all__ = [
+    "DATASETS",
+    "LOG_FAMILIES",
+    "normalize_sql",
+    "qualify_tables",
+    "render_parameters",
+    "sql_literal",
+]
 
-DATASETS = ("firewall", "log", "endpoint")
+# the first part of a log type's name (firewall.traffic): a family of log types
+LOG_FAMILIES = ("firewall", "log", "endpoint")
+DATASETS = LOG_FAMILIES  # its old name (a "dataset" is now only a Parquet folder)
 # quoted strings and backticked names (skipped), then the things we rewrite
 _TOKENS = re.compile(
     r"""(?P<quoted>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|`[^`]*`)"""
@@ -28,10 +37,10 @@ _TOKENS = re.compile(
     re.DOTALL,
 )
 _BARE_TABLE = re.compile(
-    rf"\b(?P<kw>FROM|JOIN)(?P<ws>\s+)(?P<table>(?:{'|'.join(DATASETS)})\.[A-Za-z_][A-Za-z0-9_]*)\b",
+    rf"\b(?P<kw>FROM|JOIN)(?P<ws>\s+)(?P<table>(?:{'|'.join(LOG_FAMILIES)})\.[A-Za-z_][A-Za-z0-9_]*)\b",
     re.IGNORECASE,
 )
-_BACKTICK_TABLE = re.compile(rf"^`((?:{'|'.join(DATASETS)})\.[A-Za-z_][A-Za-z0-9_]*)`$")
+_BACKTICK_TABLE = re.compile(rf"^`((?:{'|'.join(LOG_FAMILIES)})\.[A-Za-z_][A-Za-z0-9_]*)`$")
 
 
 def _quote_string(text: str) -> str:
