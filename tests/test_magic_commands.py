@@ -6,18 +6,10 @@ import pytest
 
 from cortex_nb.notebook import commands, grammar
 from cortex_nb.notebook.errors import CortexCellError
-from cortex_nb.notebook.magic import CortexMagics
 
 
 def test_every_subcommand_has_a_handler_and_every_handler_a_subcommand():
     assert set(commands.COMMANDS) == set(grammar.subcommands())
-
-
-def test_fetch_takes_up_a_job_through_the_magic_s_own_method(monkeypatch):
-    taken = []
-    monkeypatch.setattr(CortexMagics, "_do_fetch", lambda self, args: taken.append(args.job_id))
-    commands.run_command(CortexMagics(), grammar.parse_line("fetch job-1"))
-    assert taken == ["job-1"]
 
 
 def test_a_new_subcommand_is_its_grammar_plus_a_handler(ip, monkeypatch):

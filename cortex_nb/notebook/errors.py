@@ -2,7 +2,8 @@
 
 ``one_line_errors(connection)`` turns any ``CortexError`` raised inside it into that line,
 scrubbed of the connection's secrets. The grammar, the commands and the magic all raise
-``CortexCellError`` for what the user typed wrong.
+``CortexCellError`` for what the user typed wrong. ``guardrail_advice()`` words the max-rows
+guardrail's error for a notebook (which flags to use, which ``%config``).
 """
 
 from __future__ import annotations
@@ -13,13 +14,19 @@ from typing import TYPE_CHECKING
 
 from IPython.core.error import UsageError
 
-from cortex_nb.exceptions import CortexError
+from cortex_nb.exceptions import CortexError, ResultTooLarge
 from cortex_nb.http.security import scrub
+from cortex_nb.query.job import too_large
 
 if TYPE_CHECKING:
     from cortex_nb.notebook.connection import Connection
 
-__all__ = ["CortexCellError", "one_line_errors"]
+__all__ = ["GUARDRAIL_ADVICE", "CortexCellError", "guardrail_advice", "one_line_errors"]
+
+GUARDRAIL_ADVICE = (
+    "Fetch fewer (--limit N, or WHERE/LIMIT in the SQL), stream them to disk (--to DIR), or "
+    "raise the guardrail (--max-rows N, %config CortexMagics.max_rows = N; 0: none)."
+)
 
 
 class CortexCellError(UsageError):
@@ -42,3 +49,14 @@ def one_line_errors(connection: Connection) -> Iterator[None]:
         yield
     except CortexError as exc:  # the message leads; the kind of error adds nothing for a reader
         raise CortexCellError(scrub(str(exc), connection.secrets())) from None
+
+
+@contextlib.contextmanager
+def guardrail_advice() -> Iterator[None]:
+    """The guardrail's error, with what to do in a cell (``--limit``, ``--to``, ``--max-rows``)."""
+    try:
+        yield
+    except ResultTooLarge as exc:
+        raise too_large(
+            exc.job_id or "?", exc.rows, exc.max_rows, exc.cancelled, GUARDRAIL_ADVICE
+        ) from None

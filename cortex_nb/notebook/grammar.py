@@ -3,7 +3,11 @@
 The description is data: ``cell_options()`` lists the options of a ``%%cortex`` line and
 ``subcommands()`` the ``%cortex`` subcommands with their arguments, each a ``Switch`` (a flag
 present or not), an ``Option`` (a flag with a value, maybe one of some ``choices``) or a
-``Positional``. From it come the argparse parsers (``cell_parser()``, ``line_parser()``),
+``Positional``. The query options (``--limit``, ``--dtypes``, ``--to``...) are not written
+here: ``query_flags()`` reads them from ``cortex_nb.options.OPTIONS`` (every spec with a
+``flag``), for cells and for ``%cortex fetch``, so a query option added there is parsed,
+completed and handed to ``QueryOptions`` by the magic with nothing to change here. From the
+description come the argparse parsers (``cell_parser()``, ``line_parser()``),
 ``parse_cell``/``parse_line`` (which the magic calls) and Tab completion
 (``cortex_nb.notebook.completion``): an option or subcommand added here is parsed and completed
 without touching either. What a subcommand does is routed by name in
@@ -13,24 +17,29 @@ Cell::
 
     %%cortex [-o VAR] [-q] [--trace] [--dry-run] [--limit N] [--page-size N] [--raw]
              [--structs value|keep|flatten] [--timeout SECONDS] [--bg] [--cache] [--refresh]
-             [--max-rows N] [--dtypes arrow|objects] [--to DIR [--overwrite]]
+             [--max-rows N] [--dtypes arrow|objects] [--to DIR [--overwrite]] [--parallel N]
     SELECT ...                               (SQL mode)
     %%cortex GET /query/v2/jobs              (REST mode: 'METHOD /path', the cell is the body)
 
 Line: a subcommand (``%cortex connect sandbox``), a REST request with no body
 (``%cortex GET /path``) or SQL on the line (``%cortex [-o VAR] SELECT ...``); an empty line is
-``status``. Mistakes are one-line ``CortexCellError``\\ s naming the magic.
+``status``. Mistakes are one-line ``CortexCellError``\\ s naming the magic (an unknown flag
+with the closest known one).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import difflib
 import re
 import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
+from cortex_nb import options as specs
 from cortex_nb.notebook.errors import CortexCellError
+from cortex_nb.options import given_by
 
 __all__ = [
     "CELL_OPTIONS",
@@ -48,13 +57,13 @@ __all__ = [
     "line_parser",
     "parse_cell",
     "parse_line",
+    "query_flags",
     "split_line_sql",
     "subcommands",
 ]
 
 HTTP_METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD")
-STRUCT_MODES = ("value", "keep", "flatten")
-DTYPE_MODES = ("arrow", "objects")
+_METAVARS = {int: "N", float: "SECONDS", str: "DIR"}
 
 
 # ---- the description's parts --------------------------------------------------------------
@@ -127,6 +136,7 @@ class Subcommand:
     name: str
     help: str
     arguments: tuple[Argument, ...] = ()
+    query_options: bool = False  # it also takes every query option (``query_flags()``)
 
     @property
     def options(self) -> tuple[Switch | Option, ...]:
@@ -141,31 +151,13 @@ class Subcommand:
 
 # ---- the description ----------------------------------------------------------------------
 
-CELL_OPTIONS: tuple[Switch | Option, ...] = (
+CELL_OPTIONS: tuple[Switch | Option, ...] = (  # the notebook's own; query options: OPTIONS
     Option(("-o", "--output"), metavar="VAR", help="store the result in VAR"),
     Switch(("--trace",), "show the request traces"),
     Switch(("--dry-run",), "show the request, send nothing"),
-    Option(("--limit",), int, "fetch at most N rows"),
-    Option(("--page-size",), int, "rows per results page"),
     Switch(("--raw",), "JSON as received, no DataFrame"),
-    Option(
-        ("--structs",), str,
-        "{value: ...} structs: their value, kept whole, or flattened (this cell only)",
-        choices=STRUCT_MODES,
-    ),
     Switch(("-q", "--quiet"), "show nothing (with -o VAR)"),
-    Option(("--timeout",), float, "cancel the query after N seconds (0: never)"),
     Switch(("--bg",), "run as a background query (with -o VAR)", dest="background"),
-    Switch(("--cache",), "reuse a cached result, or keep this one"),
-    Switch(("--refresh",), "run it again and cache the new result"),
-    Option(("--max-rows",), int, "refuse results over N rows in memory (0: never)"),
-    Option(
-        ("--dtypes",), str,
-        "lists and structs: Arrow-backed (ArrowDtype) or Python objects (this cell only)",
-        choices=DTYPE_MODES,
-    ),
-    Option(("--to",), metavar="DIR", help="stream the rows into a Parquet dataset in DIR"),
-    Switch(("--overwrite",), "with --to: replace a dataset"),
 )
 CELL_REQUEST = Positional("request", "METHOD /path for REST mode", nargs="*")
 
@@ -200,14 +192,10 @@ _BACKGROUND = (
     )),
     Subcommand("fetch", "take up an existing job by its id and fetch its rows", (
         Positional("job_id", "the job's id"),
-        Option(("-o", "--output"), help="store the result in VAR"),
+        Option(("-o", "--output"), metavar="VAR", help="store the result in VAR"),
         Switch(("-q", "--quiet"), "show nothing (with -o VAR)"),
         Switch(("--bg",), "fetch as a background query (with -o VAR)"),
-        Option(("--limit",), int, "fetch at most N rows"),
-        Option(("--structs",), str, "{value: ...} structs: their value, kept, or flattened",
-               choices=STRUCT_MODES),
-        Option(("--timeout",), float, "give up after N seconds (0: never)"),
-    )),
+    ), query_options=True),
 )
 SUBCOMMANDS: tuple[Subcommand, ...] = (
     _CONNECT,
@@ -233,14 +221,40 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
 )
 
 
+def query_flags() -> tuple[Switch | Option, ...]:
+    """The query options that have a flag (``cortex_nb.options.OPTIONS``), as the grammar's
+    switches and options; each fills the attribute named as the option (``max_rows``)."""
+    flags: list[Switch | Option] = []
+    for spec in specs.OPTIONS:
+        if spec.flag is None:
+            continue
+        if spec.kind is bool:  # default None: "not given", so the notebook's default holds
+            flags.append(Switch((spec.flag,), spec.help, default=None, dest=spec.name))
+        else:
+            flags.append(Option(
+                (spec.flag,), str if spec.choices else spec.kind, spec.help,
+                choices=spec.choices, dest=spec.name,
+                metavar=None if spec.choices else _METAVARS.get(spec.kind, "VALUE"),
+            ))
+    return tuple(flags)
+
+
 def cell_options() -> tuple[Switch | Option, ...]:
-    """The options of a ``%%cortex`` line, in the order help and completion show them."""
-    return CELL_OPTIONS
+    """The options of a ``%%cortex`` line (the notebook's, then the query options), in the
+    order help and completion show them."""
+    return (*CELL_OPTIONS, *query_flags())
 
 
 def subcommands() -> dict[str, Subcommand]:
-    """The ``%cortex`` subcommands by name, in the order completion offers them."""
-    return {command.name: command for command in SUBCOMMANDS}
+    """The ``%cortex`` subcommands by name, in the order completion offers them (those that
+    take query options with every one of them)."""
+    return {command.name: _with_query_flags(command) for command in SUBCOMMANDS}
+
+
+def _with_query_flags(command: Subcommand) -> Subcommand:
+    if not command.query_options:
+        return command
+    return dataclasses.replace(command, arguments=(*command.arguments, *query_flags()))
 
 
 # ---- argparse, built from the description -------------------------------------------------
@@ -297,7 +311,9 @@ def line_parser() -> argparse.ArgumentParser:
 
 @dataclass
 class CellCommand:
-    """A parsed ``%%cortex`` cell: SQL mode or REST mode, with its options."""
+    """A parsed ``%%cortex`` cell: SQL mode or REST mode, the notebook's options, and the query
+    options the cell gave (``options``, by name: what is not there was not given, so the
+    notebook's default holds). ``command.limit`` reads ``options.get("limit")``."""
 
     mode: str  # "sql" or "rest"
     text: str  # SQL, or the JSON body (may be empty)
@@ -306,19 +322,20 @@ class CellCommand:
     output: str | None = None
     trace: bool = False
     dry_run: bool = False
-    limit: int | None = None
-    page_size: int | None = None
     raw: bool = False
     quiet: bool = False
-    structs: str | None = None
-    timeout: float | None = None
     background: bool = False
-    cache: bool = False
-    refresh: bool = False
-    max_rows: int | None = None
-    dtypes: str | None = None
-    to: str | None = None
-    overwrite: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> Any:
+        """A query option by name, None when the cell did not give it (as the fields read
+        before the options had one place)."""
+        if name in _QUERY_OPTION_NAMES:
+            return self.__dict__.get("options", {}).get(name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+
+_QUERY_OPTION_NAMES = frozenset(spec.name for spec in specs.OPTIONS)
 
 
 @dataclass(frozen=True)
@@ -337,10 +354,24 @@ def _words(text: str, magic: str) -> list[str]:
         raise CortexCellError(f"{magic}: {exc}") from None
 
 
+def _parsed(parser: argparse.ArgumentParser, words: list[str]) -> argparse.Namespace:
+    """``words`` parsed; an unknown flag is an error naming the closest known one."""
+    args, unknown = parser.parse_known_args(words)
+    if unknown:
+        command = subcommands().get(getattr(args, "command", None) or "")
+        known = command.options if command is not None else cell_options()
+        flags = [flag for option in known for flag in option.flags]
+        close = next((c for w in unknown for c in difflib.get_close_matches(w, flags, 1)), None)
+        hint = f"; did you mean {close}?" if close else ""
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
+    return args
+
+
 def parse_cell(line: str, cell: str) -> CellCommand:
     """Parse the magic line and the cell body into a ``CellCommand``."""
-    args = cell_parser().parse_args(_words(line, "%%cortex"))
-    options = {option.dest: getattr(args, option.dest) for option in cell_options()}
+    args = _parsed(cell_parser(), _words(line, "%%cortex"))
+    notebook = {option.dest: getattr(args, option.dest) for option in CELL_OPTIONS}
+    command = {**notebook, "options": given_by(args)}
     request, body = list(args.request), cell
     if not request:  # REST mode may also be given on the cell's first line
         first, _, rest = cell.strip().partition("\n")
@@ -349,15 +380,15 @@ def parse_cell(line: str, cell: str) -> CellCommand:
     if not request:
         sql = cell.strip()
         if sql.endswith(";"):  # as in IPython: a trailing ';' keeps the cell quiet
-            sql, options["quiet"] = sql.rstrip(";").rstrip(), True
+            sql, command["quiet"] = sql.rstrip(";").rstrip(), True
         if not sql:
             raise CortexCellError("%%cortex: the cell is empty; write a SQL query or 'GET /path'")
-        return CellCommand(mode="sql", text=sql, **options)
+        return CellCommand(mode="sql", text=sql, **command)
     method_ok = request[0].upper() in HTTP_METHODS
     if len(request) != 2 or not method_ok or not request[1].startswith("/"):
         raise CortexCellError(f"%%cortex: expected 'METHOD /path', got {' '.join(request)!r}")
     return CellCommand(
-        mode="rest", text=body.strip(), method=request[0].upper(), path=request[1], **options
+        mode="rest", text=body.strip(), method=request[0].upper(), path=request[1], **command
     )
 
 
@@ -370,7 +401,7 @@ def parse_line(line: str) -> CellCommand | LineCommand:
     words = _words(line, "%cortex")
     if words and words[0].upper() in HTTP_METHODS:
         return parse_cell(line, "")  # IPython refuses a cell magic with no body
-    args = line_parser().parse_args(words or ["status"])
+    args = _parsed(line_parser(), words or ["status"])
     return LineCommand(args.command, args)
 
 

@@ -21,20 +21,26 @@ Line magic::
     %cortex cache list | clear             (the result cache)
     %cortex GET /query/v2/jobs [-o VAR]     (one REST request with no body)
     %cortex jobs [--server [--max N] [--state S]] | cancel ID|NAME|all | wait [ID|NAME ...]
-    %cortex fetch JOB_ID [-o VAR] [--bg] [-q] [--limit N] [--structs S] [--timeout SECONDS]
+    %cortex fetch JOB_ID [-o VAR] [--bg] [-q] [QUERY OPTIONS]
                                             (take up an existing job by its id)
 
 Cell magic::
 
-    %%cortex [-o VAR] [-q] [--trace] [--dry-run] [--limit N] [--page-size N] [--raw]
-             [--structs value|keep|flatten] [--timeout SECONDS] [--bg] [--cache] [--refresh]
-             [--max-rows N] [--dtypes arrow|objects] [--to DIR [--overwrite]]
+    %%cortex [-o VAR] [-q] [--trace] [--dry-run] [--raw] [--bg] [QUERY OPTIONS]
     SELECT ... FROM `firewall.traffic` WHERE source_ip.value = {ip}
 
     %%cortex GET /query/v2/jobs            (REST mode; the cell is the JSON body)
 
+QUERY OPTIONS are the flags of ``cortex_nb.options.OPTIONS`` (``--limit N``, ``--max-rows N``,
+``--page-size N``, ``--parallel N``, ``--structs value|keep|flatten``, ``--dtypes
+objects|arrow``, ``--timeout SECONDS``, ``--to DIR [--overwrite]``, ``--cache``,
+``--refresh``). The traitlets of the same names are the notebook's defaults
+(``query_defaults``); what a cell or line gives overrides them (``query_options``), and the
+one ``QueryOptions`` goes to the library on every path: a cell, ``--bg``, ``%cortex fetch``.
+
 ``--bg -o VAR`` returns at once: VAR holds the background query's handle (a
-``BackgroundQuery``) while a status line in the cell follows it, then the DataFrame.
+``BackgroundQuery``) while a status line in the cell follows it, then the DataFrame (with
+``--to``, the Dataset).
 
 A trailing ``;`` or ``-q`` keeps the cell quiet; ``%cortex [-o VAR] SELECT ...`` runs SQL on the
 line, and a ``%%cortex GET /path`` cell with nothing below runs as the line magic. A result of
@@ -44,45 +50,44 @@ more than ``--max-rows`` rows (``CortexMagics.max_rows``) stops before it is dow
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
-from traitlets import Bool, Enum, Float, Int, observe
+from traitlets import Bool, Enum, Float, Int, TraitError, observe, validate
 
-from cortex_nb.exceptions import ResultTooLarge
 from cortex_nb.notebook import rest
 from cortex_nb.notebook.commands import run_command
 from cortex_nb.notebook.completion import register_completer
 from cortex_nb.notebook.connection import Connection, get_connection
-from cortex_nb.notebook.errors import CortexCellError, one_line_errors
+from cortex_nb.notebook.errors import CortexCellError, guardrail_advice, one_line_errors
 from cortex_nb.notebook.grammar import CellCommand, parse_cell, parse_line
-from cortex_nb.notebook.status import BackgroundLine as _BackgroundLine
-from cortex_nb.notebook.status import ProgressLine as _ProgressLine
-from cortex_nb.notebook.status import show_traces
-from cortex_nb.options import DEFAULT_MAX_ROWS, DEFAULT_QUERY_TIMEOUT, QueryOptions, given_by
+from cortex_nb.notebook.status import BackgroundLine, ProgressLine, show_traces
+from cortex_nb.options import DEFAULT_MAX_ROWS, DEFAULT_QUERY_TIMEOUT, OptionError, QueryOptions
 from cortex_nb.query.background import BackgroundQuery
-from cortex_nb.query.job import too_large
 from cortex_nb.query.replies import JOBS
 from cortex_nb.results.cache import current_time_function
 from cortex_nb.sql.params import qualify_tables, render_parameters
 
-__all__ = ["CellCommand", "CortexCellError", "CortexMagics", "load_ipython_extension", "parse_cell"]
+__all__ = [
+    "CellCommand",
+    "CortexCellError",
+    "CortexMagics",
+    "load_ipython_extension",
+    "parse_cell",
+]
 
-GUARDRAIL_ADVICE = (
-    "Fetch fewer (--limit N, or WHERE/LIMIT in the SQL), stream them to disk (--to DIR), or "
-    "raise the guardrail (--max-rows N, %config CortexMagics.max_rows = N; 0: none)."
-)
+# the notebook's defaults for these query options are traitlets of the same name
+QUERY_DEFAULTS = ("page_size", "parallel", "structs", "dtypes", "timeout", "max_rows", "cache")
 
 
 @magics_class
 class CortexMagics(Magics):
     """``%cortex`` and ``%%cortex``: query the Cortex Data Lake from notebooks.
 
-    ``Magics`` is a traitlets ``Configurable``: the traits below are ``%config`` options.
+    ``Magics`` is a traitlets ``Configurable``: the traits below are ``%config`` options. The
+    first seven are the notebook's query defaults (``QUERY_DEFAULTS``), checked as a query's
+    options are; a cell's flags override them.
     """
 
     page_size = Int(10_000, help="Rows per results page (1..100000).").tag(config=True)
@@ -93,8 +98,16 @@ class CortexMagics(Magics):
         ["value", "keep", "flatten"], "value",
         help="How {value: ...} structs become columns: their value, kept, or flattened.",
     ).tag(config=True)
-    show_trace = Bool(False, help="Show request traces after every cell.").tag(config=True)
-    progress = Bool(True, help="Show a live progress line while a query runs.").tag(config=True)
+    max_rows = Int(
+        DEFAULT_MAX_ROWS,
+        help="A result of more rows is refused before it is downloaded (0: no guardrail); "
+        "--limit fetches fewer, --to DIR streams them to disk.",
+    ).tag(config=True)
+    dtypes = Enum(
+        ["arrow", "objects"], "objects",
+        help="Lists and structs in frames: Python objects, or Arrow-backed (ArrowDtype: less "
+        "memory, but pandas cannot read them back from Parquet files it writes).",
+    ).tag(config=True)
     timeout = Float(
         DEFAULT_QUERY_TIMEOUT, help="Seconds a query may take before it is cancelled (0: no limit)."
     ).tag(config=True)
@@ -102,6 +115,8 @@ class CortexMagics(Magics):
         False, help="Keep every query's result in the result cache and reuse it (like --cache), "
         "except for queries that use the current time.",
     ).tag(config=True)
+    show_trace = Bool(False, help="Show request traces after every cell.").tag(config=True)
+    progress = Bool(True, help="Show a live progress line while a query runs.").tag(config=True)
     max_background_jobs = Int(
         4, min=1, help="Background queries (%%cortex --bg) that run at once; the rest wait."
     ).tag(config=True)
@@ -118,16 +133,6 @@ class CortexMagics(Magics):
         jobs = self.connection.jobs
         jobs.max_running = self.max_background_jobs
         jobs.cancel_at_exit = self.cancel_on_shutdown
-    max_rows = Int(
-        DEFAULT_MAX_ROWS,
-        help="A result of more rows is refused before it is downloaded (0: no guardrail); "
-        "--limit fetches fewer, --to DIR streams them to disk.",
-    ).tag(config=True)
-    dtypes = Enum(
-        ["arrow", "objects"], "objects",
-        help="Lists and structs in frames: Python objects, or Arrow-backed (ArrowDtype: less "
-        "memory, but pandas cannot read them back from Parquet files it writes).",
-    ).tag(config=True)
 
     @property
     def connection(self) -> Connection:
@@ -162,36 +167,7 @@ class CortexMagics(Magics):
             self.shell.user_ns[command.output] = result
         return None if command.quiet else result
 
-    # -- SQL and REST cells --------------------------------------------------------------------
-    def _final_sql(self, command: CellCommand) -> str:
-        sql = render_parameters(command.text, self.shell.user_ns)
-        return qualify_tables(sql, self.connection.instance_id)
-
-    def _run_sql(self, command: CellCommand) -> Any:
-        sql = self._final_sql(command)
-        if command.dry_run:
-            return self._dry_run("POST", JOBS, {"params": {"query": sql}})
-        if command.raw and (command.to or command.cache or command.refresh):
-            option = "--to" if command.to else "--cache"
-            raise CortexCellError(f"%%cortex: --raw shows JSON as received; not with {option}")
-        service = self.connection.require()
-        options = self.query_options(given_by(command), sql)
-        progress = _ProgressLine(self.progress and not command.quiet)
-        with _guardrail_advice():
-            if command.raw:
-                job = service.start(sql, options.replace(cache=False, refresh=False),
-                                    progress=progress)
-                with job.cancel_on_interrupt():
-                    return job.rows()
-            result = service.query(
-                sql, options, progress=progress, say=None if command.quiet else print
-            )
-        if options.to is not None:
-            return result  # the Dataset's handle
-        if command.trace or self.show_trace:
-            self._show_traces(result.traces)
-        return result.df
-
+    # -- query options -------------------------------------------------------------------------
     def query_defaults(self) -> QueryOptions:
         """The notebook's defaults for every query: the traitlets (``%config CortexMagics.*``)."""
         return QueryOptions(
@@ -199,8 +175,11 @@ class CortexMagics(Magics):
             dtypes=self.dtypes, timeout=self.timeout, max_rows=self.max_rows, cache=self.cache,
         )
 
-    def query_options(self, given: dict[str, Any], sql: str | None = None) -> QueryOptions:
-        """One query's options: the cell's (``given``) over the notebook's defaults.
+    def query_options(
+        self, given: dict[str, Any], sql: str | None = None, doing: str = "%%cortex"
+    ) -> QueryOptions:
+        """One query's options: those a cell or line gave (``given``) over the notebook's
+        defaults; ``doing`` names the magic in errors.
 
         The ``cache`` default (``CortexMagics.cache``) keeps every result, but not one written
         to a dataset, and not one that depends on when the query ran unless the cell asks.
@@ -213,7 +192,58 @@ class CortexMagics(Magics):
             if clock and "to" not in given:
                 print(f"Not cached: the query uses {clock}, so its result changes with time; "
                       "add --cache to keep it anyway.")
-        return QueryOptions.build(defaults, doing="%%cortex", **given)
+        return QueryOptions.build(defaults, doing=doing, **given)
+
+    @validate(*QUERY_DEFAULTS)
+    def _check_query_default(self, proposal: Any) -> Any:
+        """A ``%config`` default is checked as a query's option is, with the same message."""
+        name, value = proposal["trait"].name, proposal["value"]
+        try:
+            QueryOptions.build(**{name: value})
+        except OptionError as exc:
+            raise TraitError(str(exc)) from None
+        return value
+
+    # -- SQL and REST cells --------------------------------------------------------------------
+    def _final_sql(self, command: CellCommand) -> str:
+        sql = render_parameters(command.text, self.shell.user_ns)
+        return qualify_tables(sql, self.connection.instance_id)
+
+    def _run_sql(self, command: CellCommand) -> Any:
+        """The cell's query: its frame, the rows as received (``--raw``), or the dataset."""
+        sql = self._final_sql(command)
+        if command.dry_run:
+            return self._dry_run("POST", JOBS, {"params": {"query": sql}})
+        if command.raw:
+            return self._run_raw(command, sql)
+        service = self.connection.require()
+        options = self.query_options(command.options, sql)
+        with guardrail_advice():
+            result = service.query(
+                sql, options, progress=self.progress_line(command.quiet),
+                say=None if command.quiet else print,
+            )
+        if options.to is not None:
+            return result  # the Dataset's handle
+        if command.trace or self.show_trace:
+            self._show_traces(result.traces)
+        return result.df
+
+    def _run_raw(self, command: CellCommand, sql: str) -> list[dict[str, Any]]:
+        """The rows as the service sends them (``--raw``): no frame, so no cache, no dataset."""
+        given = command.options
+        if given.get("to") or given.get("cache") or given.get("refresh"):
+            option = "--to" if given.get("to") else "--cache"
+            raise CortexCellError(f"%%cortex: --raw shows JSON as received; not with {option}")
+        options = self.query_options(given, sql).replace(cache=False)
+        progress = self.progress_line(command.quiet)
+        job = self.connection.require().start(sql, options, progress=progress)
+        with guardrail_advice(), job.cancel_on_interrupt():
+            return job.rows()
+
+    def progress_line(self, quiet: bool = False) -> ProgressLine:
+        """The live progress line of a query run in the cell (silent when quiet or off)."""
+        return ProgressLine(self.progress and not quiet)
 
     def _run_rest(self, command: CellCommand) -> Any:
         return rest.run_rest(self.connection, command, command.trace or self.show_trace)
@@ -226,62 +256,41 @@ class CortexMagics(Magics):
 
     # -- background queries ----------------------------------------------------------------------
     def _run_background(self, command: CellCommand) -> None:
-        """Start the cell's query in a worker thread; the cell returns at once."""
+        """Start the cell's query as a background query; the cell returns at once."""
         _check_background(command)
         sql = self._final_sql(command)
         service = self.connection.require()
-        options = self.query_options(given_by(command), sql)
-        self._start_background(
+        options = self.query_options(command.options, sql)
+        self.start_background(
             command.output or "", command.quiet,
             lambda **kw: service.submit_query(sql, options, name=command.output, **kw),
         )
 
-    def _start_background(self, name: str, quiet: bool, submit: Any) -> None:
-        """Submit, bind ``name`` to the handle now and to the DataFrame when the job is done.
+    def start_background(self, name: str, quiet: bool, submit: Any) -> None:
+        """Submit a background query (``submit(on_update=...)``), bind ``name`` to its handle
+        now and to its result (the DataFrame, or with ``--to`` the Dataset) once it is done.
 
-        The result is stored only while ``name`` still holds this job's handle: a cell run
-        again, or a variable reused meanwhile, is never overwritten by an older job.
+        The result is stored only while ``name`` still holds this query's handle: a cell run
+        again, or a variable reused meanwhile, is never overwritten by an older query.
         """
         self.apply_background_options()
-        status = _BackgroundLine(not quiet, self.connection.secrets)
+        status = BackgroundLine(not quiet, self.connection.secrets)
         namespace, bound = self.shell.user_ns, threading.Event()
 
-        def on_update(job: BackgroundQuery) -> None:
-            if job.state == "DONE":
+        def on_update(query: BackgroundQuery) -> None:
+            if query.state == "DONE":
                 bound.wait(5)  # the cell binds the handle right after submitting
-                if namespace.get(name) is job:
-                    result = job.result()  # a Result, or with --to a Dataset
+                if namespace.get(name) is query:
+                    result = query.result()  # a Result, or with --to a Dataset
                     namespace[name] = getattr(result, "df", result)
                 else:
                     status.note = f" (not stored: {name} was reassigned meanwhile)"
-            status(job)
+            status(query)
 
-        job = submit(on_update=on_update)
-        namespace[name] = job
+        query = submit(on_update=on_update)
+        namespace[name] = query
         bound.set()
-        status(job)
-
-
-    def _do_fetch(self, args: argparse.Namespace) -> Any:
-        service = self.connection.require()
-        options = self.query_options(given_by(args))
-        if args.bg:
-            if not args.output:
-                raise CortexCellError("%cortex fetch --bg needs -o NAME, the variable to fill.")
-            self._start_background(
-                args.output, args.quiet,
-                lambda **kw: service.submit_fetch(args.job_id, options, name=args.output, **kw),
-            )
-            return None
-        progress = _ProgressLine(self.progress and not args.quiet)
-        with _guardrail_advice():
-            result = service.fetch(
-                args.job_id, options, progress=progress, say=None if args.quiet else print
-            )
-        value = getattr(result, "df", result)  # a Dataset with --to
-        if args.output:
-            self.shell.user_ns[args.output] = value
-        return None if args.quiet else value
+        status(query)
 
 
 def _check_background(command: CellCommand) -> None:
@@ -296,21 +305,6 @@ def _check_background(command: CellCommand) -> None:
             f"%%cortex --bg does not take {option}; run the cell without --bg, or see "
             "%cortex trace once the job is done."
         )
-    if command.cache or command.refresh:
-        raise CortexCellError(
-            "%%cortex --bg does not use the result cache; run a cached query without --bg."
-        )
-
-
-@contextlib.contextmanager
-def _guardrail_advice() -> Iterator[None]:
-    """The guardrail's error, with what to do in a cell (``--limit``, ``--to``, ``--max-rows``)."""
-    try:
-        yield
-    except ResultTooLarge as exc:
-        raise too_large(
-            exc.job_id or "?", exc.rows, exc.max_rows, exc.cancelled, GUARDRAIL_ADVICE
-        ) from None
 
 
 def empty_cell_to_line_magic(lines: list[str]) -> list[str]:

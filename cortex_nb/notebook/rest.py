@@ -29,7 +29,7 @@ def run_rest(connection: Connection, command: CellCommand, traces: bool) -> Any:
         response = client.request(method=command.method, path=command.path, json=body)
     if traces:
         show_traces(seen)
-    return rest_output(response, command.raw, command.limit)
+    return rest_output(response, command.raw, command.options.get("limit"))
 
 
 def dry_run(client: HTTPClient | None, method: str, path: str, body: Any) -> None:

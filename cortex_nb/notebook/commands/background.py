@@ -11,7 +11,8 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 from cortex_nb.exceptions import QueryError
-from cortex_nb.notebook.errors import CortexCellError
+from cortex_nb.notebook.errors import CortexCellError, guardrail_advice
+from cortex_nb.options import given_by
 from cortex_nb.query.replies import raise_for_reply
 
 if TYPE_CHECKING:
@@ -74,9 +75,27 @@ def wait(magics: CortexMagics, args: argparse.Namespace) -> None:
 
 
 def fetch(magics: CortexMagics, args: argparse.Namespace) -> Any:
-    """Take up an existing job by its id and fetch its rows (``CortexMagics._do_fetch``, which
-    resolves the query options as a cell does)."""
-    return magics._do_fetch(args)
+    """Take up an existing job by its id and fetch its rows, with the query options a cell
+    takes (``--dtypes``, ``--to``...; ``--bg``: as a background query into ``-o NAME``)."""
+    service = magics.connection.require()
+    options = magics.query_options(given_by(args), doing="%cortex fetch")
+    if args.bg:
+        if not args.output:
+            raise CortexCellError("%cortex fetch --bg needs -o NAME, the variable to fill.")
+        magics.start_background(
+            args.output, args.quiet,
+            lambda **kw: service.submit_fetch(args.job_id, options, name=args.output, **kw),
+        )
+        return None
+    with guardrail_advice():
+        result = service.fetch(
+            args.job_id, options, progress=magics.progress_line(args.quiet),
+            say=None if args.quiet else print,
+        )
+    value = getattr(result, "df", result)  # a Dataset with --to
+    if args.output:
+        magics.shell.user_ns[args.output] = value
+    return None if args.quiet else value
 
 
 def _find(background: BackgroundJobs, key: str) -> BackgroundQuery:
