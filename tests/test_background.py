@@ -369,7 +369,6 @@ def test_bg_takes_sql_into_a_variable(nb):
     assert "needs -o NAME" in one_line_error(run(nb, "%%cortex --bg\nSELECT 1")[0])
     assert "runs SQL queries" in one_line_error(run(nb, "%%cortex --bg -o x\nGET /query/v2/jobs")[0])
     assert "--raw" in one_line_error(run(nb, "%%cortex --bg --raw -o x\nSELECT 1")[0])
-    assert "result cache" in one_line_error(run(nb, "%%cortex --bg --cache -o x\nSELECT 1")[0])
     assert "needs -o NAME" in one_line_error(run(nb, "%cortex fetch some-id --bg")[0])
 
 

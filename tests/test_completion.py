@@ -112,19 +112,17 @@ def test_sql_on_the_line_is_completed_too():
     assert texts(code, offset) == ["source_ip.value"]
 
 
-def test_subcommands_come_from_the_magic_s_own_parser(monkeypatch):
-    """A subcommand added to %cortex (jobs, cancel...) is offered without touching completion."""
-    from cortex_nb.notebook import magic
+def test_subcommands_come_from_the_magic_s_grammar(monkeypatch):
+    """A subcommand added to the grammar is offered without touching completion."""
+    from cortex_nb.notebook import grammar
 
-    original = magic._line_parser
-
-    def with_jobs():
-        parser = original()
-        parser._subparsers._group_actions[0].choices["jobs"] = original()
-        return parser
-
-    monkeypatch.setattr(magic, "_line_parser", with_jobs)
-    assert texts("%cortex jo") == ["jobs"]
+    added = grammar.Subcommand("jumble", "a new subcommand", (
+        grammar.Positional("mode", "how", choices=("fast", "slow")),
+        grammar.Option(("--speed",), int, "how fast"),
+    ))
+    monkeypatch.setattr(grammar, "SUBCOMMANDS", (*grammar.SUBCOMMANDS, added))
+    assert texts("%cortex ju") == ["jumble"]
+    assert texts("%cortex jumble ") == ["fast", "slow", "--speed"]
 
 
 @pytest.mark.parametrize("code", [

@@ -129,8 +129,6 @@ def test_the_graph_is_read(graph):
     assert len(graph) > 50
 
 
-@pytest.mark.xfail(strict=True, reason="magic <-> completion: completion still reads the "
-                   "magic's private parsers (the public grammar lands with the notebook split)")
 def test_no_import_cycle(graph):
     cycle = find_cycle({k: v for k, v in graph.items() if k != "cortex_nb"})
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])

@@ -16,7 +16,7 @@ from IPython.utils.capture import capture_output
 from cortex_nb import Credentials, cli
 from cortex_nb.http import profiles
 from cortex_nb.notebook.connection import get_connection as get_session
-from cortex_nb.notebook.magic import _cell_parser, _line_parser, parse_cell
+from cortex_nb.notebook.grammar import cell_parser, line_parser, parse_cell
 
 README = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
 BLOCKS = re.findall(r"```(\w+)\n(.*?)```", README, re.DOTALL)
@@ -93,7 +93,7 @@ def test_from_plain_python(capsys):
 def test_connecting_to_a_real_tenant(shell, sandbox, monkeypatch):
     lines = block("%cortex connect --region").strip().splitlines()
     words = [shlex.split(line.split("#")[0].removeprefix("%cortex")) for line in lines]
-    parsed = [_line_parser().parse_args(w) for w in words]
+    parsed = [line_parser().parse_args(w) for w in words]
     assert (parsed[0].region, parsed[0].instance) == ("europe", "1234567890")
     assert parsed[1].profile == "work" and parsed[2].command == "panel"
     # the profile line runs for real: a saved profile "work" that points at the sandbox
@@ -120,13 +120,13 @@ def test_the_magic_table_forms_parse(shell, sandbox):
             command = parse_cell(text.removeprefix("%%cortex"), "SELECT 1")
             assert command.mode in ("sql", "rest"), form
         elif "SELECT" not in text:
-            _line_parser().parse_args(shlex.split(text.removeprefix("%cortex")))
+            line_parser().parse_args(shlex.split(text.removeprefix("%cortex")))
     # the REST form runs as written, with nothing below it
     get_session().connect_sandbox(rows=200)
     run_cell(shell, "%load_ext cortex_nb")
     result, _ = run_cell(shell, "%%cortex GET /query/v2/jobs")
     assert isinstance(result.result, pd.DataFrame)
-    assert _cell_parser().prog == "%cortex"
+    assert cell_parser().prog == "%cortex"
 
 
 def test_background_queries_from_python(sandbox, capsys):

@@ -5,8 +5,9 @@
 Notebook, VS Code, the IPython terminal. It completes
 
 - ``%cortex`` subcommands, their options and values (regions, profiles, log types, a log
-  type's columns), read from the magic's own parsers so new subcommands appear by themselves;
-- the options of a ``%%cortex`` line (and ``--structs`` values);
+  type's columns), read from the magic's grammar (``cortex_nb.notebook.grammar``) so new
+  subcommands and options appear by themselves;
+- the options of a ``%%cortex`` line (and the values of those with choices);
 - in the SQL of a cell (or of a ``%cortex SELECT ...`` line): log types after FROM and JOIN
   (bare, with the instance id, in backticks), the columns and struct subfields of the tables
   the cell names (``source_ip.`` -> ``source_ip.value``; ``t.`` -> ``t.source_ip`` for an
@@ -20,11 +21,12 @@ completions.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from cortex_nb import catalog
+from cortex_nb.notebook import grammar
 from cortex_nb.sql import text as sqltext
 from cortex_nb.sql.params import DATASETS
 
@@ -205,20 +207,18 @@ def _complete_line(before: str, line: str, instance_id: str | None) -> Completio
     words, fragment = _words(rest)
     if not words:
         return Completions(fragment, tuple(_starting(_subcommands(), fragment, "subcommand")))
-    parser = _subcommands().get(words[0])
-    if parser is None:
+    command = _subcommands().get(words[0])
+    if command is None:
         return None
-    return Completions(fragment, tuple(_argument_items(parser, words, fragment)))
+    return Completions(fragment, tuple(_argument_items(command, words, fragment)))
 
 
 def _complete_cell_options(before: str) -> Completions | None:
     """Options (and option values) of the ``%%cortex`` line."""
-    from cortex_nb.notebook.magic import _cell_parser
-
     if "%%cortex" not in before:  # the cursor is in the magic's name
         return None
     words, fragment = _words(before.split("%%cortex", 1)[1])
-    return Completions(fragment, tuple(_option_items(_cell_parser(), words, fragment)))
+    return Completions(fragment, tuple(_option_items(grammar.cell_options(), words, fragment)))
 
 
 def _words(text: str) -> tuple[list[str], str]:
@@ -229,79 +229,94 @@ def _words(text: str) -> tuple[list[str], str]:
     return words, ""
 
 
-def _subcommands() -> dict[str, Any]:
-    """The ``%cortex`` subcommands and their argparse parsers, from the magic itself."""
-    from cortex_nb.notebook.magic import _line_parser
-
-    parser = _line_parser()
-    return dict(parser._subparsers._group_actions[0].choices)  # argparse keeps them there
+def _subcommands() -> dict[str, grammar.Subcommand]:
+    """The ``%cortex`` subcommands by name, from the magic's grammar."""
+    return grammar.subcommands()
 
 
-def _argument_items(parser: Any, words: list[str], fragment: str) -> Iterator[tuple[str, str]]:
+def _argument_items(
+    command: grammar.Subcommand, words: list[str], fragment: str
+) -> Iterator[tuple[str, str]]:
     """Positional values, options, or the value of the option just typed, of a subcommand."""
-    options = {s: a for a in parser._actions for s in a.option_strings}
-    if not (words[-1] in options or fragment.startswith("-")):
-        given = _positionals_given(parser, words[1:])
-        positionals = [a for a in parser._actions if not a.option_strings]
-        if given < len(positionals):
-            values = _values_for(words[0], positionals[given], words[1:])
+    flags = _flags(command.options)
+    if not (words[-1] in flags or fragment.startswith("-")):
+        given = _positionals_given(flags, words[1:])
+        if given < len(command.positionals):
+            values = _argument_values(command.positionals[given], words[1:])
             yield from _starting(values, fragment, "value")
-    yield from _option_items(parser, words, fragment)
+    yield from _option_items(command.options, words, fragment)
 
 
-def _option_items(parser: Any, words: list[str], fragment: str) -> Iterator[tuple[str, str]]:
+def _flags(options: Iterable[grammar.Switch | grammar.Option]) -> dict[str, Any]:
+    """Every flag spelling (``-o``, ``--output``) -> its switch or option."""
+    return {flag: option for option in options for flag in option.flags}
+
+
+def _option_items(
+    options: Iterable[grammar.Switch | grammar.Option], words: list[str], fragment: str
+) -> Iterator[tuple[str, str]]:
     """The value of the option just typed, or the options themselves for ``-...``."""
-    options = {s: a for a in parser._actions for s in a.option_strings}
-    previous = options.get(words[-1]) if words else None
-    if previous is not None and previous.nargs != 0:
-        yield from _starting(_option_values(previous), fragment, "value")
+    flags = _flags(options)
+    previous = flags.get(words[-1]) if words else None
+    if previous is not None and previous.takes_value:
+        yield from _starting(_argument_values(previous, words), fragment, "value")
     elif fragment.startswith("-") or not fragment:
         used = set(words)
-        names = [s for s in options if s.startswith("--") and s not in used]
+        names = [f for f in flags if f.startswith("--") and f not in used]
         yield from _starting(names, fragment, "option")
 
 
-def _option_values(action: Any) -> Iterable[str]:
-    """Known values of an option: its choices, regions, stored profile names."""
-    if action.choices:
-        return list(action.choices)
-    if action.dest == "region":
-        from cortex_nb.http.endpoints import REGION_NAMES
-
-        return REGION_NAMES
-    if action.dest == "profile":
-        from cortex_nb.http.profiles import list_profiles
-
-        return list_profiles()
-    return ()
-
-
-def _positionals_given(parser: Any, words: list[str]) -> int:
+def _positionals_given(flags: dict[str, Any], words: list[str]) -> int:
     """How many positional arguments ``words`` already hold (options and their values aside)."""
-    options = {s: a for a in parser._actions for s in a.option_strings}
     count, skip = 0, False
     for word in words:
         if skip:
             skip = False
-        elif word in options:
-            skip = options[word].nargs != 0
+        elif word in flags:
+            skip = flags[word].takes_value
         elif not word.startswith("-"):
             count += 1
     return count
 
 
-def _values_for(command: str, action: Any, given: list[str]) -> Iterable[str]:
-    """Values of a positional: its choices, a log type, or the columns of the one given."""
-    if action.choices:
-        return list(action.choices)
-    if action.dest == "table" or (command == "tables" and action.dest == "pattern"):
-        return catalog.table_names()
-    if command == "columns" and action.dest == "pattern" and given:
-        try:
-            return catalog.table(given[0]).columns()
-        except catalog.CatalogLookupError:
-            return ()
-    return ()
+def _argument_values(argument: Any, given: list[str]) -> Iterable[str]:
+    """Known values of an argument: its choices, or those its ``values`` names (regions,
+    stored profiles, log types, the columns of the log type given first)."""
+    if argument.choices:
+        return list(argument.choices)
+    finder = _VALUES.get(argument.values)
+    return finder(given) if finder is not None else ()
+
+
+def _regions(given: list[str]) -> Iterable[str]:
+    from cortex_nb.http.endpoints import REGION_NAMES
+
+    return REGION_NAMES
+
+
+def _profiles(given: list[str]) -> Iterable[str]:
+    from cortex_nb.http.profiles import list_profiles
+
+    return list_profiles()
+
+
+def _columns(given: list[str]) -> Iterable[str]:
+    """The columns of the log type given as the first positional (``columns TABLE ...``)."""
+    table = next((word for word in given if not word.startswith("-")), None)
+    if table is None:
+        return ()
+    try:
+        return catalog.table(table).columns()
+    except catalog.CatalogLookupError:
+        return ()
+
+
+_VALUES: dict[str | None, Callable[[list[str]], Iterable[str]]] = {
+    "regions": _regions,
+    "profiles": _profiles,
+    "tables": lambda given: catalog.table_names(),
+    "columns": _columns,
+}
 
 
 def _starting(names: Iterable[str], fragment: str, kind: str) -> Iterator[tuple[str, str]]:

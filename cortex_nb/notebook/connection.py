@@ -3,15 +3,16 @@
 ``get_connection()`` returns the process-wide ``Connection``. It holds where it is connected
 (an ``Endpoint``), the ``Credentials``, the ``HTTPClient`` and the ``QueryService`` on top of
 it, the trace history (kept across reconnects, so ``%cortex history`` tells the whole story),
-the session's background jobs (``jobs``, also kept across reconnects) and, after
-``connect_sandbox()``, the in-process sandbox. Listeners (the panel's status line) are told
-after every connect and disconnect. (``Session`` and ``get_session``, importable from
-``cortex_nb.session``, are the old names of ``Connection`` and ``get_connection``.)
+the session's background queries (``jobs``, also kept across reconnects) and, after
+``connect_sandbox()``, the sandbox (in this process or its own: a ``services.LocalSandbox``).
+Listeners (the panel's status line) are told after every connect and disconnect.
+(``Session`` and ``get_session``, importable from ``cortex_nb.session``, are the old names of
+``Connection`` and ``get_connection``.)
 
-Background jobs share the connection from worker threads: the client's connection pool is
+Background queries share the connection from worker threads: the client's connection pool is
 sized for them, its retries hold one shared backoff gate on a 429 (``http.transport.gated_retry``),
-the trace history and the token refresh take their own locks, and a job keeps the client it
-started with when the notebook reconnects.
+the trace history and the token refresh take their own locks, and a background query keeps the
+client it started with when the notebook reconnects.
 
 ``record(path)`` writes every exchange from then on (token refreshes included) into a cassette
 (``cortex_nb.record.cassette``), across reconnects, until ``stop_recording()``, ``disconnect()``
@@ -27,7 +28,7 @@ import os
 import threading
 from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cortex_nb.exceptions import ConfigurationError
 from cortex_nb.http.client import HTTPClient
@@ -36,9 +37,14 @@ from cortex_nb.http.endpoints import SANDBOX, Endpoint
 from cortex_nb.http.security import mask_url
 from cortex_nb.http.tracing import TraceLog
 from cortex_nb.http.transport import gated_retry
+from cortex_nb.notebook.services import LocalSandbox
 from cortex_nb.query.background import BackgroundJobs
 from cortex_nb.query.service import QueryService
 from cortex_nb.results.cache import cache_scope
+
+if TYPE_CHECKING:  # imported when used: a notebook that records nothing never loads them
+    from cortex_nb.record.cassette import Recorder
+    from cortex_nb.record.replay import Replay
 
 __all__ = ["Connection", "get_connection"]
 
@@ -59,9 +65,9 @@ class Connection:
         self.credentials: Credentials | None = None
         self.client: HTTPClient | None = None
         self.queries: QueryService | None = None
-        self.sandbox: Any = None
-        self.replay: Any = None  # the Replay serving a cassette, after connect_replay()
-        self.recorder: Any = None  # the cassette Recorder, after record()
+        self.sandbox: LocalSandbox | None = None  # after start_sandbox(): ours, in any process
+        self.replay: Replay | None = None  # serving a cassette, after connect_replay()
+        self.recorder: Recorder | None = None  # writing a cassette, after record()
         self.traces = TraceLog(secrets=self.secrets)
         self.jobs = BackgroundJobs()
         self.listeners: list[Callable[[Connection], None]] = []
@@ -135,7 +141,7 @@ class Connection:
         self._notify()
         return self
 
-    def start_sandbox(self, **sandbox_kwargs: Any) -> Any:
+    def start_sandbox(self, **sandbox_kwargs: Any) -> LocalSandbox:
         """The sandbox, started now if none runs, restarted if the options asked (``rows``,
         ``seed``, ``port``...) differ from the running one's; connects nothing. It runs in this
         process, or with ``process=True`` in its own (its memory is then not the kernel's)."""
@@ -163,7 +169,7 @@ class Connection:
         return ", ".join(changes)
 
     def connect_sandbox(self, **sandbox_kwargs: Any) -> Connection:
-        """Start an in-process sandbox (once) and connect to it with its demo credentials."""
+        """Start a sandbox (once) and connect to it with its demo credentials."""
         sandbox = self.start_sandbox(**sandbox_kwargs)
         return self.connect(
             Credentials(**sandbox.credentials()), endpoint=Endpoint.for_sandbox(sandbox)
@@ -193,7 +199,7 @@ class Connection:
         self._notify()
 
     # -- cassettes ----------------------------------------------------------------------------
-    def record(self, path: str | os.PathLike[str]) -> Any:
+    def record(self, path: str | os.PathLike[str]) -> Recorder:
         """Record every exchange from now on into the cassette at ``path`` (replaced), without
         tokens, secrets or the instance id; returns the ``cassette.Recorder``."""
         from cortex_nb.record.cassette import Recorder
@@ -237,7 +243,7 @@ class Connection:
                 self.replay = None
 
     def stop_sandbox(self) -> None:
-        """Stop the in-process sandbox, if one runs (and disconnect if connected to it)."""
+        """Stop the sandbox, if one runs (and disconnect if connected to it)."""
         with self._lock:
             if self.sandbox is None:
                 return
@@ -280,7 +286,7 @@ class Connection:
             listener(self)
 
 
-def _started_sandbox(options: dict[str, Any]) -> Any:
+def _started_sandbox(options: dict[str, Any]) -> LocalSandbox:
     """A new sandbox, started (``process=True``: in its own process); a bad option or a taken
     port is a clear error."""
     options = dict(options)

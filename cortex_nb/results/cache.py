@@ -78,15 +78,16 @@ def current_time_function(sql: str) -> str | None:
 def cache_scope(connection: Any) -> tuple[str, str]:
     """``(tenant, instance)`` of a connection, as cache keys name them (no secret in either).
 
-    The tenant is the API URL; for the in-process sandbox, its data (rows, seed, anchor hour),
-    since its port changes; for a replayed cassette, the cassette's content.
+    The tenant is the API URL; for a sandbox (in this process or its own), its data
+    (``data_identity``: rows, seed, anchor hour), since its port changes; for a replayed
+    cassette, the cassette's content.
     """
     instance = connection.instance_id or ""
     replay, sandbox, endpoint = connection.replay, connection.sandbox, connection.endpoint
     if replay is not None and endpoint is not None and endpoint.api_url == replay.url:
         return f"replay {Path(replay.path).name} {replay.cassette.digest[:16]}", instance
     if sandbox is not None and endpoint is not None and endpoint.sandbox:
-        return f"sandbox rows={sandbox.rows} seed={sandbox.seed} anchor={sandbox.anchor}", instance
+        return f"sandbox {sandbox.data_identity}", instance
     return (mask_url(endpoint.api_url) if endpoint is not None else ""), instance
 
 

@@ -8,9 +8,9 @@ child ends with its parent, however the parent ends (a kernel restart, a crash, 
 SIGTERM and SIGINT stop it too.
 
 The object offers what a connection uses of an in-process ``Sandbox``: ``url``, ``port``,
-``host``, ``token_url``, ``instance_id``, ``rows``, ``seed``, ``credentials()``, ``start()``,
-``stop()`` and ``with``. (The request log, fault injection and token tricks are the in-process
-sandbox's; tests use that one.)
+``host``, ``token_url``, ``instance_id``, ``rows``, ``seed``, ``data_identity`` (the child's
+own, anchor hour included), ``credentials()``, ``start()``, ``stop()`` and ``with``. (The
+request log, fault injection and token tricks are the in-process sandbox's; tests use that one.)
 """
 
 from __future__ import annotations
@@ -117,6 +117,11 @@ class SandboxProcess:
         """The OAuth2 token endpoint."""
         return self._fact("credentials")["token_url"]
 
+    @property
+    def data_identity(self) -> str:
+        """What its rows depend on (rows, seed, anchor hour), as the child's sandbox says."""
+        return self._fact("data_identity")
+
     def credentials(self) -> dict[str, str]:
         """The demo credentials: ``client_id``, ``client_secret``, ``refresh_token``, token URL."""
         return dict(self._fact("credentials"))
@@ -160,7 +165,7 @@ def main(argv: list[str]) -> int:
     threading.Thread(target=_set_at_eof, args=(sys.stdin, stop), daemon=True).start()
     facts = {
         "url": sandbox.url, "port": sandbox.port, "instance_id": sandbox.instance_id,
-        "credentials": sandbox.credentials(),
+        "credentials": sandbox.credentials(), "data_identity": sandbox.data_identity,
     }
     print(json.dumps(facts), flush=True)
     try:

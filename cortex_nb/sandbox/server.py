@@ -452,6 +452,12 @@ class Sandbox:
         return f"http://{host}:{self.port}"
 
     @property
+    def data_identity(self) -> str:
+        """What its rows depend on: two sandboxes with equal identities serve the same data
+        (the result cache keys a sandbox's results by it, since its port changes)."""
+        return f"rows={self.rows} seed={self.seed} anchor={self.anchor}"
+
+    @property
     def token_url(self) -> str:
         """The OAuth2 token endpoint on the same server."""
         return self.url + wire.TOKEN_PATH
