@@ -18,7 +18,7 @@ from cortex_nb.notebook.connection import get_connection as get_session
 from cortex_nb.notebook.magic import _cell_parser, _line_parser, parse_cell
 
 README = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
-BLOCKS = re.findall(r"```(\w+)\n(.*?)```", README, re.DOTALL)
+BLOCKS = re.findall(r"```(\w*)\n(.*?)```", README, re.DOTALL)  # untagged blocks too
 TENANT_URL = "https://api.nl.cdl.paloaltonetworks.com"
 
 
@@ -41,6 +41,8 @@ CHECKED = (
     "%cortex connect --profile work --record",
     "from cortex_nb import get_connection\nfrom cortex_nb.record.replay import Replay",
     "%%cortex --cache",
+    "%%cortex\nSELECT src_ip",  # and the error it shows, below it
+    "Unrecognized name: src_ip",
     # Big results: tests/test_readme_big_results.py
     "%%cortex -o week --to traffic_week",
     "cortex-nb query --output traffic_week",
@@ -79,6 +81,30 @@ def test_thirty_seconds(shell):
     talkers = shell.user_ns["talkers"]
     assert isinstance(talkers, pd.DataFrame) and list(talkers.columns) == ["src", "n"]
     assert len(talkers) == 10
+
+
+# what changes from run to run in a shown error: the sandbox's port and the request id
+_VOLATILE = (
+    (re.compile(r"127\.0\.0\.1:\d+"), "127.0.0.1:PORT"),
+    (re.compile(r"request id [0-9a-f]+(?:\.\.\.)?"), "request id ID"),
+)
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def comparable(shown: str) -> str:
+    """A shown text without its colours and with its port and request id made placeholders."""
+    shown = _ANSI.sub("", shown).strip()
+    for pattern, placeholder in _VOLATILE:
+        shown = pattern.sub(placeholder, shown)
+    return shown
+
+
+def test_the_error_that_teaches_is_what_the_cell_shows(shell):
+    run_cell(shell, "%load_ext cortex_nb\n%cortex connect sandbox --rows 1000")
+    with capture_output() as cap:
+        result = shell.run_cell(block("%%cortex\nSELECT src_ip"))
+    assert not result.success
+    assert comparable(cap.stdout + cap.stderr) == comparable(block("Unrecognized name: src_ip"))
 
 
 def test_from_plain_python(capsys):
