@@ -29,7 +29,7 @@ def block(starting: str) -> str:
 
 
 CHECKED = (
-    "pip install -e",  # the quickstart: the CI runs exactly these commands
+    "git clone",  # the quickstart: test_the_quickstart_says_what_a_newcomer_needs
     "%load_ext cortex_nb",
     "%%cortex -o talkers",
     "from cortex_nb import Credentials, HTTPClient, QueryService",
@@ -81,6 +81,31 @@ def test_thirty_seconds(shell):
     talkers = shell.user_ns["talkers"]
     assert isinstance(talkers, pd.DataFrame) and list(talkers.columns) == ["src", "n"]
     assert len(talkers) == 10
+
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_the_quickstart_says_what_a_newcomer_needs():
+    clone, venv, lab, test = block("git clone").strip().splitlines()
+    quickstart = README.split("## Quickstart")[1].split("\n## ")[0]
+    # clone, then a virtual environment in a folder git ignores, on the Python the package needs
+    assert clone.startswith("git clone ") and clone.endswith("&& cd cortex-nb")
+    folder = re.fullmatch(r"python3 -m venv (\S+) && \. \1/bin/activate", venv).group(1)
+    assert f"{folder}/" in (ROOT / ".gitignore").read_text().splitlines()
+    needs = re.search(r'requires-python = ">=(\d+\.\d+)"', (ROOT / "pyproject.toml").read_text())
+    assert f"Python {needs.group(1)} or newer" in quickstart
+    # the two commands, the second being what CI runs
+    assert lab.startswith('pip install -e ".[lab]" && cortex-nb lab ')
+    assert test.startswith('pip install -e ".[test]" && pytest ')
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert 'pip install -q -e ".[test]"' in ci and "\npytest\n" in ci
+    # the lab options it names exist; the Chromium it names is the one the browser tests use
+    options = re.search(r"`(--port \d+ --no-browser)`", quickstart).group(1)
+    args = cli.build_parser().parse_args(["lab", *options.split()])
+    assert args.no_browser and args.port == 8890
+    chromium = re.search(r'CHROMIUM = "([^"]+)"', (ROOT / "tests" / "test_browser.py").read_text())
+    assert f"`{chromium.group(1)}`" in quickstart and "apt-get install chromium" in quickstart
 
 
 # what changes from run to run in a shown error: the sandbox's port and the request id
