@@ -99,6 +99,14 @@ def build_url(url: str, port: int | None, path: str = "") -> str:
     return base + path
 
 
+def _named_port(url: str) -> int | None:
+    """The port ``url`` names, or None (also for a URL that cannot be read)."""
+    try:
+        return urlsplit(url).port
+    except ValueError:
+        return None
+
+
 class _UseClientDefault:
     """The type of ``USE_CLIENT_DEFAULT``: "not given here, use the client's value"."""
 
@@ -317,7 +325,9 @@ class HTTPClient:
         self.close()
 
     def __repr__(self) -> str:
-        shown = [f"url={mask_url(self.url)!r}", f"port={self.port!r}"]
+        shown = [f"url={mask_url(self.url)!r}"]
+        # a URL that names its port is where requests go: ``port`` would contradict it
+        shown += [f"port={self.port!r}"] if _named_port(self.url) is None else []
         shown += [f"credentials={self.credentials!r}"] if self.credentials is not None else []
         for key, value in self._options.items():
             if key == "headers" and isinstance(value, Mapping):
