@@ -23,7 +23,6 @@ from urllib.parse import urlsplit
 
 import requests
 
-from cortex_nb._version import __version__
 from cortex_nb.exceptions import (
     ConfigurationError,
     CredentialsError,
@@ -42,6 +41,7 @@ from cortex_nb.http.security import (
     scrub,
 )
 from cortex_nb.http.transport import (
+    CLIENT_HEADERS,
     DEFAULT_MAX_REPLY_BYTES,
     ReplyTooLarge,
     ReplyTooSlow,
@@ -167,9 +167,7 @@ class HTTPClient:
 
     def _build_session(self, options: Mapping[str, Any]) -> requests.Session:
         session = SecureSession()
-        session.headers.update(
-            {"Accept": "application/json", "User-Agent": f"cortex-nb/{__version__}"}
-        )
+        session.headers.update(CLIENT_HEADERS)
         for name in SESSION_ATTRS:
             if name == "headers" and options.get("headers"):
                 session.headers.update(options["headers"])
