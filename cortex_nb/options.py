@@ -41,8 +41,9 @@ __all__ = [
 ]
 
 DEFAULT_QUERY_TIMEOUT = 3600.0  # seconds a query may take, from submit to its last page
-# rows a query may bring into memory: a traffic frame of a million rows takes about 1 GB
-DEFAULT_MAX_ROWS = 1_000_000
+# rows a query may bring into memory: half a million traffic rows grow the kernel by about
+# 2.5 GiB (bench/bench_guardrail.py), which a 16 GB laptop holds; a million, by 4.6 GiB
+DEFAULT_MAX_ROWS = 500_000
 STRUCT_MODES = ("value", "keep", "flatten")
 DTYPE_MODES = ("objects", "arrow")
 

@@ -155,6 +155,20 @@ def test_cache_list_and_clear(connected, results_dir):
     assert len(run(connected, "%cortex cache list")[0].result) == 0
 
 
+def test_cache_list_shows_an_empty_value_one_way(connected):
+    """The current-time column is empty for most entries: <NA>, whatever the other entries."""
+    run(connected, "%%cortex --cache\nSELECT COUNT(*) AS n FROM firewall.url")
+    alone = run(connected, "%cortex cache list")[0].result
+    run(connected, f"%%cortex --cache\n{RECENT}")
+    mixed = run(connected, "%cortex cache list")[0].result
+    for frame in (alone, mixed):
+        empty = frame.loc[frame["sql"].str.contains("firewall.url"), "current_time"]
+        assert empty.iloc[0] is pd.NA and str(frame["current_time"].dtype) == "string"
+        assert "<NA>" in frame.to_string() and "None" not in frame.to_string()
+        assert "NaN" not in frame.to_string()
+    assert mixed["current_time"].dropna().tolist() == ["CURRENT_TIMESTAMP"]
+
+
 def test_a_damaged_entry_is_a_miss(connected, sandbox, results_dir):
     run(connected, "%%cortex --cache\nSELECT COUNT(*) AS n FROM log.system")
     for path in results_dir.glob("*.parquet"):

@@ -90,6 +90,16 @@ def test_refresh_gets_a_token_and_sends_json_grant(sandbox):
     assert sandbox_accepts(sandbox, token)
 
 
+def test_token_requests_name_cortex_nb_as_api_calls_do(sandbox):
+    from cortex_nb import HTTPClient
+
+    client = HTTPClient(url=sandbox.url, credentials=sandbox_credentials(sandbox))
+    client.request(method="GET", path="/query/v2/jobs")
+    agents = {r.path: r.headers.get("user-agent") for r in sandbox.requests}
+    assert agents["/api/oauth2/RequestToken"] == agents["/query/v2/jobs"]
+    assert agents["/query/v2/jobs"].startswith("cortex-nb/")
+
+
 def test_refresh_token_rolls_when_the_endpoint_sends_a_new_one(httpserver):
     httpserver.expect_request("/api/oauth2/RequestToken").respond_with_json(
         {"access_token": make_jwt(time.time() + 3600), "refresh_token": "rt-new", "expires_in": "3599"}

@@ -70,7 +70,7 @@ def test_files_are_partitioned_by_the_hour_of_time_generated(sandbox, service, t
         date, hour = path.parent.parent.name, path.parent.name
         times = pq.read_table(path, columns=["time_generated"]).column(0).to_pandas()
         assert date == "date=" + times.min().strftime("%Y-%m-%d") == "date=" + times.max().strftime("%Y-%m-%d")
-        assert hour == f"hour={times.min().hour:02d}" == f"hour={times.max().hour:02d}"
+        assert hour == f"hour={times.min().hour}" == f"hour={times.max().hour}"
         assert "date" not in pq.read_schema(path).names  # keys live in the paths only
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
@@ -94,11 +94,70 @@ def test_the_manifest_names_the_query_and_every_file_with_rows_and_checksum(sand
         path = tmp_path / "week" / record["path"]
         assert record["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
         assert record["rows"] == pq.read_metadata(path).num_rows and record["bytes"] == path.stat().st_size
-    dataset.verify()
+    assert dataset.verify().files == len(manifest["files"])
     first = dataset.files[0]
     first.write_bytes(first.read_bytes()[:-1] + b"\0")
     with pytest.raises(CortexError, match="changed since it was written"):
         dataset.verify()
+
+
+def _hours_read(dataset: Dataset) -> dict[str, tuple[str, set]]:
+    """The hour key as DuckDB and Arrow read it: its type and its values."""
+    relation = dataset.duckdb(duckdb.connect())
+    [by_duckdb] = relation.aggregate("any_value(typeof(hour)), list(DISTINCT hour)").fetchall()
+    by_arrow = dataset.arrow().to_table(columns=["hour"]).column(0)
+    return {
+        "duckdb": (by_duckdb[0], set(by_duckdb[1])),
+        "arrow": (str(by_arrow.type), set(by_arrow.to_pylist())),
+    }
+
+
+def test_the_hour_key_is_an_integer_for_every_reader(sandbox, service, tmp_path):
+    dataset = service.query(traffic(sandbox), to=tmp_path / "week")
+    hours = {int(p.parent.name.removeprefix("hour=")) for p in dataset.files}
+    assert hours & set(range(10)), "the sandbox's data spans hours 0-9"
+    assert all(p.parent.name == f"hour={int(p.parent.name[5:])}" for p in dataset.files)
+    assert _hours_read(dataset) == {"duckdb": ("BIGINT", hours), "arrow": ("int32", hours)}
+    # the folder read directly, as the README shows, gives integers too
+    direct = duckdb.sql(f"SELECT DISTINCT typeof(hour) FROM '{tmp_path / 'week'}/**/*.parquet'")
+    assert direct.fetchall() == [("BIGINT",)]
+
+
+def test_a_dataset_written_with_two_digit_hours_reads_the_same(sandbox, service, tmp_path):
+    dataset = service.query(traffic(sandbox), to=tmp_path / "week")
+    expected = _hours_read(dataset)
+    old = _as_two_digit_hours(tmp_path / "week")
+    assert any(p.parent.name in {f"hour=0{h}" for h in range(10)} for p in old.files)
+    assert _hours_read(old) == expected
+    assert old.verify().rows == SANDBOX_ROWS
+
+
+def _as_two_digit_hours(path) -> Dataset:
+    """The dataset at ``path`` laid out as cortex_nb wrote it before (``hour=07``)."""
+    manifest = json.loads((path / MANIFEST).read_text())
+    for record in manifest["files"]:
+        date, hour, name = record["path"].split("/")
+        padded = f"hour={int(hour.removeprefix('hour=')):02d}"
+        (path / date / padded).mkdir(exist_ok=True)
+        os.replace(path / record["path"], path / date / padded / name)
+        record["path"] = f"{date}/{padded}/{name}"
+    for folder in path.glob("date=*/hour=*"):
+        if not any(folder.iterdir()):
+            folder.rmdir()
+    (path / MANIFEST).write_text(json.dumps(manifest))
+    return Dataset(path)
+
+
+def test_verify_says_what_it_verified(sandbox, service, tmp_path):
+    dataset = service.query(traffic(sandbox), to=tmp_path / "week")
+    report = dataset.verify()
+    files = dataset.manifest["files"]
+    assert (report.files, report.rows) == (len(files), SANDBOX_ROWS)
+    assert report.bytes == sum(f["bytes"] for f in files) == sum(p.stat().st_size for p in dataset.files)
+    assert str(report) == (
+        f"verified {len(files)} Parquet files, {SANDBOX_ROWS:,} rows, {report.bytes:,} bytes at "
+        f"{dataset.path}: sizes, SHA-256 and row counts match the manifest"
+    )
 
 
 def test_a_result_without_time_generated_is_not_partitioned(sandbox, service, tmp_path):

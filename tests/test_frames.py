@@ -89,7 +89,7 @@ def test_time_suffix_rule_needs_ints_and_names() -> None:
     df = build([{"total_time_elapsed": 5, "start_time": "yesterday", "timeout": 7}])
     assert df.dtypes.astype(str).to_dict() == {
         "total_time_elapsed": "Int64",
-        "start_time": "str",
+        "start_time": "string",
         "timeout": "Int64",
     }
 
@@ -347,12 +347,12 @@ def test_schema_types_drive_dtypes() -> None:
     df = build([row, {}], schema=TRAFFIC_SCHEMA)
     assert df.dtypes.astype(str).tolist() == [
         "datetime64[us, UTC]",
-        "str",
-        "str",
+        "string",
+        "string",
         "Int64",
         "float64",
         "boolean",
-        "str",
+        "string",
         "object",
     ]
     assert df.iloc[0].tolist() == [us(T0), "10.154.1.20", "tcp", 5, 1.0, False, "ssl", ["a"]]
@@ -390,7 +390,7 @@ def test_empty_result_with_schema_keeps_columns_and_dtypes(structs: str) -> None
     assert dtypes["ratio"] == "float64" and dtypes["characteristics_of_app"] == "object"
     if structs == "value":
         assert list(df.columns) == [f["name"] for f in TRAFFIC_SCHEMA["fields"]]
-        assert dtypes["protocol"] == "str"
+        assert dtypes["protocol"] == "string"
     elif structs == "flatten":
         assert dtypes["protocol.id"] == "Int64" and "source_ip.hex" in df.columns
     else:
@@ -759,3 +759,31 @@ def test_equal_strings_in_list_and_dict_cells_are_shared_not_aliased() -> None:
     tags[0].append("x")  # cells stay separate objects: changing one changes no other
     ifs[0]["slot"] = 9
     assert df["tags"].iloc[1] == ["evasive", "tunnel"] and df["if"].iloc[1]["slot"] == 1
+
+
+MISSING = [
+    {"app": "ssl", "port": 443, "is_nat": True, "time_generated": T0},
+    {},  # every column missing in this row
+]
+
+
+@pytest.mark.parametrize("dtypes", ["objects", "arrow"])
+def test_missing_text_shows_the_same_marker_as_missing_numbers_and_booleans(dtypes):
+    """Text, Int64 and boolean are pandas' nullable dtypes: a missing value is pd.NA, shown
+    <NA>, in every column (a timestamp shows NaT, pandas' only marker for it)."""
+    for df in (
+        build(MISSING, schema=TRAFFIC_SCHEMA, dtypes=dtypes),
+        build(MISSING, dtypes=dtypes),
+        frames.arrow_to_frame(_table_of(MISSING), dtypes=dtypes),
+    ):
+        missing = df.iloc[1]
+        assert all(missing[c] is pd.NA for c in ("app", "port", "is_nat")), df.dtypes
+        assert isinstance(df["app"].dtype, pd.StringDtype) and df["app"].dtype.na_value is pd.NA
+        assert "NaN" not in df[["app", "port", "is_nat"]].to_string()
+        assert pd.isna(df["time_generated"].iloc[1])
+
+
+def _table_of(rows):
+    builder = FrameBuilder()
+    builder.add_page(rows)
+    return builder.take_table()

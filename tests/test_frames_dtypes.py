@@ -11,6 +11,7 @@ from IPython.utils.capture import capture_output
 from cortex_nb import ConfigurationError, Credentials, HTTPClient
 from cortex_nb.notebook.connection import get_connection as get_session
 from cortex_nb.query.service import QueryService
+from cortex_nb.results.cache import ResultCache
 from cortex_nb.results.frames import FrameBuilder, parse_page
 
 IF_DETAILS = {"unit": 0, "type": {"id": 0, "value": "ethernet"}, "slot": 1, "port": 3}
@@ -35,7 +36,7 @@ def test_lists_and_structs_can_be_arrow_backed():
     assert df["tags"].isna().tolist() == [False, False, True]
     assert df["tags"].list.len().tolist() == [2, 0, pd.NA]
     assert df["if"].struct.field("port").tolist() == [3, pd.NA, 7]
-    assert str(df["app"].dtype) == "str"
+    assert str(df["app"].dtype) == "string"
 
 
 def test_both_modes_hold_the_same_values():
@@ -85,6 +86,31 @@ def test_query_takes_the_mode(sandbox, service):
     assert str(lean["characteristics_of_app"].dtype) == "list<item: string>[pyarrow]"
     assert objects["characteristics_of_app"].dtype == object
     assert isinstance(lean["inbound_if_details"].dtype, pd.ArrowDtype)
+
+
+def test_every_frame_path_shows_missing_values_alike(sandbox, service, tmp_path):
+    """In memory (both modes), from a dataset and from the cache: text, integers and booleans
+    missing are pd.NA, shown <NA>; the frames are equal."""
+    sql = (
+        "SELECT app, IF(dest_port = 443, NULL, app) AS other, IF(dest_port = 443, NULL, dest_port)"
+        " AS port, IF(dest_port = 443, NULL, is_nat) AS nat, time_generated"
+        f" FROM `{sandbox.instance_id}.firewall.traffic` ORDER BY time_generated LIMIT 200"
+    )
+    cache = ResultCache(tmp_path / "cache")
+    for _ in range(2):  # the second one is a cache hit
+        cached = cache.fetch(("t", "i"), sql, lambda: service.query(sql), say=lambda line: None)
+    frames = {
+        "objects": service.query(sql).df,
+        "arrow": service.query(sql, dtypes="arrow").df,
+        "dataset": service.query(sql, to=tmp_path / "ds").to_pandas()[list(cached.df.columns)],
+        "cache": cached.df,
+    }
+    for way, df in frames.items():
+        missing = df[df["other"].isna()]
+        assert len(missing) > 0, way
+        assert str(df["other"].dtype) == "string" and df["other"].dtype.na_value is pd.NA, way
+        assert "NaN" not in missing.to_string() and "<NA>" in missing.to_string(), way
+        pd.testing.assert_frame_equal(df, frames["objects"], check_like=False, obj=way)
 
 
 def test_default_frames_go_to_parquet_and_feather_and_back(sandbox, service, tmp_path):

@@ -8,7 +8,7 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
-from cortex_nb import ConfigurationError, Credentials, HTTPClient, ResultTooLarge
+from cortex_nb import ConfigurationError, Credentials, HTTPClient, ResultTooLarge, options
 from cortex_nb.cli import main
 from cortex_nb.notebook.connection import get_connection as get_session
 from cortex_nb.notebook.magic import CortexMagics
@@ -81,10 +81,21 @@ def test_max_rows_must_be_positive_or_none(sandbox, service):
     assert QueryOptions(max_rows=0).max_rows is None
 
 
-def test_the_default_guardrail_is_a_million_rows_everywhere():
-    assert DEFAULT_MAX_ROWS == 1_000_000
-    assert QueryOptions().max_rows == 1_000_000
-    assert CortexMagics.max_rows.default_value == 1_000_000
+def test_the_default_guardrail_is_one_value_everywhere():
+    assert QueryOptions().max_rows == DEFAULT_MAX_ROWS
+    assert CortexMagics.max_rows.default_value == DEFAULT_MAX_ROWS
+
+
+def test_the_default_guardrail_protects_a_16_gb_laptop():
+    """Measured (bench/bench_guardrail.py, README "Big results"): a million traffic rows grow
+    the kernel by 4.6 GiB with the sandbox in it (3.5 GiB against a tenant), half a million
+    by 2.4 GiB (1.8 GiB)."""
+    assert options.DEFAULT_MAX_ROWS == 500_000
+
+
+def test_a_result_one_row_over_the_guardrail_is_refused_saying_more_than(sandbox, service):
+    with pytest.raises(ResultTooLarge, match=rf"more than max_rows={SANDBOX_ROWS - 1:,}"):
+        service.query(select_all(sandbox), max_rows=SANDBOX_ROWS - 1)
 
 
 # -- the magic ---------------------------------------------------------------------------------

@@ -323,6 +323,15 @@ def test_post_is_resent_only_when_marked_idempotent(server):
     assert r.status_code == 200 and marked.calls == 2
 
 
+def test_repr_shows_no_port_the_url_contradicts(server):
+    c = HTTPClient(url=f"http://127.0.0.1:{server.port}", port=443)
+    assert repr(c).startswith(f"HTTPClient(url='http://127.0.0.1:{server.port}'")
+    assert "port=443" not in repr(c)
+    # the URL names the port the requests go to
+    server.expect_request("/x").respond_with_json({})
+    assert c.request(method="GET", path="/x").status_code == 200
+
+
 def test_connection_refused_is_a_transport_error():
     c = HTTPClient(url="http://127.0.0.1", port=9, max_retries=0)
     with pytest.raises(TransportError, match=r"127\.0\.0\.1:9"):

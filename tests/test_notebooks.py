@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from cortex_nb import Credentials, HTTPClient, QueryService
 from cortex_nb.sandbox.service.tokens import DEMO_CLIENT_SECRET, DEMO_REFRESH_TOKEN
 
 ROOT = Path(__file__).parent.parent
@@ -72,3 +73,36 @@ def test_the_example_cassette_holds_no_secret_and_no_instance_id():
         assert secret not in text
     assert not JWT.search(text) and not BEARER.search(text)
     assert "`<instance>.firewall.traffic`" in text
+
+
+def _what_a_user_makes(folder: Path, sandbox) -> None:
+    """What following the notebooks and the README leaves in ``folder`` (notebooks/)."""
+    client = HTTPClient(url=sandbox.url, credentials=Credentials(**sandbox.credentials()))
+    traffic = f"`{sandbox.instance_id}.firewall.traffic`"
+    service = QueryService(client=client)
+    service.query(f"SELECT * FROM {traffic} LIMIT 50", to=folder / "traffic_all")
+    service.query(f"SELECT app FROM {traffic} LIMIT 5", to=folder / "apps")  # not partitioned
+    files = {
+        ".traffic_week.partial-0123456789ab/date=2026-11-25/hour=13/part-00000.parquet": "x",
+        "investigation.cassette": "{}", "Untitled.ipynb": "{}", "Untitled1.ipynb": "{}",
+        ".ipynb_checkpoints/01-getting-started-checkpoint.ipynb": "{}",
+        "cache/0123abcd.parquet": "x", "cache/0123abcd.json": "{}",
+        "incidents.csv": "a\n", "incidents.parquet": "x", "__pycache__/x.pyc": "x",
+    }
+    for name, text in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_what_users_make_in_notebooks_stays_out_of_git_status(tmp_path, sandbox):
+    git = ["git", "-C", str(tmp_path), "-c", "core.excludesFile=/dev/null"]
+    subprocess.run([*git, "init", "-q"], check=True, timeout=60)
+    shutil.copytree(ROOT / "notebooks", tmp_path / "notebooks")
+    _what_a_user_makes(tmp_path / "notebooks", sandbox)
+    status = subprocess.run(
+        [*git, "status", "--porcelain", "--untracked-files=all"],
+        check=True, capture_output=True, text=True, timeout=60,
+    ).stdout.splitlines()
+    ours = {f"notebooks/{n}" for n in [*NAMES, "04-replay.cassette", ".gitignore"]}
+    assert {line.removeprefix("?? ") for line in status} == ours

@@ -19,7 +19,7 @@ from cortex_nb.notebook.connection import get_connection as get_session
 from cortex_nb.notebook.grammar import cell_parser, line_parser, parse_cell
 
 README = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
-BLOCKS = re.findall(r"```(\w+)\n(.*?)```", README, re.DOTALL)
+BLOCKS = re.findall(r"```(\w*)\n(.*?)```", README, re.DOTALL)  # untagged blocks too
 TENANT_URL = "https://api.nl.cdl.paloaltonetworks.com"
 
 
@@ -30,7 +30,7 @@ def block(starting: str) -> str:
 
 
 CHECKED = (
-    "pip install -e",  # the quickstart: the CI runs exactly these commands
+    "git clone",  # the quickstart: test_the_quickstart_says_what_a_newcomer_needs
     "%load_ext cortex_nb",
     "%%cortex -o talkers",
     "from cortex_nb import Credentials, HTTPClient, QueryService",
@@ -42,6 +42,8 @@ CHECKED = (
     "%cortex connect --profile work --record",
     "from cortex_nb import get_connection\nfrom cortex_nb.record.replay import Replay",
     "%%cortex --cache",
+    "%%cortex\nSELECT src_ip",  # and the error it shows, below it
+    "Unrecognized name: src_ip",
     # Big results: tests/test_readme_big_results.py
     "%%cortex -o week --to traffic_week",
     "cortex-nb query --output traffic_week",
@@ -80,6 +82,55 @@ def test_thirty_seconds(shell):
     talkers = shell.user_ns["talkers"]
     assert isinstance(talkers, pd.DataFrame) and list(talkers.columns) == ["src", "n"]
     assert len(talkers) == 10
+
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_the_quickstart_says_what_a_newcomer_needs():
+    clone, venv, lab, test = block("git clone").strip().splitlines()
+    quickstart = README.split("## Quickstart")[1].split("\n## ")[0]
+    # clone, then a virtual environment in a folder git ignores, on the Python the package needs
+    assert clone.startswith("git clone ") and clone.endswith("&& cd cortex-nb")
+    folder = re.fullmatch(r"python3 -m venv (\S+) && \. \1/bin/activate", venv).group(1)
+    assert f"{folder}/" in (ROOT / ".gitignore").read_text().splitlines()
+    needs = re.search(r'requires-python = ">=(\d+\.\d+)"', (ROOT / "pyproject.toml").read_text())
+    assert f"Python {needs.group(1)} or newer" in quickstart
+    # the two commands, the second being what CI runs
+    assert lab.startswith('pip install -e ".[lab]" && cortex-nb lab ')
+    assert test.startswith('pip install -e ".[test]" && pytest ')
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert 'pip install -q -e ".[test]"' in ci and "\npytest\n" in ci
+    # the lab options it names exist; the Chromium it names is the one the browser tests use
+    options = re.search(r"`(--port \d+ --no-browser)`", quickstart).group(1)
+    args = cli.build_parser().parse_args(["lab", *options.split()])
+    assert args.no_browser and args.port == 8890
+    chromium = re.search(r'CHROMIUM = "([^"]+)"', (ROOT / "tests" / "test_browser.py").read_text())
+    assert f"`{chromium.group(1)}`" in quickstart and "apt-get install chromium" in quickstart
+
+
+# what changes from run to run in a shown error: the sandbox's port and the request id
+_VOLATILE = (
+    (re.compile(r"127\.0\.0\.1:\d+"), "127.0.0.1:PORT"),
+    (re.compile(r"request id [0-9a-f]+(?:\.\.\.)?"), "request id ID"),
+)
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def comparable(shown: str) -> str:
+    """A shown text without its colours and with its port and request id made placeholders."""
+    shown = _ANSI.sub("", shown).strip()
+    for pattern, placeholder in _VOLATILE:
+        shown = pattern.sub(placeholder, shown)
+    return shown
+
+
+def test_the_error_that_teaches_is_what_the_cell_shows(shell):
+    run_cell(shell, "%load_ext cortex_nb\n%cortex connect sandbox --rows 1000")
+    with capture_output() as cap:
+        result = shell.run_cell(block("%%cortex\nSELECT src_ip"))
+    assert not result.success
+    assert comparable(cap.stdout + cap.stderr) == comparable(block("Unrecognized name: src_ip"))
 
 
 def test_from_plain_python(capsys):

@@ -3,13 +3,15 @@ checked for what they read), against sandboxes on 127.0.0.1."""
 
 from __future__ import annotations
 
+import re
 import shlex
+from pathlib import Path
 
 import pandas as pd
 
-from cortex_nb import cli
+from cortex_nb import cli, options
 from cortex_nb.results.datasets import Dataset, open_dataset
-from tests.test_readme import block, run_cell, shell  # noqa: F401  (shell is a fixture)
+from tests.test_readme import README, block, run_cell, shell  # noqa: F401  (shell is a fixture)
 
 
 def test_streaming_to_a_dataset_and_reading_it_with_duckdb(shell, tmp_path, monkeypatch):  # noqa: F811
@@ -38,3 +40,15 @@ def test_spark_and_dask_lines_read_the_same_folder():
     compile(code, "README", "exec")
     lines = [x for x in code.splitlines() if x.strip()]
     assert len(lines) == 2 and all('("traffic_week")' in x for x in lines)
+
+
+def test_the_guardrail_s_default_stands_next_to_its_measured_cost():
+    guardrail = README.split("**A guardrail before downloading.**")[1].split("\n\n**")[0]
+    default = options.DEFAULT_MAX_ROWS
+    assert f"With more than `max_rows` rows (default {default:,}; exactly `max_rows` come" in (
+        " ".join(guardrail.split())
+    )
+    # a table row of measured figures at the default size, from the bench script it names
+    assert re.search(rf"^\| {default:,} \(the default\)( \| [\d.]+ GiB){{4}} \|$", guardrail, re.M)
+    assert "`bench/bench_guardrail.py`" in guardrail
+    assert (Path(__file__).parent.parent / "bench" / "bench_guardrail.py").is_file()

@@ -608,6 +608,36 @@ def test_a_refusal_says_where_in_the_query_and_quotes_it(sandbox_api):
     assert error["context"] == 'dest_port = "443"'
 
 
+UNKNOWN_HEADS = {
+    # a typo in the head of a dotted name is an unknown name, as for a plain one
+    "struct field of a misspelt column": (
+        "SELECT app FROM `firewall.traffic` WHERE sorce_ip.value = '10.1.7.23'",
+        "Unrecognized name: sorce_ip; Did you mean source_ip? at [1:42]",
+    ),
+    "nested path of a misspelt column": (
+        "SELECT sorce_ip.value.x AS v FROM `firewall.traffic`",
+        "Unrecognized name: sorce_ip; Did you mean source_ip? at [1:8]",
+    ),
+    "misspelt column in a join": (
+        "SELECT t.app FROM `firewall.traffic` AS t JOIN `firewall.threat` AS h\n"
+        "  ON t.session_id = h.session_id WHERE sorce_ip.value = '10.1.7.23'",
+        "Unrecognized name: sorce_ip; Did you mean source_ip? at [2:40]",
+    ),
+    "an alias that was never given": (
+        "SELECT x.app FROM `firewall.traffic`",
+        "Unrecognized name: x at [1:8]",
+    ),
+}
+
+
+@pytest.mark.parametrize(("csql", "message"), UNKNOWN_HEADS.values(), ids=UNKNOWN_HEADS.keys())
+def test_an_unknown_head_of_a_dotted_name_is_an_unrecognized_name(sandbox_api, csql, message):
+    r = sandbox_api.create(csql)
+    assert r.status_code == 400, r.text
+    [error] = r.json()["errors"]
+    assert error["message"] == message
+
+
 def test_quoted_date_and_time_literals_are_coerced_as_the_service_does(sandbox_api, logs):
     first = min(r["time_generated"] for r in logs)
     day = utc(first).date().isoformat()

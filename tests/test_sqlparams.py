@@ -60,8 +60,33 @@ def test_unknown_name_is_an_error_naming_it():
 def test_never_evaluates_expressions():
     with pytest.raises(ConfigurationError):
         render_parameters("WHERE a = {__import__}", {})
-    # attribute or call syntax is not a parameter at all: left as text for the SQL parser
-    assert render_parameters("{os.system('x')}", {"os": 1}) == "{os.system('x')}"
+    calls = []
+    with pytest.raises(ConfigurationError, match=r"only \{name\}"):
+        render_parameters("{os.system('x')}", {"os": type("Os", (), {"system": calls.append})})
+    assert calls == []
+
+
+@pytest.mark.parametrize(
+    "expression",
+    ['talkers.iloc[0]["src"]', "row['src']", "x + 1", "f(x)", "a.b", " name ", "x!r", ""],
+)
+def test_braces_around_anything_but_a_name_are_refused_before_sending(expression):
+    sql = f"SELECT app FROM firewall.traffic WHERE source_ip.value = {{{expression}}}"
+    with pytest.raises(ConfigurationError) as raised:
+        render_parameters(sql, {"talkers": object(), "row": {"src": "10.1.7.23"}, "x": 1})
+    message = str(raised.value)
+    assert "\n" not in message and f"{{{expression}}}" in message
+    assert "only {name} is substituted" in message
+    assert f"value = {expression.strip() or '...'}" in message and "{value}" in message
+
+
+def test_braces_in_strings_json_and_escapes_are_not_parameters():
+    sql = (
+        "SELECT JSON_VALUE('{\"a\": {\"b\": 1}}', '$.a.b') AS j, \"{x.y}\" AS s, `{a b}` AS t"
+        " -- {{x.y}}"
+    )
+    out = render_parameters(sql, {})
+    assert out == sql.replace("{{x.y}}", "{x.y}")
 
 
 def test_qualify_tables_adds_the_instance_id():

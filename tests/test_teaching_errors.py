@@ -41,6 +41,23 @@ def test_an_unknown_column_gets_a_caret_and_the_closest_column(connected, sandbo
     assert len(lines) == 4 and REQUEST_ID.search(lines[3])
 
 
+def test_a_typo_in_a_dotted_name_reads_like_a_typo_in_a_plain_one(connected):
+    sql = "SELECT app FROM firewall.traffic WHERE sorce_ip.value = '10.1.7.23'"
+    lines = cell_error(connected, f"%%cortex\n{sql}").split("\n")
+    assert lines[0].startswith("Unrecognized name: sorce_ip; Did you mean source_ip? at [1:")
+    assert lines[0].lower().count("did you mean") == 1
+    assert caret_under(lines[1:3]).startswith("sorce_ip")
+
+
+def test_braces_around_an_expression_are_refused_before_anything_is_sent(connected, sandbox):
+    connected.user_ns["talkers"] = {"src": "10.1.7.23"}
+    cell = '%%cortex\nSELECT app FROM firewall.traffic WHERE source_ip.value = {talkers["src"]}'
+    message = cell_error(connected, cell)
+    assert "\n" not in message and message.startswith('{talkers["src"]} in the query')
+    assert "only {name} is substituted" in message
+    assert sandbox.requests == []
+
+
 def test_the_caret_is_on_the_line_that_holds_the_unknown_column(connected):
     sql = "SELECT\n  app,\n  bytes_snt\nFROM firewall.traffic\nLIMIT 5"
     lines = cell_error(connected, f"%%cortex\n{sql}").split("\n")

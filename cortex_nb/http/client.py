@@ -26,7 +26,6 @@ from urllib.parse import urlsplit
 
 import requests
 
-from cortex_nb._version import __version__
 from cortex_nb.exceptions import (
     ConfigurationError,
     CredentialsError,
@@ -50,6 +49,7 @@ from cortex_nb.http.security import (
     unsendable_character,
 )
 from cortex_nb.http.transport import (
+    CLIENT_HEADERS,
     DEFAULT_MAX_REPLY_BYTES,
     ReplyTooLarge,
     ReplyTooSlow,
@@ -105,6 +105,14 @@ def build_url(url: str, port: int | None, path: str = "") -> str:
     if parts.port is None and port is not None and port != _DEFAULT_PORTS[parts.scheme]:
         base = f"{parts.scheme}://{parts.netloc}:{int(port)}{parts.path}"
     return base + path
+
+
+def _named_port(url: str) -> int | None:
+    """The port ``url`` names, or None (also for a URL that cannot be read)."""
+    try:
+        return urlsplit(url).port
+    except ValueError:
+        return None
 
 
 class _UseClientDefault:
@@ -167,9 +175,7 @@ class HTTPClient:
 
     def _build_session(self, options: Mapping[str, Any]) -> requests.Session:
         session = SecureSession()
-        session.headers.update(
-            {"Accept": "application/json", "User-Agent": f"cortex-nb/{__version__}"}
-        )
+        session.headers.update(CLIENT_HEADERS)
         for name in SESSION_ATTRS:
             if name == "headers" and options.get("headers"):
                 session.headers.update(options["headers"])
@@ -333,7 +339,9 @@ class HTTPClient:
         self.close()
 
     def __repr__(self) -> str:
-        shown = [f"url={mask_url(self.url)!r}", f"port={self.port!r}"]
+        shown = [f"url={mask_url(self.url)!r}"]
+        # a URL that names its port is where requests go: ``port`` would contradict it
+        shown += [f"port={self.port!r}"] if _named_port(self.url) is None else []
         shown += [f"credentials={self.credentials!r}"] if self.credentials is not None else []
         shown += [f"{key}={_shown_option(key, value)!r}" for key, value in self._options.items()]
         return mask_values(f"HTTPClient({', '.join(shown)})", self._credential_secrets())

@@ -34,9 +34,11 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util.retry import Retry
 
+from cortex_nb._version import __version__
 from cortex_nb.http.security import CREDENTIAL_HEADERS, carries_credentials, check_route
 
 __all__ = [
+    "CLIENT_HEADERS",
     "DEFAULT_MAX_REPLY_BYTES",
     "IDEMPOTENT_METHODS",
     "RETRY_STATUSES",
@@ -52,6 +54,8 @@ __all__ = [
     "token_session",
 ]
 
+# what every request of cortex_nb says about itself, API calls and token requests alike
+CLIENT_HEADERS = {"Accept": "application/json", "User-Agent": f"cortex-nb/{__version__}"}
 RETRY_STATUSES = (429, 502, 503, 504)
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 # the largest page (100,000 rows of wide logs) is a few hundred MB of JSON
@@ -274,6 +278,7 @@ class SecureSession(requests.Session):
 def token_session() -> SecureSession:
     """A session for OAuth2 token requests: secret bodies, POSTs retried like the API's GETs."""
     session = SecureSession(secret_bodies=True, what="the token endpoint")
+    session.headers.update(CLIENT_HEADERS)  # the identity API calls send
     adapter = RetryingAdapter(max_retries=allowing_post(default_retry()))
     session.mount("https://", adapter)
     session.mount("http://", adapter)

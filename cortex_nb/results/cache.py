@@ -250,7 +250,11 @@ class ResultCache:
                    "job_id", "key"]
         rows = [{**asdict(e), "age": age_text(e.age()), "created": e.created_at}
                 for e in self.entries()]
-        return pd.DataFrame([{c: r[c] for c in columns} for r in rows], columns=columns)
+        frame = pd.DataFrame([{c: r[c] for c in columns} for r in rows], columns=columns)
+        # text as frames hold it (an empty value is <NA>, never None in one listing and NaN
+        # in another); the dtypes hold for an empty listing too
+        text = {c: "string" for c in columns if c not in ("rows", "created")}
+        return frame.astype({**text, "rows": "Int64", "created": "datetime64[us, UTC]"})
 
     def clear(self) -> int:
         """Remove every entry; returns how many there were."""

@@ -9,8 +9,8 @@ The layout is plain hive-partitioned Parquet, read unchanged by DuckDB, ``pyarro
 Spark and Dask::
 
     DIR/
-      date=2026-11-25/hour=13/part-00000.parquet     (by the hour of time_generated, in UTC)
-      date=2026-11-25/hour=14/part-00001.parquet
+      date=2026-11-25/hour=9/part-00000.parquet      (by the hour of time_generated, in UTC)
+      date=2026-11-25/hour=10/part-00001.parquet
       _manifest.json                                 (written last)
 
 A result without a ``time_generated`` timestamp is not partitioned (``DIR/part-*.parquet``).
@@ -33,7 +33,8 @@ files are ever deleted.
 
 ``Dataset(DIR)`` (or ``open_dataset``) is the handle: ``rows``, ``schema``, ``files``,
 ``duckdb()`` (a DuckDB relation over the files), ``arrow()`` (a ``pyarrow.dataset``),
-``to_pandas()`` (refused above ``max_rows``, like a query), ``verify()`` (row counts and checksums).
+``to_pandas()`` (refused above ``max_rows``, like a query), ``verify()`` (row counts and checksums;
+returns what it verified).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ import os
 import shutil
 import uuid
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -66,6 +68,12 @@ FORMAT = "cortex_nb.dataset/1"
 TIME_COLUMN = "time_generated"
 PARTITION_KEYS = ("date", "hour")
 NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"  # hive's name for a null key
+# the keys' types as each reader infers them from ``date=2026-11-25/hour=7``
+_ARROW_KEYS = pa.schema([("date", pa.string()), ("hour", pa.int32())])
+_DUCKDB_READ = (
+    "SELECT * FROM read_parquet($files, hive_partitioning = true, "
+    "hive_types = {'date': DATE, 'hour': BIGINT})"
+)
 COMPRESSION = "zstd"
 ROW_GROUP_BYTES = 64 * 2**20  # a partition's buffered rows become a row group at this size
 BUFFER_BYTES = 256 * 2**20  # all buffered rows together; past it the largest buffer is written
@@ -359,11 +367,15 @@ def _partitionable(schema: pa.Schema) -> bool:
 
 
 def _partition_dir(hour_us: int | None) -> str:
-    """``date=YYYY-MM-DD/hour=HH`` for the start of an hour (microseconds since the epoch)."""
+    """``date=YYYY-MM-DD/hour=H`` for the start of an hour (microseconds since the epoch).
+
+    The hour is written without a leading zero (``hour=7``): DuckDB reads a key written
+    ``07`` as text, and ``7`` as an integer, as every other hive reader does.
+    """
     if hour_us is None:
         return f"date={NULL_PARTITION}/hour={NULL_PARTITION}"
     when = dt.datetime.fromtimestamp(hour_us // 10**6, dt.timezone.utc)
-    return f"date={when:%Y-%m-%d}/hour={when:%H}"
+    return f"date={when:%Y-%m-%d}/hour={when.hour}"
 
 
 def _unified_schema(schemas: list[pa.Schema]) -> pa.Schema:
@@ -410,6 +422,23 @@ def _file_facts(path: Path) -> dict:
 
 
 # -- reading -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Verified:
+    """What ``Dataset.verify()`` checked: the files, their rows and bytes, all as written."""
+
+    path: Path
+    files: int
+    rows: int
+    bytes: int
+
+    def __str__(self) -> str:
+        return (
+            f"verified {plural(self.files, 'Parquet file')}, {plural(self.rows, 'row')}, "
+            f"{self.bytes:,} bytes at {self.path}: sizes, SHA-256 and row counts match the "
+            "manifest"
+        )
+
+
 class Dataset:
     """A Parquet dataset written from a query: what its manifest says, and ways to read it."""
 
@@ -447,7 +476,8 @@ class Dataset:
         """A ``pyarrow.dataset.Dataset`` over the files, with the hive partition keys."""
         import pyarrow.dataset as ds
 
-        partitioning = "hive" if self.partitioning else None
+        # typed, not inferred: datasets written before have two-digit hours (``hour=07``)
+        partitioning = ds.partitioning(_ARROW_KEYS, flavor="hive") if self.partitioning else None
         return ds.dataset(
             [str(f) for f in self.files], format="parquet", partitioning=partitioning,
             partition_base_dir=str(self.path),
@@ -459,9 +489,13 @@ class Dataset:
         import duckdb
 
         con = connection if connection is not None else _duckdb_default(duckdb)
-        relation = con.read_parquet(
-            [str(f) for f in self.files], hive_partitioning=bool(self.partitioning)
-        )
+        files = [str(f) for f in self.files]
+        if self.partitioning:
+            # typed, not inferred: DuckDB reads two-digit hours (``hour=07``, as datasets were
+            # written before) as text
+            relation = con.sql(_DUCKDB_READ, params={"files": files})
+        else:
+            relation = con.read_parquet(files)
         if view is not None:
             relation.create_view(view, replace=True)
         return relation
@@ -479,8 +513,9 @@ class Dataset:
         table = pq.ParquetDataset([str(f) for f in self.files], partitioning=None).read()
         return arrow_to_frame(table, dtypes)
 
-    def verify(self) -> None:
-        """Check every file's size, SHA-256 and row count against the manifest (``CortexError``)."""
+    def verify(self) -> Verified:
+        """Check every file's size, SHA-256 and row count against the manifest; what was
+        verified (files, rows, bytes), or a ``CortexError`` naming the first file that differs."""
         for record, path in zip(self.manifest["files"], self.files, strict=True):
             if not path.is_file():
                 raise CortexError(f"{self.path}: {record['path']} is missing.")
@@ -489,6 +524,9 @@ class Dataset:
                 raise CortexError(f"{self.path}: {record['path']} changed since it was written.")
             if pq.read_metadata(path).num_rows != record["rows"]:
                 raise CortexError(f"{self.path}: {record['path']} has the wrong row count.")
+        records = self.manifest["files"]
+        return Verified(self.path, len(records), sum(r["rows"] for r in records),
+                        sum(r["bytes"] for r in records))
 
     def summary(self) -> str:
         """One line: rows, files, where, which job."""

@@ -22,7 +22,8 @@ columns cost several times the JSON parse itself, so the work is done by Arrow, 
 5. ``to_dataframe`` unifies each column's chunks across pages (the schema's type if given, else
    the type the pages agree on: int and float -> float, otherwise the majority), turns
    microsecond ints into tz-aware UTC timestamps and hands each column to pandas with nullable
-   dtypes (``Int64``, ``boolean``, Arrow-backed ``str``), dropping its chunks as it goes. Lists
+   dtypes (``Int64``, ``boolean``, Arrow-backed ``string``: a missing value is ``pd.NA``, shown
+   ``<NA>``, in each), dropping its chunks as it goes. Lists
    and structs kept whole become Python objects (``dtypes="objects"``, the default) or stay in
    Arrow as pandas ``ArrowDtype`` columns (``dtypes="arrow"``: about 0.6x the memory).
 6. ``take_table`` hands out the pages added so far as one typed Arrow table instead, keeping
@@ -48,7 +49,6 @@ from itertools import chain
 from operator import itemgetter
 from typing import Any, Literal
 
-import numpy as np
 import pandas as pd
 
 try:
@@ -110,9 +110,15 @@ _SCHEMA_TYPES = {
     "BYTES": pa.string(),
     "DATE": pa.date32(),
 }
-_PANDAS_TYPES = {pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}
-with contextlib.suppress(TypeError):  # pandas >= 2.3: pandas 3's ``str`` dtype, kept in Arrow
-    _PANDAS_TYPES[pa.string()] = pd.StringDtype("pyarrow", na_value=np.nan)
+# pandas' nullable dtypes: a missing integer, boolean or text is pd.NA, shown <NA> in every
+# column (pandas 3's default ``str`` would show missing text as NaN); text stays in Arrow
+_TEXT = pd.StringDtype("pyarrow")
+_PANDAS_TYPES = {
+    pa.int64(): pd.Int64Dtype(),
+    pa.bool_(): pd.BooleanDtype(),
+    pa.string(): _TEXT,
+    pa.large_string(): _TEXT,
+}
 _OBJECTS = "a Python object"  # what a list or struct column holds, for loss warnings
 
 
@@ -127,11 +133,8 @@ def check_dtypes(dtypes: str) -> None:
 
 def _pandas_type(arrow_type: pa.DataType, dtypes: str) -> Any:
     """The pandas dtype an Arrow column becomes (None: pandas' own choice)."""
-    if dtypes == "arrow":
-        if pa.types.is_nested(arrow_type):
-            return pd.ArrowDtype(arrow_type)
-        if pa.types.is_string(arrow_type) and arrow_type not in _PANDAS_TYPES:
-            return pd.StringDtype("pyarrow")  # pandas < 2.3 has no Arrow-backed ``str``
+    if dtypes == "arrow" and pa.types.is_nested(arrow_type):
+        return pd.ArrowDtype(arrow_type)
     return _PANDAS_TYPES.get(arrow_type)
 
 

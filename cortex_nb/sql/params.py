@@ -4,6 +4,8 @@
 escaped, numbers, booleans, ``NULL``, datetimes as ``TIMESTAMP("...")``, lists as ``(a, b)``.
 Nothing is evaluated and no raw text is inserted, so ``x" OR 1=1 --`` stays a string. Braces
 inside quoted strings and backticked names are left alone; ``{{`` and ``}}`` give literal braces.
+Braces around anything else (``{row["src"]}``, ``{x + 1}``) are refused before the query is
+sent: it would reach the service as text and fail there with a puzzling message.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ DATASETS = LOG_FAMILIES  # its old name (a "dataset" is now only a Parquet folde
 _TOKENS = re.compile(
     r"""(?P<quoted>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|`[^`]*`)"""
     r"""|(?P<escape>\{\{|\}\})"""
-    r"""|\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)\}""",
+    r"""|\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)\}"""
+    r"""|(?P<expression>\{[^{}\n]*\})""",
     re.DOTALL,
 )
 _BARE_TABLE = re.compile(
@@ -89,6 +92,8 @@ def _rewrite_outside_quotes(sql: str, on_name: Callable[[str], str]) -> str:
             return match.group("quoted")
         if match.group("escape"):
             return match.group("escape")[0]
+        if match.group("expression"):
+            raise _not_a_parameter(match.group("expression"))
         return on_name(match.group("name"))
 
     return _TOKENS.sub(replace, sql)
@@ -106,6 +111,17 @@ def render_parameters(sql: str, namespace: Mapping[str, Any]) -> str:
         return sql_literal(namespace[name])
 
     return _rewrite_outside_quotes(sql, literal)
+
+
+def _not_a_parameter(braced: str) -> ConfigurationError:
+    """The refusal of ``{...}`` around something other than a plain variable name."""
+    inside = braced[1:-1].strip() or "..."
+    shown = braced if len(braced) <= 60 else braced[:57] + "...}"
+    return ConfigurationError(
+        f"{shown} in the query: only {{name}} is substituted, with a plain variable name; "
+        f"assign it to a variable first (value = {inside}) and write {{value}}, "
+        "or write {{ and }} for literal braces"
+    )
 
 
 def qualify_tables(sql: str, instance_id: str | None) -> str:

@@ -163,8 +163,9 @@ class Engine:
         except (duckdb.InterruptException, duckdb.OutOfMemoryException):
             raise  # the job's own limits: its worker reports them
         except duckdb.Error as error:
+            names = typecheck.visible_names(sql, self.schema)
             raise typecheck.binding_refusal(
-                _first_line(error), _error_context(error), csql
+                _first_line(error), _error_context(error), csql, names
             ) from None
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:

@@ -35,9 +35,11 @@ is not analysed here: DuckDB's binding alone checks it.
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
+import sqlglot
 from sqlglot import exp, tokens
 from sqlglot.dialects.bigquery import BigQuery
 from sqlglot.errors import SqlglotError
@@ -56,6 +58,7 @@ __all__ = [
     "check",
     "kind",
     "type_name",
+    "visible_names",
 ]
 
 KIND = "csql_kind"  # meta key: the type family of an expression, when the analysis knows it
@@ -499,6 +502,11 @@ _RULES: dict[type[exp.Expression], Callable[[_Checker, exp.Expression], None]] =
 _BINDING_ERRORS = [
     (r'Referenced column "(?P<name>[^"]+)" not found', "Unrecognized name: {name}"),
     (
+        # ``sorce_ip.value``: the head names no table and no column; DuckDB calls it a table
+        r'Referenced table "(?P<name>[^".]+)[^"]*" not found',
+        "Unrecognized name: {name}",
+    ),
+    (
         r'Could not find key "(?P<name>[^"]+)" in struct',
         "Field name {name} does not exist in STRUCT",
     ),
@@ -520,11 +528,14 @@ _BINDING_ERRORS = [
 _CANDIDATES = re.compile(r'"([^"]+)"')
 
 
-def binding_refusal(message: str, details: str | None, csql: str) -> QueryRejected:
+def binding_refusal(
+    message: str, details: str | None, csql: str, names: Sequence[str] = ()
+) -> QueryRejected:
     """The refusal for a DuckDB binding error, worded as the service words it when it can.
 
-    An unknown name also gets BigQuery's ``Did you mean ...?`` from DuckDB's candidates and
-    the ``at [line:column]`` where the name stands in the csql text.
+    An unknown name also gets BigQuery's ``Did you mean ...?`` from DuckDB's candidates (or
+    from ``names``, the names the query can use, when DuckDB lists none) and the
+    ``at [line:column]`` where the name stands in the csql text.
     """
     for pattern, wording in _BINDING_ERRORS:
         found = re.search(pattern, message)
@@ -532,12 +543,33 @@ def binding_refusal(message: str, details: str | None, csql: str) -> QueryReject
             continue
         name = found.group("name")
         text = wording.format(**found.groupdict())
-        listed = (details or "") if (details or "").startswith("Candidate") else ""
-        suggestions = closest(name, _CANDIDATES.findall(listed), n=1)
+        suggestions = closest(name, _candidates(details, names, text), n=1)
         if suggestions:
             text += f"; Did you mean {suggestions[0]}?"
         return QueryRejected(text + _name_position(csql, name), context=name)
     return QueryRejected(message, context=details)
+
+
+def _candidates(details: str | None, names: Sequence[str], text: str) -> list[str]:
+    """The names to suggest from: DuckDB's candidate columns, else for an unrecognized name
+    the query's own (DuckDB's candidate *tables* would suggest a table for a column)."""
+    if (details or "").startswith("Candidate bindings"):
+        return _CANDIDATES.findall(details or "")
+    return list(names) if text.startswith("Unrecognized name") else []
+
+
+def visible_names(sql: str, schema: Schema) -> list[str]:
+    """The names a query's columns may use, for suggestions: the columns of the tables it
+    reads (``sql`` is the translated query, whose tables name the schema's) and its aliases."""
+    try:
+        tree = sqlglot.parse_one(sql, read="duckdb")
+    except SqlglotError:
+        return []
+    names = [a.alias for a in tree.find_all(exp.Alias, exp.TableAlias) if a.alias]
+    for table in tree.find_all(exp.Table):
+        with contextlib.suppress(SqlglotError, KeyError, ValueError):
+            names += schema.column_names(table, dialect="duckdb")
+    return list(dict.fromkeys(names))
 
 
 def _name_position(csql: str, name: str) -> str:
