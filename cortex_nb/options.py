@@ -26,7 +26,7 @@ from types import MappingProxyType
 from typing import Any
 
 from cortex_nb.exceptions import ConfigurationError
-from cortex_nb.wire import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, RESULT_FORMATS
+from cortex_nb.wire import DEFAULT_PAGE_SIZE, DEFAULT_RESULT_FORMAT, MAX_PAGE_SIZE, RESULT_FORMATS
 
 __all__ = [
     "DEFAULT_MAX_ROWS",
@@ -123,7 +123,7 @@ class QueryOptions:
     overwrite: bool = False
     cache: bool = False
     refresh: bool = False
-    result_format: str = "valuesDictionary"
+    result_format: str = DEFAULT_RESULT_FORMAT
     properties: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -449,3 +449,14 @@ def test_config_reaches_the_session_s_jobs(nb):
     finally:
         nb.run_line_magic("config", "CortexMagics.max_background_jobs = 4")
         nb.run_line_magic("config", "CortexMagics.cancel_on_shutdown = True")
+
+
+def test_a_bg_cell_over_the_guardrail_says_the_cell_s_flags_on_its_status_line(nb):
+    with capture_output() as cap:  # the line is updated in place until the job ends
+        result = nb.run_cell("%%cortex --bg -o big --max-rows 100\nSELECT * FROM firewall.traffic")
+        handle = nb.user_ns["big"]
+        assert result.success and handle.wait(30) and handle.state == "FAILED"
+    line = cap.outputs[-1].data["text/plain"]
+    assert "more than max_rows=100" in line
+    assert "--limit N" in line and "--max-rows N" in line and "limit=N" not in line
+    assert "--limit N" in one_line_error(run(nb, "%cortex wait big")[0])

@@ -56,6 +56,7 @@ from typing import Any
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from traitlets import Bool, Enum, Float, Int, TraitError, observe, validate
 
+from cortex_nb import wire
 from cortex_nb.notebook import rest
 from cortex_nb.notebook.commands import run_command
 from cortex_nb.notebook.completion import register_completer
@@ -278,7 +279,7 @@ class CortexMagics(Magics):
         namespace, bound = self.shell.user_ns, threading.Event()
 
         def on_update(query: BackgroundQuery) -> None:
-            if query.state == "DONE":
+            if query.state == wire.DONE:
                 bound.wait(5)  # the cell binds the handle right after submitting
                 if namespace.get(name) is query:
                     result = query.result()  # a Result, or with --to a Dataset

@@ -11,7 +11,9 @@ from typing import Any
 
 from IPython.display import HTML, display
 
+from cortex_nb import wire
 from cortex_nb.http.security import scrub
+from cortex_nb.notebook.errors import GUARDRAIL_ADVICE
 from cortex_nb.query.background import FINAL_STATES, BackgroundQuery
 
 __all__ = ["BackgroundLine", "ProgressLine", "show_traces"]
@@ -57,10 +59,10 @@ class BackgroundLine:
             if self.handle is None or self.ended or (not final and now - self.last < 0.25):
                 return
             self.last, self.ended = now, final
-            line = query.line(f"%cortex cancel {query.name or query.id}")
+            line = query.line(f"%cortex cancel {query.name or query.id}", GUARDRAIL_ADVICE)
             text = scrub(line, self.secrets()) + self.note
             bundle = {"text/plain": text}
-            if final and query.state != "DONE":  # a failure stands out, as a cell's error would
+            if final and query.state != wire.DONE:  # a failure stands out, as a cell's error would
                 bundle["text/html"] = f'<pre style="color:#cf222e">{html.escape(text)}</pre>'
             self.handle.update(bundle, raw=True)
 

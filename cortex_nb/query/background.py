@@ -33,10 +33,15 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from cortex_nb.exceptions import ConfigurationError, QueryCancelled, QueryStillRunning
+from cortex_nb.exceptions import (
+    ConfigurationError,
+    QueryCancelled,
+    QueryStillRunning,
+    ResultTooLarge,
+)
 from cortex_nb.http.transport import BackoffGate
 from cortex_nb.options import QueryOptions
-from cortex_nb.query.job import Progress, QueryJob, Result
+from cortex_nb.query.job import Progress, QueryJob, Result, too_large
 from cortex_nb.query.replies import new_job_id
 from cortex_nb.wire import CANCELLED, DONE, FAILED, JOBS, LIVE_STATES, PENDING, RUNNING, job_path
 from cortex_nb.words import plural
@@ -164,13 +169,14 @@ class BackgroundQuery:
         """True once it has ended (DONE, FAILED or CANCELLED) and its listener has run."""
         return self._finished.is_set()
 
-    def line(self, how_to_stop: str = "cancel() stops it") -> str:
-        """One status line: state, rows, pages, time and job id; then the outcome."""
+    def line(self, how_to_stop: str = "cancel() stops it", advice: str | None = None) -> str:
+        """One status line: state, rows, pages, time and job id; then the outcome (a guardrail
+        refusal with ``advice`` instead of the library's, e.g. the magic's flags)."""
         if self._final == DONE and self._result is not None:
             where = f"done → {self.name}" if self.name else "done"
             return f"{where}: {self._result.summary()}"
         if self._final is not None:
-            return f"{self._final.lower()}: {self.error_text()}"
+            return f"{self._final.lower()}: {self.error_text(advice)}"
         if self.state == WAITING:
             text = (
                 f"waiting     for its turn ({self._jobs.max_running} run at once), "
@@ -180,11 +186,15 @@ class BackgroundQuery:
         progress = dataclasses.replace(self.progress, elapsed=self.elapsed, done=False)
         return progress.line(how_to_stop)
 
-    def error_text(self) -> str:
-        """The failure as one line naming the job ("" when there is none)."""
+    def error_text(self, advice: str | None = None) -> str:
+        """The failure as one line naming the job ("" when there is none); a guardrail refusal
+        says ``advice`` when given (what to do where the query was started)."""
         error = self._error
         if error is None:
             return ""
+        if advice is not None and isinstance(error, ResultTooLarge):
+            error = too_large(error.job_id or self.id, error.rows, error.max_rows,
+                              error.cancelled, advice)
         text = " ".join(str(error).split()) or type(error).__name__
         if not isinstance(error, ConfigurationError | QueryCancelled) and self.id not in text:
             text += f" (job {self.id})"

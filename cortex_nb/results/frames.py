@@ -186,12 +186,12 @@ class FrameBuilder:
     def __init__(
         self,
         schema: dict[str, Any] | None = None,
-        result_format: ResultFormat = "valuesDictionary",
+        result_format: ResultFormat = wire.DEFAULT_RESULT_FORMAT,
         structs: StructMode = "value",
         known_types: dict[str, Any] | None = None,
         dtypes: DtypeMode = DEFAULT_DTYPES,
     ) -> None:
-        if result_format not in ("valuesDictionary", "valuesArray"):
+        if result_format not in wire.RESULT_FORMATS:
             raise ConfigurationError(
                 f"result_format={result_format!r}: use 'valuesDictionary' or 'valuesArray'"
             )
@@ -232,11 +232,11 @@ class FrameBuilder:
                 "FrameBuilder.add_page() after to_dataframe(): start a new FrameBuilder"
             )
         page = len(self._sizes)
-        if self._format == "valuesDictionary":
-            _check_rows(rows, dict, page, "a JSON object", "valuesArray")
+        if self._format == wire.VALUES_DICTIONARY:
+            _check_rows(rows, dict, page, "a JSON object", wire.VALUES_ARRAY)
             columns = self._dict_page(rows) if rows else {}
         else:
-            _check_rows(rows, list, page, "a JSON array", "valuesDictionary")
+            _check_rows(rows, list, page, "a JSON array", wire.VALUES_DICTIONARY)
             columns = self._array_page(rows, page) if rows else {}
         self._sizes.append(len(rows))
         for name, chunk in columns.items():
@@ -738,7 +738,7 @@ def _needs_strict_path(arrow_type: pa.DataType) -> bool:
 def to_dataframe(
     rows: list[Any],
     schema: dict[str, Any] | None = None,
-    result_format: ResultFormat = "valuesDictionary",
+    result_format: ResultFormat = wire.DEFAULT_RESULT_FORMAT,
     structs: StructMode = "value",
     dtypes: DtypeMode = DEFAULT_DTYPES,
 ) -> pd.DataFrame:

@@ -66,8 +66,9 @@ def wait(magics: CortexMagics, args: argparse.Namespace) -> None:
     background = magics.connection.jobs
     waited = [_find(background, t) for t in args.targets] if args.targets else background.active()
     try:
-        for query in waited:
-            query.result(args.timeout)  # raises what the query ended with
+        with guardrail_advice():  # a refused result says the cell's flags, not Python's
+            for query in waited:
+                query.result(args.timeout)  # raises what the query ended with
     except KeyboardInterrupt:
         raise CortexCellError(
             "Stopped waiting; the background queries go on (%cortex jobs lists them)."
