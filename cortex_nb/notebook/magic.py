@@ -213,8 +213,11 @@ class CortexMagics(Magics):
     def _run_sql(self, command: CellCommand) -> Any:
         """The cell's query: its frame, the rows as received (``--raw``), or the dataset."""
         sql = self._final_sql(command)
-        if command.dry_run:
-            return self._dry_run("POST", JOBS, {"params": {"query": sql}})
+        if command.dry_run:  # the statement as it would be sent: time window included
+            options = QueryOptions.build(doing="%%cortex", **command.options)
+            if not command.quiet and (note := options.window_note()):
+                print(note)
+            return self._dry_run("POST", JOBS, {"params": {"query": options.bounded(sql)[0]}})
         if command.raw:
             return self._run_raw(command, sql)
         service = self.connection.require()
