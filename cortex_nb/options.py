@@ -27,13 +27,7 @@ from types import MappingProxyType
 from typing import Any
 
 from cortex_nb.exceptions import ConfigurationError
-from cortex_nb.sql.timefilter import (
-    naive_note,
-    parse_duration,
-    parse_instant,
-    resolve_window,
-    restrict,
-)
+from cortex_nb.times import naive_note, parse_duration, parse_instant, resolve_window
 from cortex_nb.wire import DEFAULT_PAGE_SIZE, DEFAULT_RESULT_FORMAT, MAX_PAGE_SIZE, RESULT_FORMATS
 
 __all__ = [
@@ -219,16 +213,6 @@ class QueryOptions:
     def window_note(self) -> str | None:
         """One line naming the times given without an offset (read as UTC), or None."""
         return naive_note(self.between, self.until)
-
-    def bounded(self, sql: str, now: datetime | None = None) -> tuple[str, QueryOptions]:
-        """``sql`` restricted to the time window as of ``now``, and these options without the
-        window (from then on the statement carries it, as absolute times: a cache key made
-        of it names the rows it holds even when "now" has moved)."""
-        window = self.window(now)
-        if window is None:
-            return sql, self
-        unbounded = dataclasses.replace(self, between=None, since=None, until=None)
-        return restrict(sql, *window), unbounded
 
     @property
     def guardrail(self) -> int | None:

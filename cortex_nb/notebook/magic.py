@@ -69,6 +69,7 @@ from cortex_nb.query.background import BackgroundQuery
 from cortex_nb.query.replies import JOBS
 from cortex_nb.results.cache import current_time_function
 from cortex_nb.sql.params import qualify_tables, render_parameters
+from cortex_nb.sql.timefilter import bounded
 
 __all__ = [
     "CellCommand",
@@ -217,7 +218,7 @@ class CortexMagics(Magics):
             options = QueryOptions.build(doing="%%cortex", **command.options)
             if not command.quiet and (note := options.window_note()):
                 print(note)
-            return self._dry_run("POST", JOBS, {"params": {"query": options.bounded(sql)[0]}})
+            return self._dry_run("POST", JOBS, {"params": {"query": bounded(sql, options)[0]}})
         if command.raw:
             return self._run_raw(command, sql)
         service = self.connection.require()

@@ -53,6 +53,7 @@ from cortex_nb.query.replies import (
 )
 from cortex_nb.results.cache import ResultCache
 from cortex_nb.results.collect import collect_result
+from cortex_nb.sql.timefilter import bounded
 
 __all__ = [
     "DEFAULT_MAX_ROWS",
@@ -406,7 +407,7 @@ def _bounded(
     note = options.window_note()
     if note and say is not None:
         say(note)
-    return options.bounded(sql)
+    return bounded(sql, options)
 
 
 def _for_existing_job(options: QueryOptions) -> QueryOptions:
