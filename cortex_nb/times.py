@@ -62,7 +62,12 @@ def parse_instant(value: Any, now: datetime | None = None) -> datetime:
         moment = utc(now) if now is not None else datetime.now(timezone.utc)
         if match[1] is None:
             return moment
-        span = parse_duration(match[2])
+        try:
+            span = parse_duration(match[2])
+        except ConfigurationError:
+            raise ConfigurationError(
+                f"Cannot read {value!r} as a time: use {INSTANT_FORMS}."
+            ) from None
         return moment - span if match[1] == "-" else moment + span
     return utc(_as_datetime(value))
 
