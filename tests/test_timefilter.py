@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -351,3 +352,14 @@ def test_the_command_line_takes_the_window_flags(tmp_path, capsys):
     assert main(["query", "--sandbox", "--between", "2026-12-01", "2026-12-01T00:00+00:00",
                  sql]) == 2
     assert "The time window is empty" in capsys.readouterr().err
+
+
+def test_the_readme_example_runs(connected, sandbox):
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    example = readme.split("## Time windows")[1].split("```\n")[1]
+    line, _, cell = example.partition("\n")
+    with capture_output():
+        connected.run_cell_magic("cortex", line.removeprefix("%%cortex "), cell)
+    recent = connected.user_ns["recent"]
+    assert list(recent.columns) == ["src", "n"] and recent["n"].sum() > 0
+    assert "time_generated >= TIMESTAMP(" in posted_statements(sandbox)[0]
