@@ -20,6 +20,7 @@ from cortex_nb.exceptions import ConfigurationError
 __all__ = [
     "DURATION_FORMS",
     "INSTANT_FORMS",
+    "moves_with_now",
     "naive_note",
     "parse_duration",
     "parse_instant",
@@ -147,6 +148,15 @@ def resolve_window(
             f"{end.isoformat()}; the start must come first."
         )
     return start, end
+
+
+def moves_with_now(between: Iterable[Any] | None = None, since: Any = None, until: Any = None
+                   ) -> bool:
+    """Whether the window is read against the current time (``since`` with no ``until``, or an
+    end written ``'now...'``): its rows change with the moment the query is sent."""
+    ends = [*(between or ()), until]
+    relative = any(isinstance(end, str) and _RELATIVE.fullmatch(end.strip()) for end in ends)
+    return relative or (since is not None and until is None)
 
 
 def _ends(between: Any, since: Any, until: Any, now: datetime) -> tuple[datetime, datetime]:

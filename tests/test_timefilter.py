@@ -17,7 +17,7 @@ from cortex_nb import Credentials, HTTPClient, QueryService
 from cortex_nb.cli import main
 from cortex_nb.exceptions import ConfigurationError
 from cortex_nb.options import OptionError, QueryOptions
-from cortex_nb.results.cache import CACHE_ENV
+from cortex_nb.results.cache import CACHE_ENV, ResultCache
 from cortex_nb.sql.timefilter import (
     naive_note,
     parse_duration,
@@ -25,6 +25,7 @@ from cortex_nb.sql.timefilter import (
     resolve_window,
     restrict,
 )
+from cortex_nb.times import moves_with_now
 
 UTC = timezone.utc
 NOW = datetime(2026, 12, 5, 12, 30, tzinfo=UTC)
@@ -328,6 +329,44 @@ def test_the_cell_says_when_a_time_was_read_as_utc_unless_quiet(connected, sandb
         connected.run_cell_magic("cortex", f"-q {line}", cell)
     assert "read as UTC" not in quiet.stdout
     assert len(connected.user_ns["rows"]) > 0
+
+
+def test_a_background_cell_says_so_too(connected, sandbox):
+    start, end = hour_of(sandbox, 2, 14)
+    with capture_output() as shown:
+        connected.run_cell_magic("cortex", f"--bg -o later --between {start:%Y-%m-%dT%H:%M} "
+                                 f"{end:%Y-%m-%dT%H:%M}", "SELECT session_id FROM firewall.traffic")
+        connected.run_line_magic("cortex", "wait later")
+    assert f"Time window: {start:%Y-%m-%dT%H:%M}, {end:%Y-%m-%dT%H:%M} read as UTC" in (
+        shown.stdout
+    )
+    assert len(connected.user_ns["later"]) > 0
+
+
+def test_the_notebook_cache_keeps_fixed_windows_not_moving_ones(connected, sandbox, tmp_path,
+                                                                  monkeypatch):
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    connected.run_line_magic("config", "CortexMagics.cache = True")
+    try:
+        start, end = hour_of(sandbox, 2, 14)
+        fixed = f"--between {start.isoformat()} {end.isoformat()}"
+        for flags in (fixed, fixed, "--since 1h", "--between now-2d now-1d"):
+            with capture_output() as shown:
+                connected.run_cell_magic("cortex", f"-o n {flags}",
+                                         "SELECT COUNT(*) AS n FROM firewall.traffic")
+        statements = posted_statements(sandbox)
+        assert len(statements) == 3  # the fixed window's second run came from the cache
+        assert "Not cached: the query uses a time window relative to now" in shown.stdout
+        assert len(ResultCache().entries()) == 1
+    finally:
+        connected.run_line_magic("config", "CortexMagics.cache = False")
+
+
+def test_moving_windows():
+    assert moves_with_now(since="1h") and moves_with_now(between=("now-2h", "2026-12-01"))
+    assert moves_with_now(since="1h", until="now-1d")
+    assert not moves_with_now(since="1h", until="2026-12-01")
+    assert not moves_with_now(between=(START, END)) and not moves_with_now()
 
 
 def test_the_dry_run_shows_the_statement_that_would_be_sent(connected, sandbox):

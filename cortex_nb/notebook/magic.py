@@ -70,6 +70,7 @@ from cortex_nb.query.replies import JOBS
 from cortex_nb.results.cache import current_time_function
 from cortex_nb.sql.params import qualify_tables, render_parameters
 from cortex_nb.sql.timefilter import bounded
+from cortex_nb.times import moves_with_now
 
 __all__ = [
     "CellCommand",
@@ -189,6 +190,8 @@ class CortexMagics(Magics):
         defaults = self.query_defaults()
         if defaults.cache and not given.get("cache"):
             clock = current_time_function(sql) if sql else None
+            if moves_with_now(given.get("between"), given.get("since"), given.get("until")):
+                clock = clock or "a time window relative to now"
             if "to" in given or clock:
                 defaults = defaults.replace(cache=False)
             if clock and "to" not in given:
@@ -266,6 +269,8 @@ class CortexMagics(Magics):
         sql = self._final_sql(command)
         service = self.connection.require()
         options = self.query_options(command.options, sql)
+        if not command.quiet and (note := options.window_note()):
+            print(note)
         self.start_background(
             command.output or "", command.quiet,
             lambda **kw: service.submit_query(sql, options, name=command.output, **kw),
