@@ -77,7 +77,8 @@ def test_durations(given, span):
     assert parse_duration(given) == span
 
 
-@pytest.mark.parametrize("given", ["24", "h", "1y", "-1h", "0h", timedelta(0), 3600, None])
+@pytest.mark.parametrize("given", ["24", "h", "1y", "-1h", "0h", timedelta(0), 3600, None,
+                                   "99999999999w", "36526d", timedelta(days=40_000)])
 def test_a_bad_or_empty_duration_is_refused(given):
     with pytest.raises(ConfigurationError, match="duration"):
         parse_duration(given)
@@ -105,6 +106,7 @@ def test_the_window_from_between_since_and_until():
     ({"until": END}, "give since too"),
     ({"between": ("2026-12-01",)}, "two times"),
     ({"between": "2026-12-01 2026-12-02"}, "two times"),
+    ({"since": "36000d", "until": "0002-01-01"}, "outside the years 1 to 9999"),
 ])
 def test_contradictory_or_empty_windows_are_refused_in_one_line(given, said):
     with pytest.raises(ConfigurationError, match=said) as caught:
