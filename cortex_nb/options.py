@@ -22,10 +22,12 @@ import difflib
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
 from cortex_nb.exceptions import ConfigurationError
+from cortex_nb.times import naive_note, parse_duration, parse_instant, resolve_window
 from cortex_nb.wire import DEFAULT_PAGE_SIZE, DEFAULT_RESULT_FORMAT, MAX_PAGE_SIZE, RESULT_FORMATS
 
 __all__ = [
@@ -62,6 +64,8 @@ class OptionSpec:
     choices: tuple[str, ...] = ()
     flag: str | None = None  # the --flag of the magic and the CLI (None: Python only)
     none_is_zero: bool = False  # 0 means None ("no limit")
+    nargs: int | None = None  # values the flag takes when more than one (--between START END)
+    metavar: str | None = None  # what the flag's value is called in help (default: by kind)
 
 
 OPTIONS: tuple[OptionSpec, ...] = (
@@ -87,6 +91,14 @@ OPTIONS: tuple[OptionSpec, ...] = (
     ),
     OptionSpec("to", str, "stream the rows into a Parquet dataset in DIR", flag="--to"),
     OptionSpec("overwrite", bool, "with --to: replace a dataset there", flag="--overwrite"),
+    OptionSpec(
+        "between", str, "only rows in the window [START, END) (ISO times, 'now-2h'; naive: UTC)",
+        flag="--between", nargs=2, metavar=("START", "END"),
+    ),
+    OptionSpec("since", str, "only rows of the DURATION (24h, 7d) before now, or --until",
+               flag="--since", metavar="DURATION"),
+    OptionSpec("until", str, "with --since: the window ends at TIME, not now", flag="--until",
+               metavar="TIME"),
     OptionSpec("cache", bool, "reuse a cached result, or keep this one", flag="--cache"),
     OptionSpec("refresh", bool, "run it again and cache the new result", flag="--refresh"),
     OptionSpec("result_format", str, "how the service sends rows", choices=RESULT_FORMATS),
@@ -107,6 +119,9 @@ class QueryOptions:
     - ``dtypes``: lists and structs as Python objects or ``ArrowDtype`` columns.
     - ``timeout``: seconds from submit to the last page, retries included (None or 0: none).
     - ``to`` (+ ``overwrite``): stream the rows into a Parquet dataset there.
+    - ``between=(start, end)``, or ``since`` (a duration, e.g. ``"24h"``) with an optional
+      ``until``: only rows in that time window, on each log table's time column
+      (``cortex_nb.sql.timefilter``); resolved when the query is sent, so "now" is then.
     - ``cache``, ``refresh``: keep the result in the result cache and reuse it / run again.
     - ``result_format``: ``valuesDictionary`` (default) or ``valuesArray``.
     - ``properties``: job properties, the only thing sent to the service with the SQL.
@@ -121,6 +136,9 @@ class QueryOptions:
     timeout: float | None = DEFAULT_QUERY_TIMEOUT
     to: str | os.PathLike[str] | None = None
     overwrite: bool = False
+    between: tuple[Any, Any] | None = None
+    since: str | timedelta | None = None
+    until: Any = None
     cache: bool = False
     refresh: bool = False
     result_format: str = DEFAULT_RESULT_FORMAT
@@ -141,6 +159,10 @@ class QueryOptions:
                 "The result cache keeps DataFrames and to=DIR writes a dataset: choose one "
                 "(drop cache/refresh, or to)."
             )
+        try:
+            resolve_window(self.between, self.since, self.until)
+        except ConfigurationError as exc:
+            raise OptionError(str(exc)) from None
 
     # -- making ------------------------------------------------------------------------------
     @classmethod
@@ -182,6 +204,15 @@ class QueryOptions:
             "structs": self.structs, "dtypes": self.dtypes, "limit": self.limit,
             "result_format": self.result_format, "properties": dict(self.properties),
         }
+
+    def window(self, now: datetime | None = None) -> tuple[datetime, datetime] | None:
+        """The time window ``[start, end)`` in UTC as of ``now`` (default: this moment), or
+        None when the options name none."""
+        return resolve_window(self.between, self.since, self.until, now)
+
+    def window_note(self) -> str | None:
+        """One line naming the times given without an offset (read as UTC), or None."""
+        return naive_note(self.between, self.until)
 
     @property
     def guardrail(self) -> int | None:
@@ -228,8 +259,15 @@ def add_arguments(parser: Any, exclude: tuple[str, ...] = ()) -> None:
             parser.add_argument(
                 spec.flag, dest=spec.name, type=str if spec.choices else spec.kind,
                 choices=spec.choices or None, default=None, help=spec.help,
-                metavar=None if spec.choices else _METAVARS.get(spec.kind, "VALUE"),
+                nargs=spec.nargs, metavar=metavar(spec),
             )
+
+
+def metavar(spec: OptionSpec) -> str | tuple[str, ...] | None:
+    """What a flag's value is called in help: the spec's own name for it, else by kind."""
+    if spec.choices:
+        return None
+    return spec.metavar or _METAVARS.get(spec.kind, "VALUE")
 
 
 _METAVARS = {int: "N", float: "SECONDS", str: "DIR"}
@@ -313,6 +351,41 @@ def _path(spec: OptionSpec, value: Any) -> str | os.PathLike[str] | None:
     raise OptionError(f"to must be a directory path (str or Path), not {type(value).__name__}.")
 
 
+def _instants(spec: OptionSpec, value: Any) -> tuple[Any, Any] | None:
+    """``between``: None, or two times that ``parse_instant`` reads (kept as given: 'now-2h'
+    is read when the query is sent)."""
+    if value is None:
+        return None
+    if isinstance(value, str) or not isinstance(value, list | tuple) or len(value) != 2:
+        raise OptionError(
+            f"between takes two times (start, end), not {value!r}: e.g. "
+            "between=('2026-12-01', '2026-12-02') or --between 2026-12-01 2026-12-02."
+        )
+    for moment in value:
+        _instant(spec, moment)
+    return tuple(value)
+
+
+def _instant(spec: OptionSpec, value: Any) -> Any:
+    """``until`` (or one end of ``between``): None, or a time ``parse_instant`` reads."""
+    if value is not None:
+        try:
+            parse_instant(value)
+        except ConfigurationError as exc:
+            raise OptionError(f"{spec.name}: {exc}") from None
+    return value
+
+
+def _duration(spec: OptionSpec, value: Any) -> str | timedelta | None:
+    """``since``: None, or a duration ``parse_duration`` reads (kept as given)."""
+    if value is not None:
+        try:
+            parse_duration(value)
+        except ConfigurationError as exc:
+            raise OptionError(f"{spec.name}: {exc}") from None
+    return value
+
+
 def _properties(spec: OptionSpec, value: Any) -> Mapping[str, Any]:
     if value is None:
         value = {}
@@ -334,6 +407,9 @@ _CHECKS: dict[str, Callable[[OptionSpec, Any], Any]] = {
     "timeout": _seconds,
     "to": _path,
     "overwrite": _flag,
+    "between": _instants,
+    "since": _duration,
+    "until": _instant,
     "cache": _flag,
     "refresh": _flag,
     "result_format": _choice,

@@ -60,6 +60,12 @@ def test_the_cell_s_own_options_are_fields_and_its_query_options_a_dict():
 
 
 SAMPLES = {int: ("7", 7), float: ("2.5", 2.5), str: ("somewhere", "somewhere")}
+# options whose values are times: words on the line, and the value they mean
+TIME_SAMPLES = {
+    "between": (["2026-12-01", "2026-12-02"], ["2026-12-01", "2026-12-02"]),
+    "since": (["24h"], "24h"),
+    "until": (["2026-12-02"], "2026-12-02"),
+}
 
 
 def flagged_specs():
@@ -70,6 +76,9 @@ def sample(spec) -> tuple[list[str], object]:
     """The words that give ``spec`` on a command line, and the value they mean."""
     if spec.kind is bool:
         return [spec.flag], True
+    if spec.name in TIME_SAMPLES:
+        texts_, value = TIME_SAMPLES[spec.name]
+        return [spec.flag, *texts_], value
     text, value = (spec.choices[-1],) * 2 if spec.choices else SAMPLES[spec.kind]
     return [spec.flag, text], value
 
@@ -77,14 +86,14 @@ def sample(spec) -> tuple[list[str], object]:
 @pytest.mark.parametrize("spec", flagged_specs(), ids=lambda spec: spec.flag)
 def test_every_query_option_is_parsed_completed_and_reaches_query_options(spec):
     words, value = sample(spec)
-    extra = {"overwrite": " --to d", "to": "", "cache": "", "refresh": ""}.get(spec.name, "")
+    extra = {"overwrite": " --to d", "until": " --since 1h"}.get(spec.name, "")
     cell = grammar.parse_cell(" ".join(words) + extra, "SELECT 1")
     assert cell.options[spec.name] == value
     fetch = parse_line("fetch job-1 " + " ".join(words) + extra)
     assert getattr(fetch.args, spec.name) == value
     assert spec.flag in texts("%%cortex --") and spec.flag in texts("%cortex fetch j --")
     built = CortexMagics().query_options(cell.options)
-    assert getattr(built, spec.name) == value
+    assert getattr(built, spec.name) == (tuple(value) if spec.nargs else value)
 
 
 def test_a_query_option_given_a_flag_reaches_the_magic_untouched(monkeypatch):
