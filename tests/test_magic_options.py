@@ -17,7 +17,7 @@ from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 
 from cortex_nb.notebook.connection import get_connection
-from cortex_nb.options import OPTIONS, OptionError
+from cortex_nb.options import OPTIONS, OptionError, QueryOptions
 from cortex_nb.results.cache import CACHE_ENV
 from cortex_nb.results.datasets import Dataset
 
@@ -250,3 +250,14 @@ def test_config_defaults_reach_every_path_and_a_cell_overrides_them(nb, sandbox)
             assert frame["characteristics_of_app"].dtype == object, path
     finally:
         nb.run_line_magic("config", "CortexMagics.dtypes = 'objects'")
+
+
+def test_a_refused_config_default_does_not_break_reloading_the_extension(nb, caplog):
+    nb.run_line_magic("config", "CortexMagics.parallel = 0")  # refused, yet kept in shell.config
+    assert nb.config.CortexMagics.parallel == 0
+    caplog.clear()
+    nb.run_line_magic("reload_ext", "cortex_nb")
+    assert "parallel" not in nb.config.CortexMagics
+    assert any("parallel must be" in r.getMessage() and "default is used" in r.getMessage()
+               for r in caplog.records)
+    assert nb.run_line_magic("config", "CortexMagics.parallel") == QueryOptions().parallel

@@ -51,6 +51,7 @@ more than ``--max-rows`` rows (``CortexMagics.max_rows``) stops before it is dow
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
@@ -329,8 +330,25 @@ def empty_cell_to_line_magic(lines: list[str]) -> list[str]:
     return [lines[0][1:]]
 
 
+def drop_refused_defaults(config: Any) -> None:
+    """Take out of the shell's configuration the ``CortexMagics`` defaults a query would refuse.
+
+    ``%config`` keeps a value its trait refused in the shell's configuration, and an ipython
+    profile may hold one: left there, the next ``%load_ext``/``%reload_ext`` would fail on it.
+    Each one is logged with the option's message and the default is used instead."""
+    section = config.get("CortexMagics", {}) if hasattr(config, "get") else {}
+    for name in [n for n in QUERY_DEFAULTS if n in section]:
+        try:
+            QueryOptions.build(**{name: section[name]})
+        except OptionError as exc:
+            del section[name]
+            logging.getLogger(__name__).warning("%s (CortexMagics.%s: the default is used)",
+                                                exc, name)
+
+
 def load_ipython_extension(ipython: Any) -> None:
     """Register the magics with IPython (``%load_ext cortex_nb``)."""
+    drop_refused_defaults(ipython.config)
     magics = CortexMagics(shell=ipython)
     magics.apply_background_options()
     ipython.register_magics(magics)
