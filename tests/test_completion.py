@@ -106,6 +106,13 @@ def test_cortex_subcommands_options_and_values():
     assert texts("%%cortex --structs fl") == ["flatten"]
 
 
+def test_an_option_of_two_values_is_not_interrupted_by_flags():
+    assert texts("%%cortex --between ") == []  # START, then END: no flag offered in between
+    assert texts("%%cortex --between 2026-12-01 ") == []
+    assert "--limit" in texts("%%cortex --between 2026-12-01 2026-12-02 ")
+    assert "--limit" in texts("%%cortex --since 24h ")
+
+
 def test_sql_on_the_line_is_completed_too():
     assert texts("%cortex SELECT * FROM firewall.ur") == ["firewall.url"]
     code, offset = at("%cortex -o x SELECT source_ip.v| FROM firewall.traffic")

@@ -257,13 +257,23 @@ def _option_items(
 ) -> Iterator[tuple[str, str]]:
     """The value of the option just typed, or the options themselves for ``-...``."""
     flags = _flags(options)
-    previous = flags.get(words[-1]) if words else None
-    if previous is not None and previous.takes_value:
+    previous = _awaiting_value(flags, words)
+    if previous is not None:
         yield from _starting(_argument_values(previous, words), fragment, "value")
     elif fragment.startswith("-") or not fragment:
         used = set(words)
         names = [f for f in flags if f.startswith("--") and f not in used]
         yield from _starting(names, fragment, "option")
+
+
+def _awaiting_value(flags: dict[str, Any], words: list[str]) -> Any:
+    """The option whose values are still being typed (``--between START `` awaits END)."""
+    for back, word in enumerate(reversed(words[-8:])):
+        option = flags.get(word)
+        if option is not None:
+            wanted = (getattr(option, "nargs", None) or 1) if option.takes_value else 0
+            return option if back < wanted else None
+    return None
 
 
 def _positionals_given(flags: dict[str, Any], words: list[str]) -> int:
