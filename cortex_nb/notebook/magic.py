@@ -29,6 +29,9 @@ Cell magic::
     %%cortex [-o VAR] [-q] [--trace] [--dry-run] [--raw] [--bg] [QUERY OPTIONS]
     SELECT ... FROM `firewall.traffic` WHERE source_ip.value = {ip}
 
+    %%cortex --plot timeline|bar|hist [--by COLUMN] [--value COLUMN] [--bucket 1h] [--top N]
+    SELECT ...                             (a chart of the rows instead of the frame)
+
     %%cortex GET /query/v2/jobs            (REST mode; the cell is the JSON body)
 
 QUERY OPTIONS are the flags of ``cortex_nb.options.OPTIONS`` (``--limit N``, ``--max-rows N``,
@@ -164,9 +167,10 @@ class CortexMagics(Magics):
         with one_line_errors(self.connection):
             run = self._run_rest if command.mode == "rest" else self._run_sql
             result = run(command)
+            shown = _chart(command, result) if command.plot and not command.quiet else result
         if command.output and result is not None:
             self.shell.user_ns[command.output] = result
-        return None if command.quiet else result
+        return None if command.quiet else shown
 
     # -- query options -------------------------------------------------------------------------
     def query_defaults(self) -> QueryOptions:
@@ -292,6 +296,15 @@ class CortexMagics(Magics):
         namespace[name] = query
         bound.set()
         status(query)
+
+
+def _chart(command: CellCommand, df: Any) -> Any:
+    """The chart ``--plot`` asks for, of the cell's frame (``-o VAR`` still gets the frame)."""
+    if df is None:  # a dry run sent nothing
+        return None
+    from cortex_nb.results.charts import plot
+
+    return plot(df, command.plot, **command.chart_options())
 
 
 def _check_background(command: CellCommand) -> None:
