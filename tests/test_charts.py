@@ -74,6 +74,8 @@ def test_a_timeline_by_a_column_stacks_its_top_values_and_lumps_the_rest(logs):
     per = {(v["start"][11:13], v["series"]): v["count"] for v in values(chart)}
     assert per == {("10", "dns"): 1, ("10", "(other)"): 1, ("11", "dns"): 1,
                    ("12", "dns"): 1, ("12", "(other)"): 2}
+    stacks = [(v["series"], v["y0"], v["y1"]) for v in values(chart) if v["start"][11:13] == "12"]
+    assert stacks == [("dns", 0, 1), ("(other)", 1, 3)]  # in the legend's order, from zero
     color = chart.spec["encoding"]["color"]
     assert color["title"] == "app" and color["scale"]["domain"] == ["dns", "(other)"]
     assert "by app (top 1 of 3)" in chart.summary
@@ -204,8 +206,9 @@ def test_an_unknown_kind_or_an_option_of_another_kind_is_refused(logs):
 
 def test_a_chart_is_stored_as_vega_lite_with_a_text_fallback(logs):
     chart = plot(logs, "timeline", by="app")
-    bundle = chart._repr_mimebundle_()
+    bundle, metadata = chart._repr_mimebundle_()
     assert set(bundle) == {VEGA_LITE_MIMETYPE, "text/plain"}
+    assert metadata == {VEGA_LITE_MIMETYPE: {"embed_options": {"renderer": "svg"}}}
     assert bundle["text/plain"] == chart.summary
     assert bundle[VEGA_LITE_MIMETYPE]["$schema"].endswith("/vega-lite/v5.json")
     again = plot(logs.copy(), "timeline", by="app")  # the same rows, the same saved output
@@ -234,8 +237,9 @@ def test_a_cell_with_plot_shows_the_chart_and_keeps_the_frame(connected):
     assert sum(v["count"] for v in values(chart)) == len(df) > 0
     series = {v["series"] for v in values(chart)}
     assert len(series - {"(other)"}) == 3 and "(other)" in series
-    shown, _ = connected.display_formatter.format(chart)  # what the notebook stores
+    shown, metadata = connected.display_formatter.format(chart)  # what the notebook stores
     assert VEGA_LITE_MIMETYPE in shown and shown["text/plain"].startswith("timeline of ")
+    assert metadata[VEGA_LITE_MIMETYPE]["embed_options"] == {"renderer": "svg"}
 
 
 def test_a_cell_bar_chart_of_the_top_apps(connected):

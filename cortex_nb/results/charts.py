@@ -62,9 +62,17 @@ class Chart:
     spec: dict[str, Any]
     summary: str
 
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        """What a notebook stores and shows: the spec, and the summary where Vega is absent."""
-        return {VEGA_LITE_MIMETYPE: self.spec, "text/plain": self.summary}
+    def _repr_mimebundle_(
+        self, include: Any = None, exclude: Any = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """What a notebook stores and shows: the spec, and the summary where Vega is absent.
+
+        The metadata asks JupyterLab for SVG rather than a canvas: crisp when printed or
+        zoomed, and each mark an element (JupyterLab also stores a PNG of what it drew, which
+        GitHub and nbviewer then show).
+        """
+        data = {VEGA_LITE_MIMETYPE: self.spec, "text/plain": self.summary}
+        return data, {VEGA_LITE_MIMETYPE: {"embed_options": {"renderer": "svg"}}}
 
     def to_dict(self) -> dict[str, Any]:
         """A copy of the Vega-Lite spec, to change or to hand to ``altair.Chart.from_dict``."""
@@ -227,9 +235,7 @@ def _timeline(df: pd.DataFrame, *, by: str | None, value: str | None, bucket: st
     keep, labels, distinct = _timeline_series(df, by, weights, top)
     frame = {"start": times.dt.floor(f"{seconds}s"), "series": labels}
     grouped = _grouped(frame, weights, ["start", "series"])
-    rows = [{"start": _iso(start), "end": _iso(start + _seconds(seconds)), "series": series,
-             "count": _number(n), "window": _window_text(start, seconds)}
-            for (start, series), n in grouped.items()]
+    rows = _stacked(grouped, seconds, keep)
     every = duration_text(seconds)
     name = title or f"{counted} per {every}" + (f" by {by}" if by else "")
     summary = _timeline_summary(len(df), every, by, keep, distinct, times)
@@ -248,6 +254,27 @@ def _timeline_series(df: pd.DataFrame, by: str | None, weights: pd.Series | None
     if distinct > len(keep):
         keep.append(OTHER)
     return keep, _series_labels(df[by], keep), distinct
+
+
+def _stacked(grouped: pd.Series, seconds: int, order: list[str]) -> list[dict[str, Any]]:
+    """One rect per (bucket, series), stacked from zero in ``order`` within each bucket.
+
+    Stacked here rather than by Vega-Lite: a bar whose x runs from a start to an end is drawn
+    as a horizontal range there, and the order of the stack must follow the legend's.
+    """
+    rank = {label: i for i, label in enumerate(order)}
+    rows: list[dict[str, Any]] = []
+    base: int | float = 0
+    bucket = None
+    ordered = sorted(grouped.items(), key=lambda item: (item[0][0], rank.get(item[0][1], 0)))
+    for (start, series), n in ordered:
+        base = 0 if start != bucket else base
+        bucket, count = start, _number(n)
+        rows.append({"start": _iso(start), "end": _iso(start + _seconds(seconds)),
+                     "series": series, "count": count, "y0": base, "y1": base + count,
+                     "window": _window_text(start, seconds)})
+        base += count
+    return rows
 
 
 def _grouped(frame: dict[str, Any], weights: pd.Series | None, keys: list[str]) -> pd.Series:
@@ -283,9 +310,10 @@ def _timeline_spec(rows: list[dict[str, Any]], title: str, by: str | None, order
     """A stacked bar per bucket; the time axis zooms and pans; the legend picks a series."""
     encoding: dict[str, Any] = {
         "x": {"field": "start", "type": "temporal", "title": "time (UTC)",
-              "scale": {"type": "utc"}},
+              "scale": {"type": "utc"}, "axis": {"format": _TIME_LABELS}},
         "x2": {"field": "end"},
-        "y": {"field": "count", "type": "quantitative", "title": counted, "stack": "zero"},
+        "y": {"field": "y1", "type": "quantitative", "title": counted},
+        "y2": {"field": "y0"},
         "tooltip": [{"field": "window", "title": "time"},
                     *([{"field": "series", "title": by}] if by else []),
                     {"field": "count", "title": counted, "format": ","}],
@@ -301,7 +329,7 @@ def _timeline_spec(rows: list[dict[str, Any]], title: str, by: str | None, order
                        "bind": "legend"})
     else:
         encoding["color"] = {"value": "#4c78a8"}
-    return _spec(title, rows, {"type": "bar"}, encoding, params)
+    return _spec(title, rows, _RECT, encoding, params)
 
 
 # ---- bar ----------------------------------------------------------------------------------
@@ -396,13 +424,14 @@ def _hist_spec(rows: list[dict[str, Any]], title: str, by: str) -> dict[str, Any
         "x": {"field": "start", "type": "quantitative", "title": by},
         "x2": {"field": "end"},
         "y": {"field": "count", "type": "quantitative", "title": "rows"},
+        "y2": {"datum": 0},
         "color": {"value": "#4c78a8"},
         "tooltip": [{"field": "range", "title": by},
                     {"field": "count", "title": "rows", "format": ","}],
     }
     params = [{"name": "zoom", "select": {"type": "interval", "encodings": ["x"]},
                "bind": "scales"}]
-    return _spec(title, rows, {"type": "bar"}, encoding, params)
+    return _spec(title, rows, _RECT, encoding, params)
 
 
 # ---- shared -------------------------------------------------------------------------------
@@ -454,4 +483,10 @@ def _spec(title: str, rows: list[dict[str, Any]], mark: dict[str, Any],
     return spec
 
 
+# a bar from x to x2 and y2 to y; clipped, so bars zoomed past the axis are not drawn over it
+_RECT = {"type": "rect", "stroke": "white", "strokeWidth": 0.5, "clip": True}
+# time axis labels as a log reader writes them: 24-hour clock, the date where the day changes
+_TIME_LABELS = {"year": "%Y", "month": "%b %d", "week": "%b %d", "date": "%b %d",
+                "hours": "%H:%M", "minutes": "%H:%M", "seconds": "%H:%M:%S",
+                "milliseconds": "%H:%M:%S.%L"}
 _DRAW = {"timeline": _timeline, "bar": _bar, "hist": _hist}
