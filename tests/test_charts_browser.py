@@ -45,6 +45,10 @@ def test_a_plot_cell_draws_a_zoomable_timeline(lab, tmp_path):
         assert bars.count() > 20  # a bar per bucket and app
         legend = svg.locator(".role-legend-label text").all_text_contents()
         assert len(legend) == 6 and legend[-1] == "(other)", legend
+        bars.nth(3).hover()  # a bar's tooltip: its time window, series and count
+        tooltip = page.locator("#vg-tooltip-element")
+        sync_api.expect(tooltip).to_contain_text(" UTC", timeout=browser.WAIT_MS)
+        sync_api.expect(tooltip).to_contain_text("app")
         page.screenshot(path=str(tmp_path / "timeline.png"), full_page=True)
         before = _axis_labels(svg)
         svg.hover()

@@ -208,14 +208,15 @@ def _top_labels(labels: pd.Series, weights: pd.Series | None, top: int) -> list[
     return [str(label) for label in ordered.index[:top]]
 
 
-def _window_text(start: pd.Timestamp, seconds: int) -> str:
-    """``2026-12-05 10:00 to 11:00 UTC``: a bucket as a tooltip says it."""
-    import pandas as pd
-
-    end = start + pd.Timedelta(seconds=seconds)
-    shape = "%H:%M:%S" if seconds % 60 else "%H:%M"
-    end_shape = shape if end.normalize() == start.normalize() else f"%Y-%m-%d {shape}"
-    return f"{start:%Y-%m-%d} {start.strftime(shape)} to {end.strftime(end_shape)} UTC"
+def _bucket_transform(seconds: int) -> list[dict[str, Any]]:
+    """Vega-Lite transforms that give each bar its end and its tooltip's ``window`` (``2026-12-05
+    10:00 to 11:00 UTC``), computed in the browser so the saved rows stay short."""
+    clock = "%H:%M:%S" if seconds % 60 else "%H:%M"
+    end = clock if seconds < 86_400 else f"%Y-%m-%d {clock}"
+    window = (f"utcFormat(toDate(datum.start), '%Y-%m-%d {clock}') + ' to ' + "
+              f"utcFormat(datum.end, '{end}') + ' UTC'")
+    return [{"calculate": f"toDate(datum.start) + {seconds * 1000}", "as": "end"},
+            {"calculate": window, "as": "window"}]
 
 
 def _iso(stamp: pd.Timestamp) -> str:
@@ -235,11 +236,12 @@ def _timeline(df: pd.DataFrame, *, by: str | None, value: str | None, bucket: st
     keep, labels, distinct = _timeline_series(df, by, weights, top)
     frame = {"start": times.dt.floor(f"{seconds}s"), "series": labels}
     grouped = _grouped(frame, weights, ["start", "series"])
-    rows = _stacked(grouped, seconds, keep)
+    rows = _stacked(grouped, keep)
     every = duration_text(seconds)
     name = title or f"{counted} per {every}" + (f" by {by}" if by else "")
     summary = _timeline_summary(len(df), every, by, keep, distinct, times)
-    return Chart("timeline", _timeline_spec(rows, name, by, keep, counted), summary)
+    return Chart("timeline", _timeline_spec(rows, name, by, keep, counted, seconds),
+                 summary)
 
 
 def _timeline_series(df: pd.DataFrame, by: str | None, weights: pd.Series | None,
@@ -256,7 +258,7 @@ def _timeline_series(df: pd.DataFrame, by: str | None, weights: pd.Series | None
     return keep, _series_labels(df[by], keep), distinct
 
 
-def _stacked(grouped: pd.Series, seconds: int, order: list[str]) -> list[dict[str, Any]]:
+def _stacked(grouped: pd.Series, order: list[str]) -> list[dict[str, Any]]:
     """One rect per (bucket, series), stacked from zero in ``order`` within each bucket.
 
     Stacked here rather than by Vega-Lite: a bar whose x runs from a start to an end is drawn
@@ -270,9 +272,8 @@ def _stacked(grouped: pd.Series, seconds: int, order: list[str]) -> list[dict[st
     for (start, series), n in ordered:
         base = 0 if start != bucket else base
         bucket, count = start, _number(n)
-        rows.append({"start": _iso(start), "end": _iso(start + _seconds(seconds)),
-                     "series": series, "count": count, "y0": base, "y1": base + count,
-                     "window": _window_text(start, seconds)})
+        rows.append({"start": _iso(start), "series": series, "count": count, "y0": base,
+                     "y1": base + count})
         base += count
     return rows
 
@@ -285,12 +286,6 @@ def _grouped(frame: dict[str, Any], weights: pd.Series | None, keys: list[str]) 
     table["n"] = 1 if weights is None else weights.fillna(0).to_numpy()
     table = table.dropna(subset=keys)
     return table.groupby(keys, sort=True, observed=True)["n"].sum()
-
-
-def _seconds(seconds: int) -> Any:
-    import pandas as pd
-
-    return pd.Timedelta(seconds=seconds)
 
 
 def _timeline_summary(rows: int, every: str, by: str | None, keep: list[str], distinct: int,
@@ -306,7 +301,7 @@ def _timeline_summary(rows: int, every: str, by: str | None, keep: list[str], di
 
 
 def _timeline_spec(rows: list[dict[str, Any]], title: str, by: str | None, order: list[str],
-                   counted: str) -> dict[str, Any]:
+                   counted: str, seconds: int) -> dict[str, Any]:
     """A stacked bar per bucket; the time axis zooms and pans; the legend picks a series."""
     encoding: dict[str, Any] = {
         "x": {"field": "start", "type": "temporal", "title": "time (UTC)",
@@ -329,7 +324,7 @@ def _timeline_spec(rows: list[dict[str, Any]], title: str, by: str | None, order
                        "bind": "legend"})
     else:
         encoding["color"] = {"value": "#4c78a8"}
-    return _spec(title, rows, _RECT, encoding, params)
+    return {**_spec(title, rows, _RECT, encoding, params), "transform": _bucket_transform(seconds)}
 
 
 # ---- bar ----------------------------------------------------------------------------------
