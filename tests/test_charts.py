@@ -287,3 +287,14 @@ def test_plot_kinds_are_offered_by_tab_completion():
     assert [text for text, _ in complete(line, len(line)).items] == ["timeline", "bar", "hist"]
     line = "%%cortex --plot bar --t"
     assert "--top" in [text for text, _ in complete(line, len(line)).items]
+
+
+def test_the_readme_s_chart_examples_run(connected):
+    from .test_readme import block
+
+    cell, _ = run(connected, block("%%cortex -o traffic --plot"))
+    assert cell.success and cell.result.kind == "timeline"
+    assert "by app" in cell.result.summary and len(connected.user_ns["traffic"]) > 0
+    python, _ = run(connected, block("from cortex_nb import plot"))
+    assert python.success, python.error_in_exec
+    assert python.result.spec["title"] == "apps, finer" and "per 10min" in python.result.summary
