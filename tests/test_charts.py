@@ -250,10 +250,12 @@ def test_a_cell_bar_chart_of_the_top_apps(connected):
     assert len(counts) == 5 and counts == sorted(counts, reverse=True)
 
 
-def test_a_cell_with_an_unknown_column_fails_in_one_line(connected):
+def test_a_cell_with_an_unknown_column_fails_in_one_line_and_keeps_the_rows(connected):
+    connected.user_ns.pop("rows", None)
     result, cap = run(connected, TIMES.format(flags="--plot bar --by ap"))
     assert "no column `ap` in the result to split by; did you mean `app`?" in failed_with(
         result, cap)
+    assert len(connected.user_ns["rows"]) > 0  # the query's rows are not lost to a typo
 
 
 def test_a_cell_with_no_time_column_fails_in_one_line(connected):

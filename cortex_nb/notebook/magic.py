@@ -167,10 +167,12 @@ class CortexMagics(Magics):
         with one_line_errors(self.connection):
             run = self._run_rest if command.mode == "rest" else self._run_sql
             result = run(command)
-            shown = _chart(command, result) if command.plot and not command.quiet else result
         if command.output and result is not None:
             self.shell.user_ns[command.output] = result
-        return None if command.quiet else shown
+        if command.quiet or not command.plot:
+            return None if command.quiet else result
+        with one_line_errors(self.connection):  # a chart's mistake keeps the rows in -o VAR
+            return _chart(command, result)
 
     # -- query options -------------------------------------------------------------------------
     def query_defaults(self) -> QueryOptions:
