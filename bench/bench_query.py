@@ -1,4 +1,4 @@
-"""Benchmark: one query, fetched three ways from the sandbox, side by side in one run.
+"""Benchmark: one query, fetched several ways from the sandbox, side by side in one run.
 
     python bench/bench_query.py                      # 100k and 1M rows, latency 0 and 50 ms
     python bench/bench_query.py --rows 100000 --latency 0
@@ -7,13 +7,17 @@
 (a) sdk    the official SDK: QueryService.iter_job_results + pandas.json_normalize
 (b) ours   cortex_nb: QueryService.query() -> typed DataFrame
 (c) floor  one requests.Session downloading the same pages and parsing them with orjson
-(d) before with ``--before DIR``: (b) run by the copy of cortex_nb in DIR (first on PYTHONPATH)
+(d) wire   the wire's limit: the same pages by offset, ``parallel`` at once as ``query()`` asks
+           for them, kept as bytes (only the first page's envelope is read, for ``rowsInJob``)
+(e) before with ``--before DIR``: (b) run by the copy of cortex_nb in DIR (first on PYTHONPATH)
 
 Each way runs in a fresh subprocess (so peak RSS is its own) against a sandbox started as a
 separate process (`cortex-nb sandbox`) on the other core. Prints wall seconds, rows/s, the
-ratio to the floor and to the SDK, peak RSS above the interpreter baseline (after imports), the
-final DataFrame's deep memory use (`df MB`) and the RSS still held when only the frame is alive
-(`held MB`: deep memory use leaves out what list and dict cells hold). Not a test: run by hand.
+ratio to the floor, to the wire (`x wire`, on `proc s`: the whole process, interpreter start
+and imports included, as a user waits for it) and to the SDK, peak RSS above the interpreter
+baseline (after imports), the final DataFrame's deep memory use (`df MB`) and the RSS still
+held when only the frame is alive (`held MB`: deep memory use leaves out what list and dict
+cells hold). Not a test: run by hand.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from contextlib import contextmanager
 
 SQL = "SELECT * FROM `{instance}.firewall.traffic`"
 PAGE = 10_000
+PARALLEL = 4  # pages in flight, as QueryOptions.parallel defaults
 
 
 def rss_mb() -> float:
@@ -79,6 +84,33 @@ def run_floor(url: str, sql: str) -> dict:
         params = {"pageCursor": cursor, "pageSize": PAGE}
 
 
+def run_wire(url: str, sql: str) -> dict:
+    from concurrent.futures import ThreadPoolExecutor
+
+    import orjson
+    import requests
+
+    http = requests.Session()
+    http.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=PARALLEL))
+    creds = demo_credentials(url)
+    token = http.post(creds["token_url"], json={**creds, "grant_type": "refresh_token"}).json()
+    http.headers["Authorization"] = f"Bearer {token['access_token']}"
+    job = http.post(url + "/query/v2/jobs", json={"params": {"query": sql}}).json()["jobId"]
+    results = f"{url}/query/v2/jobResults/{job}"
+    while True:  # the first page says how many rows there are; the rest stay bytes
+        first = orjson.loads(http.get(results, params={"maxWait": 2000, "pageSize": PAGE}).content)
+        if first["state"] == "DONE":
+            break
+    total = first["rowsInJob"]
+
+    def page_bytes(offset: int) -> int:
+        return len(http.get(results, params={"offset": offset, "pageSize": PAGE}).content)
+
+    with ThreadPoolExecutor(PARALLEL) as pool:
+        size = sum(pool.map(page_bytes, range(len(first["page"]["result"]["data"]), total, PAGE)))
+    return {"rows": total, "bytes": size}
+
+
 def run_sdk(url: str, sql: str) -> dict:
     import pandas as pd
     from pan_cortex_data_lake import Credentials, HTTPClient, QueryService
@@ -111,7 +143,9 @@ def run_ours(url: str, sql: str) -> dict:
     return {"rows": len(df), "df": df}
 
 
-WAYS = {"sdk": run_sdk, "ours": run_ours, "floor": run_floor, "before": run_ours}
+WAYS = {
+    "sdk": run_sdk, "ours": run_ours, "floor": run_floor, "wire": run_wire, "before": run_ours,
+}
 
 
 def worker(way: str, url: str, sql: str) -> None:
@@ -120,7 +154,7 @@ def worker(way: str, url: str, sql: str) -> None:
     import pandas  # noqa: F401
     import requests  # noqa: F401
 
-    if way != "floor":
+    if way not in ("floor", "wire"):
         import pan_cortex_data_lake  # noqa: F401
         import pyarrow  # noqa: F401
     baseline = rss_mb()
@@ -156,23 +190,19 @@ def sandbox(rows: int, latency: int):
         proc.wait(timeout=30)
 
 
-def worker_result(cmd: list[str]) -> dict:
-    """Run a benchmark worker process; its last stdout line (JSON), or its last error line."""
-    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if out.returncode != 0:
-        return {"error": out.stderr.strip().splitlines()[-1] if out.stderr else "failed"}
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def measure(way: str, url: str, instance: str, before: str | None = None) -> dict:
+    """Run one way in a fresh process: its JSON line, with the process's wall time (``proc``)."""
     cmd = [sys.executable, __file__, "--worker", way, "--url", url, "--instance", instance]
-    if way != "before":
-        return worker_result(cmd)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([before, os.environ.get("PYTHONPATH", "")])}
-    out = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env, cwd=before)
+    env, cwd = None, None
+    if way == "before":
+        path = os.pathsep.join([before, os.environ.get("PYTHONPATH", "")])
+        env, cwd = {**os.environ, "PYTHONPATH": path}, before
+    started = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env, cwd=cwd)
     if out.returncode != 0:
         return {"error": out.stderr.strip().splitlines()[-1] if out.stderr else "failed"}
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return {**json.loads(out.stdout.strip().splitlines()[-1]),
+            "proc": time.perf_counter() - started}
 
 
 def main() -> None:
@@ -184,30 +214,32 @@ def main() -> None:
     parser.add_argument("--url")
     parser.add_argument("--before", help="a copy of the earlier code (the folder holding its "
                         "cortex_nb/), run as a fourth way")
-    parser.add_argument("--skip", action="append", default=[], choices=["sdk"],
+    parser.add_argument("--skip", action="append", default=[], choices=["sdk", "floor"],
                         help="leave a way out (the SDK takes long and much memory)")
     args = parser.parse_args()
     if args.worker:
         worker(args.worker, args.url, SQL.format(instance=args.instance))
         return
-    print(f"{'rows':>9} {'latency':>7} {'way':<6} {'seconds':>8} {'rows/s':>10} "
-          f"{'x floor':>7} {'x sdk':>6} {'peak MB':>8} {'df MB':>7} {'held MB':>8}")
+    print(f"{'rows':>9} {'latency':>7} {'way':<6} {'seconds':>8} {'proc s':>7} {'rows/s':>10} "
+          f"{'x floor':>7} {'x wire':>6} {'x sdk':>6} {'peak MB':>8} {'df MB':>7} {'held MB':>8}")
     for rows in args.rows or [100_000, 1_000_000]:
         for latency in args.latency or [0, 50]:
             with sandbox(rows, latency) as url:
-                ways = tuple(w for w in ("floor", "sdk", "ours") if w not in args.skip)
+                ways = tuple(w for w in ("wire", "floor", "sdk", "ours") if w not in args.skip)
                 ways += ("before",) if args.before else ()
                 results = {way: measure(way, url, args.instance, args.before) for way in ways}
             for way, r in results.items():
                 if "error" in r:
                     print(f"{rows:>9} {latency:>7} {way:<6} error: {r['error']}")
                     continue
-                floor = results["floor"].get("seconds")
+                floor = results.get("floor", {}).get("seconds")
+                wire = results["wire"].get("proc")
                 sdk = results.get("sdk", {}).get("seconds")
                 print(
-                    f"{r['rows']:>9} {latency:>7} {way:<6} {r['seconds']:>8.2f} "
+                    f"{r['rows']:>9} {latency:>7} {way:<6} {r['seconds']:>8.2f} {r['proc']:>7.2f} "
                     f"{r['rows'] / r['seconds']:>10,.0f} "
                     f"{r['seconds'] / floor if floor else float('nan'):>7.2f} "
+                    f"{r['proc'] / wire if wire else float('nan'):>6.2f} "
                     f"{sdk / r['seconds'] if sdk else float('nan'):>6.2f} "
                     f"{r['peak_mb']:>8.0f} {r.get('df_mb', float('nan')):>7.0f} "
                     f"{r.get('held_mb', float('nan')):>8.0f}",

@@ -10,6 +10,7 @@ from IPython.utils.capture import capture_output
 
 from cortex_nb import ConfigurationError, Credentials, HTTPClient
 from cortex_nb.notebook.connection import get_connection as get_session
+from cortex_nb.options import QueryOptions
 from cortex_nb.query.service import QueryService
 from cortex_nb.results.cache import ResultCache
 from cortex_nb.results.frames import FrameBuilder, parse_page
@@ -98,7 +99,9 @@ def test_every_frame_path_shows_missing_values_alike(sandbox, service, tmp_path)
     )
     cache = ResultCache(tmp_path / "cache")
     for _ in range(2):  # the second one is a cache hit
-        cached = cache.fetch(("t", "i"), sql, lambda: service.query(sql), say=lambda line: None)
+        cached = cache.get_or_run(
+            ("t", "i"), sql, QueryOptions(), lambda: service.query(sql), say=lambda line: None
+        )
     frames = {
         "objects": service.query(sql).df,
         "arrow": service.query(sql, dtypes="arrow").df,

@@ -37,7 +37,7 @@ SLOW_SQL = "SELECT COUNT(*) AS n FROM `{i}.firewall.traffic` a, `{i}.firewall.tr
 def test_defaults_are_the_documented_ones():
     options = QueryOptions()
     assert (options.limit, options.max_rows, options.page_size, options.parallel) == (
-        None, 1_000_000, 10_000, 4
+        None, 500_000, 10_000, 4
     )
     assert (options.structs, options.dtypes, options.timeout) == ("value", "objects", 3600.0)
     assert dict(options.properties) == {} and repr(options) == "QueryOptions()"
