@@ -39,6 +39,9 @@ _LAZY = {
     "BackgroundQuery": "query.background",
     "Dataset": "results.datasets",
     "open_dataset": "results.datasets",
+    "Chart": "results.charts",
+    "ChartError": "results.charts",
+    "plot": "results.charts",  # callable: cortex_nb.plot(df, "timeline", by="app")
     "Connection": "notebook.connection",
     "get_connection": "notebook.connection",
     "get_session": "notebook.connection",  # the old name of get_connection

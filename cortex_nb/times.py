@@ -34,8 +34,8 @@ INSTANT_FORMS = (
 )
 DURATION_FORMS = "a number and a unit: '90s', '15m', '24h', '7d', '1w' (or a timedelta)"
 LONGEST = timedelta(days=36_525)  # a century: longer spans are typing mistakes
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])", re.IGNORECASE)
+_UNIT_SECONDS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(sec|min|[smhdw])", re.IGNORECASE)
 _RELATIVE = re.compile(r"now\s*(?:([+-])\s*(.+))?", re.IGNORECASE)
 
 

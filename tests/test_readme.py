@@ -50,6 +50,9 @@ CHECKED = (
     "cortex-nb query --output traffic_week",
     "import duckdb",
     "spark.read.parquet",
+    # Charts: tests/test_charts.py
+    "%%cortex -o traffic --plot",
+    "from cortex_nb import plot",
 )
 
 

@@ -19,6 +19,7 @@ Cell::
              [--structs value|keep|flatten] [--timeout SECONDS] [--bg] [--cache] [--refresh]
              [--max-rows N] [--dtypes arrow|objects] [--to DIR [--overwrite]] [--parallel N]
              [--between START END | --since DURATION [--until TIME]]
+             [--plot timeline|bar|hist [--by COLUMN] [--value COLUMN] [--bucket 1h] [--top N]]
     SELECT ...                               (SQL mode)
     %%cortex GET /query/v2/jobs              (REST mode: 'METHOD /path', the cell is the body)
 
@@ -41,10 +42,12 @@ from typing import Any
 from cortex_nb import options as specs
 from cortex_nb.notebook.errors import CortexCellError
 from cortex_nb.options import given_by
+from cortex_nb.results.charts import KINDS
 
 __all__ = [
     "CELL_OPTIONS",
     "CELL_REQUEST",
+    "CHART_OPTIONS",
     "HTTP_METHODS",
     "SUBCOMMANDS",
     "CellCommand",
@@ -152,6 +155,14 @@ class Subcommand:
 
 # ---- the description ----------------------------------------------------------------------
 
+CHART_OPTIONS: tuple[Option, ...] = (  # how a cell's rows are drawn (cortex_nb.results.charts)
+    Option(("--plot",), help="draw the rows: a timeline, the top values, a histogram",
+           choices=KINDS),
+    Option(("--by",), metavar="COLUMN", help="with --plot: the column split, counted or binned"),
+    Option(("--value",), metavar="COLUMN", help="with --plot: sum this column, not rows"),
+    Option(("--bucket",), metavar="DURATION", help="with --plot timeline: 30s, 10min, 1h, 1d"),
+    Option(("--top",), int, "with --plot: how many values are shown apart", metavar="N"),
+)
 CELL_OPTIONS: tuple[Switch | Option, ...] = (  # the notebook's own; query options: OPTIONS
     Option(("-o", "--output"), metavar="VAR", help="store the result in VAR"),
     Switch(("--trace",), "show the request traces"),
@@ -159,6 +170,7 @@ CELL_OPTIONS: tuple[Switch | Option, ...] = (  # the notebook's own; query optio
     Switch(("--raw",), "JSON as received, no DataFrame"),
     Switch(("-q", "--quiet"), "show nothing (with -o VAR)"),
     Switch(("--bg",), "run as a background query (with -o VAR)", dest="background"),
+    *CHART_OPTIONS,
 )
 CELL_REQUEST = Positional("request", "METHOD /path for REST mode", nargs="*")
 
@@ -327,7 +339,17 @@ class CellCommand:
     raw: bool = False
     quiet: bool = False
     background: bool = False
+    plot: str | None = None  # a chart instead of the frame: timeline, bar or hist
+    by: str | None = None
+    value: str | None = None
+    bucket: str | None = None
+    top: int | None = None
     options: dict[str, Any] = field(default_factory=dict)
+
+    def chart_options(self) -> dict[str, Any]:
+        """What the cell gave of ``--by``, ``--value``, ``--bucket`` and ``--top``, by name."""
+        given = {option.dest: getattr(self, option.dest) for option in CHART_OPTIONS[1:]}
+        return {name: value for name, value in given.items() if value is not None}
 
     def __getattr__(self, name: str) -> Any:
         """A query option by name, None when the cell did not give it (as the fields read
@@ -379,6 +401,7 @@ def parse_cell(line: str, cell: str) -> CellCommand:
         first, _, rest = cell.strip().partition("\n")
         if first.split(" ", 1)[0].upper() in HTTP_METHODS and "/" in first:
             request, body = first.split(), rest
+    _check_chart(command, request)
     if not request:
         sql = cell.strip()
         if sql.endswith(";"):  # as in IPython: a trailing ';' keeps the cell quiet
@@ -392,6 +415,22 @@ def parse_cell(line: str, cell: str) -> CellCommand:
     return CellCommand(
         mode="rest", text=body.strip(), method=request[0].upper(), path=request[1], **command
     )
+
+
+def _check_chart(command: dict[str, Any], request: list[str]) -> None:
+    """The chart options go with ``--plot``, and ``--plot`` with a frame the cell shows."""
+    given = [o.flags[0] for o in CHART_OPTIONS[1:] if command[o.dest] is not None]
+    if not command["plot"]:
+        if given:
+            raise CortexCellError(f"%%cortex: {given[0]} goes with --plot timeline|bar|hist")
+        return
+    other = next((flag for flag, on in (
+        ("REST mode", bool(request)), ("--raw", command["raw"]), ("--bg", command["background"]),
+        ("--to", command["options"].get("to") is not None),
+    ) if on), None)
+    if other:
+        raise CortexCellError(f"%%cortex: --plot draws the rows of a SQL query in the cell; "
+                              f"not with {other}")
 
 
 def parse_line(line: str) -> CellCommand | LineCommand:

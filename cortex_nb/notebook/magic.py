@@ -29,6 +29,9 @@ Cell magic::
     %%cortex [-o VAR] [-q] [--trace] [--dry-run] [--raw] [--bg] [QUERY OPTIONS]
     SELECT ... FROM `firewall.traffic` WHERE source_ip.value = {ip}
 
+    %%cortex --plot timeline|bar|hist [--by COLUMN] [--value COLUMN] [--bucket 1h] [--top N]
+    SELECT ...                             (a chart of the rows instead of the frame)
+
     %%cortex GET /query/v2/jobs            (REST mode; the cell is the JSON body)
 
 QUERY OPTIONS are the flags of ``cortex_nb.options.OPTIONS`` (``--limit N``, ``--max-rows N``,
@@ -170,7 +173,10 @@ class CortexMagics(Magics):
             result = run(command)
         if command.output and result is not None:
             self.shell.user_ns[command.output] = result
-        return None if command.quiet else result
+        if command.quiet or not command.plot:
+            return None if command.quiet else result
+        with one_line_errors(self.connection):  # a chart's mistake keeps the rows in -o VAR
+            return _chart(command, result)
 
     # -- query options -------------------------------------------------------------------------
     def query_defaults(self) -> QueryOptions:
@@ -303,6 +309,15 @@ class CortexMagics(Magics):
         namespace[name] = query
         bound.set()
         status(query)
+
+
+def _chart(command: CellCommand, df: Any) -> Any:
+    """The chart ``--plot`` asks for, of the cell's frame (``-o VAR`` still gets the frame)."""
+    if df is None:  # a dry run sent nothing
+        return None
+    from cortex_nb.results.charts import plot
+
+    return plot(df, command.plot, **command.chart_options())
 
 
 def _check_background(command: CellCommand) -> None:

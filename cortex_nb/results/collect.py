@@ -48,6 +48,13 @@ class Result:
             f"{plural(self.pages, 'page')}, {self.elapsed:.2f} s, job {self.job_id}"
         )
 
+    def plot(self, kind: str = "timeline", **options: Any) -> Any:
+        """A chart of the rows: ``timeline``, ``bar`` or ``hist`` (``cortex_nb.plot``'s
+        options: ``by``, ``value``, ``bucket``, ``top``, ``bins``, ``time``, ``title``)."""
+        from cortex_nb.results.charts import plot  # pandas is loaded already: the frame is
+
+        return plot(self.df, kind, **options)
+
     def __repr__(self) -> str:
         return f"<Result {self.summary()}>"
 
