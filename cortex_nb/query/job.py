@@ -216,7 +216,7 @@ class QueryJob:
         while True:
             self._before_request()
             response = self._results(max_wait=MAX_WAIT_MS)
-            page = check_page(response, self.id, self.service.secrets())
+            page = self._check(response)
             if not page.live:
                 break
             self._report(page.state)
@@ -355,6 +355,10 @@ class QueryJob:
     def _arrow_ok(self) -> bool:
         return self.result_format == VALUES_DICTIONARY
 
+    def _check(self, response: requests.Response) -> ResultsPage:
+        """A results reply checked (``replies.check_page``), no bigger than the page asked."""
+        return check_page(response, self.id, self.service.secrets(), self.page_size)
+
     def _results(self, **where: Any) -> requests.Response:
         return self.service.get_job_results(
             self.id, page_size=self.page_size, result_format=self.result_format, **where
@@ -412,7 +416,7 @@ class QueryJob:
         if arrow and response.ok:
             from cortex_nb.results.frames import parse_page
 
-            parsed = parse_page(response.content)
+            parsed = parse_page(response.content, self.page_size)
         return response, parsed
 
     def _read(self, response: requests.Response, parsed: Any) -> Page:
@@ -425,7 +429,7 @@ class QueryJob:
         if parsed is not None:
             page = Page(parsed.rows, len(parsed.rows), parsed.page_cursor, arrow=True)
         else:
-            results = check_page(response, self.id, self.service.secrets())
+            results = self._check(response)
             if results.state != DONE:
                 raise QueryError(
                     f"Job {self.id}: a results page came back {results.state} after the job "

@@ -39,6 +39,7 @@ from cortex_nb.query.job import (
     too_large,
 )
 from cortex_nb.query.replies import (
+    DEFAULT_PAGE_SIZE,
     JOBS,
     MAX_WAIT_MS,
     RESULTS,
@@ -206,7 +207,7 @@ class QueryService:
                 job_id, max_wait=max_wait or MAX_WAIT_MS, page_size=page_size,
                 result_format=result_format, **where, **kwargs,
             )
-            page = check_page(response, job_id, self.secrets())
+            page = check_page(response, job_id, self.secrets(), page_size or DEFAULT_PAGE_SIZE)
             if page.live:
                 poll.wait(response)
                 continue
