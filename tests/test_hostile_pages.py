@@ -204,6 +204,13 @@ def test_a_cursor_without_rows_in_job_still_has_the_guardrail(httpserver, servic
         service.query("SELECT 1", max_rows=3)
 
 
+def assert_survives(content: str) -> None:
+    """Arrow's fast path, given ``content`` in a child process, does not kill it."""
+    code = f"from cortex_nb.results.frames import parse_page; print(parse_page({content!r}.encode()))"
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120)
+    assert child.returncode == 0, f"parse_page died ({child.returncode})"
+
+
 # -- later pages that are not objects ----------------------------------------------------------
 def later(**changes) -> str:
     second = envelope([{"a": 2}, {"a": 3}], rowsInJob=4, rowsInPage=2)
@@ -226,11 +233,17 @@ def later(**changes) -> str:
         (later(page__result=7), "page.result is a number, not an object"),
         (later(page__result=[{}]), "page.result is a list, not an object"),
         (later(page__result__data={"a": 2}), "page.result.data is an object, not a list"),
+        ("null", "no job state"),  # Arrow's reader used to die of a segmentation fault
+        (" \n null", "no job state"),
+        ("[1]", "no job state"),
+        ('"x"', "no job state"),
     ],
 )
 def test_a_later_page_that_is_not_an_object_names_the_field_on_every_path(
     httpserver, service, tmp_path, second, field
 ):
+    if second.strip() == "null":
+        assert_survives(second)
     httpserver.expect_request(RESULTS).respond_with_handler(two_pages(second))
     runs = {
         "frame (Arrow)": lambda: service.query("SELECT 1", parallel=1),

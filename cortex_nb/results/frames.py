@@ -40,6 +40,7 @@ import contextlib
 import ctypes
 import datetime as dt
 import gc
+import re
 import sys
 import warnings
 from collections import Counter
@@ -646,7 +647,7 @@ def parse_page(content: bytes, rows_asked: int | None = None) -> ArrowPage | Non
     """
     import pyarrow.json as pj
 
-    if content.startswith(_UTF8_BOM):
+    if not _AN_OBJECT.match(content):  # a document starting with null crashes Arrow's reader
         return None
     try:
         wire.check_reply_shape(content, "", rows_asked)
@@ -675,7 +676,9 @@ def parse_page(content: bytes, rows_asked: int | None = None) -> ArrowPage | Non
     return ArrowPage(checked.state, rows, checked.rows_in_page, checked.cursor)
 
 
-_UTF8_BOM = b"\xef\xbb\xbf"  # Arrow skips it; orjson (JSON itself) refuses it
+# JSON white space, then an object: no byte order mark (Arrow skips it, orjson refuses it),
+# no other first value (Arrow's reader dies of a segmentation fault on a first ``null``)
+_AN_OBJECT = re.compile(rb"[ \t\r\n]*\{")
 
 
 def _reads_as_json_does(table: pa.Table, content: bytes) -> bool:
