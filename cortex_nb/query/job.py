@@ -14,7 +14,9 @@ is followed to its end (progress shows no total), the guardrail counts rows as t
 and the count is known once the last page is in; never a silently short result.
 A job always ends: past its deadline (``timeout=`` seconds), or when the pages stop making
 progress (a cursor seen twice, a page that adds no rows, pages that end short of ``rowsInJob``),
-it cancels itself on the server and raises ``QueryError``.
+it cancels itself on the server and raises ``QueryError``. The deadline bounds each request
+too (``HTTPClient.request(deadline=)``): a reply held by the server, the transport's retries
+and a ``Retry-After`` longer than the time left all end at it.
 """
 
 from __future__ import annotations
@@ -26,11 +28,18 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import requests
 
-from cortex_nb.exceptions import CortexError, QueryCancelled, QueryError, ResultTooLarge
+from cortex_nb.exceptions import (
+    CortexError,
+    QueryCancelled,
+    QueryError,
+    ResultTooLarge,
+    TransportError,
+)
+from cortex_nb.http.transport import RETRY_STATUSES, retry_after_seconds
 from cortex_nb.options import DEFAULT_MAX_ROWS, DEFAULT_QUERY_TIMEOUT, QueryOptions
 from cortex_nb.query.replies import check_page
 from cortex_nb.results.collect import Result, collect_result
@@ -68,6 +77,7 @@ GUARDRAIL_ADVICE = (
     "raise max_rows (None: no guardrail)."
 )
 _HANDED_OUT = ResultsPage(DONE)  # stands for a first page already handed out (or refused)
+_Reply = TypeVar("_Reply")
 _ALL = sys.maxsize  # the rows wanted of a job whose count is unknown, with no limit
 
 
@@ -352,14 +362,34 @@ class QueryJob:
                 f"Job {self.id} was cancelled ({self.progress.rows:,} rows had arrived).", self.id
             )
 
-    def _check_time(self) -> None:
-        """Give up once the deadline has passed."""
-        if self._deadline is not None and time.monotonic() > self._deadline:
-            raise self._give_up(
-                f"not finished within {self.timeout:g} s ({self.state}, "
-                f"{self.progress.rows:,} rows received)",
-                "Allow more time (query(timeout=...), %%cortex --timeout) or narrow the query.",
-            )
+    def _check_time(self, waiting: float = 0.0) -> None:
+        """Give up once the deadline has passed, or when ``waiting`` seconds more (what the
+        service asked with ``Retry-After``) would pass it."""
+        if self._deadline is None or time.monotonic() + waiting < self._deadline:
+            return
+        asked = f"; the service asked to wait {waiting:g} s more (Retry-After)" if waiting else ""
+        raise self._give_up(
+            f"not finished within {self.timeout:g} s ({self.state}, "
+            f"{self.progress.rows:,} rows received{asked})",
+            "Allow more time (query(timeout=...), %%cortex --timeout) or narrow the query.",
+        )
+
+    @property
+    def deadline(self) -> float | None:
+        """When the job's time runs out (``time.monotonic()``), None for no timeout."""
+        return self._deadline
+
+    def within_deadline(self, send: Callable[[], _Reply]) -> _Reply:
+        """What ``send()`` returns; past the deadline (a request cut short by it, or a reply
+        asking to wait beyond it) the job gives up instead (cancelled, ``QueryError``)."""
+        try:
+            reply = send()
+        except TransportError:
+            self._check_time()
+            raise
+        if getattr(reply, "status_code", None) in RETRY_STATUSES:  # retries stopped: why?
+            self._check_time(retry_after_seconds(reply.headers.get("Retry-After")))
+        return reply
 
     # -- inside ----------------------------------------------------------------------------------
     def _report(self, state: str, done: bool = False) -> None:
@@ -382,9 +412,10 @@ class QueryJob:
         return check_page(response, self.id, self.service.secrets(), self.page_size)
 
     def _results(self, **where: Any) -> requests.Response:
-        return self.service.get_job_results(
-            self.id, page_size=self.page_size, result_format=self.result_format, **where
-        )
+        return self.within_deadline(lambda: self.service.get_job_results(
+            self.id, page_size=self.page_size, result_format=self.result_format,
+            deadline=self._deadline, **where,
+        ))
 
     def _pages(self, first: Page, wanted: int, arrow: bool) -> Iterator[Page]:
         """The first page, then the rest by offset (in parallel) or by cursor."""

@@ -219,15 +219,16 @@ class QueryService:
 
     # -- jobs ----------------------------------------------------------------------------------
     def submit(
-        self, sql: str, job_id: str | None = None, properties: Mapping[str, Any] | None = None
+        self, sql: str, job_id: str | None = None, properties: Mapping[str, Any] | None = None,
+        deadline: float | None = None,
     ) -> str:
         """Create a query job for ``sql`` (with job ``properties``) and return its id; a 409 on
-        a resend counts as created."""
+        a resend counts as created. ``deadline`` (``time.monotonic()``) bounds the request."""
         job_id = job_id or new_job_id()
         params: dict[str, Any] = {"query": sql, "dialect": "csql"}
         if properties:
             params["properties"] = dict(properties)
-        response = self.create_query(job_id=job_id, query_params=params)
+        response = self.create_query(job_id=job_id, query_params=params, deadline=deadline)
         if response.status_code == 409 and job_id:
             return job_id  # our own earlier attempt landed before the connection dropped
         if not response.ok:
@@ -253,7 +254,10 @@ class QueryService:
         """
         options = QueryOptions.build(options, doing="start()", **changes)
         job = QueryJob(self, "", sql=sql, options=options, progress=progress, pace=pace)
-        job.id = job.progress.job_id = self.submit(sql, job_id, options.properties)
+        job.id = job.progress.job_id = job_id or new_job_id()  # known before it is created
+        job.id = job.progress.job_id = job.within_deadline(
+            lambda: self.submit(sql, job.id, options.properties, job.deadline)
+        )
         return job
 
     def job(
