@@ -10,16 +10,29 @@ from __future__ import annotations
 
 import json
 import threading
+import time as _time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from werkzeug import Request, Response
 
-from cortex_nb import HTTPClient, QueryError
+from cortex_nb import ConfigurationError, HTTPClient, QueryError
+from cortex_nb.http import credentials as credentials_module
 from cortex_nb.http.transport import MAX_RETRY_AFTER, BoundedRetry
 from cortex_nb.query.service import QueryService
 
+from .support import (
+    API_PATH,
+    CLIENT_SECRET,
+    REFRESH_TOKEN,
+    TOKEN_PATH,
+    make_jwt,
+    refresh_credentials,
+    sandbox_credentials,
+    token_requests,
+)
 from .test_hostile import bounded
 
 DONE_PAGE = {
@@ -141,3 +154,74 @@ def test_retry_after_values_are_capped():
     assert retry.parse_retry_after("99999999999") == MAX_RETRY_AFTER
     for absent in ("soon", "-1", "nan", "inf", "-inf", "1e400"):
         assert retry.parse_retry_after(absent) == 0, absent
+
+
+# -- tokens that are already expired by this computer's clock --------------------------------
+class ClockAhead:
+    """The ``time`` module as the credentials see it, on a computer whose clock is ahead."""
+
+    def __init__(self, seconds: float) -> None:
+        self.ahead = seconds
+
+    def time(self) -> float:
+        return _time.time() + self.ahead
+
+    def monotonic(self) -> float:
+        return _time.monotonic()
+
+
+def test_a_clock_ahead_of_the_token_endpoint_costs_one_refresh_not_one_per_request(
+    sandbox, monkeypatch
+):
+    monkeypatch.setattr(credentials_module, "time", ClockAhead(2 * 3600))
+    client = HTTPClient(url=sandbox.url, credentials=sandbox_credentials(sandbox))
+    statuses = [client.request(method="GET", path=API_PATH).status_code for _ in range(20)]
+    assert statuses == [200] * 20
+    assert len(token_requests(sandbox)) == 1 and client.credentials.refresh_count == 1
+
+
+@pytest.fixture()
+def idp(httpserver):
+    """A token endpoint issuing tokens that expired 100 s ago by every clock, and
+    an API (``/api``) that refuses them; ``idp.reply`` is the token reply's extra fields."""
+
+    class IdP:
+        reply: dict = {}
+
+        def requests(self, path: str) -> int:
+            return sum(1 for request, _ in httpserver.log if request.path == path)
+
+    idp = IdP()
+
+    def token(request: Request) -> Response:
+        body = {"access_token": make_jwt(_time.time() - 100), **idp.reply}
+        return Response(json.dumps(body), content_type="application/json")
+
+    httpserver.expect_request(TOKEN_PATH, method="POST").respond_with_handler(token)
+    httpserver.expect_request("/api").respond_with_json({"error": "expired"}, status=401)
+    return idp
+
+
+def idp_client(httpserver) -> HTTPClient:
+    credentials = refresh_credentials(httpserver)
+    return HTTPClient(url="http://127.0.0.1", port=httpserver.port, credentials=credentials)
+
+
+def test_a_fresh_token_already_expired_with_no_lifetime_is_one_clear_clock_error(
+    httpserver, idp
+):
+    client = idp_client(httpserver)
+    with pytest.raises(ConfigurationError, match="clock") as info:
+        client.request(method="GET", path="/api")
+    assert "already expired by this computer's clock" in str(info.value)
+    assert CLIENT_SECRET not in str(info.value) and REFRESH_TOKEN not in str(info.value)
+    assert idp.requests(TOKEN_PATH) == 1 and idp.requests("/api") == 0
+
+
+def test_a_refused_fresh_token_is_refreshed_once_per_request_not_twice(httpserver, idp):
+    idp.reply = {"expires_in": "3599"}
+    client = idp_client(httpserver)
+    statuses = [client.request(method="GET", path="/api").status_code for _ in range(10)]
+    assert statuses == [401] * 10
+    # the first request refreshes before sending; each 401 then costs one refresh, not two
+    assert idp.requests(TOKEN_PATH) == 11 and idp.requests("/api") == 20
