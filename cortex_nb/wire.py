@@ -39,6 +39,7 @@ __all__ = [
     "MAX_JOB_ID_LENGTH",
     "MAX_NESTING",
     "MAX_PAGE_SIZE",
+    "MAX_ROW_BYTES",
     "MAX_WAIT_MS",
     "OAUTH_PATHS",
     "PENDING",
@@ -57,6 +58,7 @@ __all__ = [
     "check_reply_shape",
     "job_path",
     "json_kind",
+    "page_bytes",
     "parse_results",
     "reply_shape",
     "results_envelope",
@@ -198,6 +200,10 @@ MAX_NESTING = 64
 # Items 4 deep that are not rows (a schema's field entries, errors) a page may hold besides
 # the rows asked.
 ROW_SLACK = 4096
+# The most one row may take in a reply: a wide log row is a few kB of JSON. With the envelope
+# allowance, it bounds the bytes a page of the size asked may take (``page_bytes``).
+MAX_ROW_BYTES = 64 * 1024
+_ENVELOPE_BYTES = 1024 * 1024
 _ROWS_DEPTH = 4  # {envelope {page {result [data: the rows are the items of a list 4 deep
 _NOT_STRUCTURE = bytes(sorted(set(range(256)) - set(b'"[]{},')))
 _STRING = re.compile(rb'"[^"]*"')
@@ -235,6 +241,11 @@ def reply_shape(content: bytes) -> ReplyShape:
         rows += int(np.count_nonzero(at_rows & (steps[chunk] >= 0)))
         depth = int(levels[-1])
     return ReplyShape(deepest, rows)
+
+
+def page_bytes(rows_asked: int) -> int:
+    """The most bytes a results reply of ``rows_asked`` rows may take (read no further)."""
+    return rows_asked * MAX_ROW_BYTES + _ENVELOPE_BYTES
 
 
 def check_reply_shape(content: bytes, job_id: str, rows_asked: int | None = None) -> None:

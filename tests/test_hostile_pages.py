@@ -19,7 +19,7 @@ from werkzeug import Request, Response
 
 from cortex_nb import CortexError, HTTPClient, QueryError
 from cortex_nb.query.service import QueryService
-from cortex_nb.wire import MAX_NESTING, reply_shape
+from cortex_nb.wire import MAX_NESTING, page_bytes, reply_shape
 
 JOB = "j1"
 RESULTS = f"/query/v2/jobResults/{JOB}"
@@ -256,3 +256,13 @@ def test_a_later_page_that_is_not_an_object_names_the_field_on_every_path(
         with pytest.raises(CortexError) as info:
             run()
         assert f"Malformed results page for job j1: {field}" in str(info.value), name
+
+
+def test_a_page_more_bytes_than_its_rows_asked_can_take_is_not_read_to_the_end(
+    httpserver, service
+):
+    huge = envelope([{"a": "x" * (page_bytes(1) + 1)}], rowsInJob=1, rowsInPage=1)
+    httpserver.expect_request(RESULTS).respond_with_json(huge)
+    with pytest.raises(CortexError, match=f"larger than {page_bytes(1):,} bytes"):
+        service.query("SELECT 1", limit=1)
+    assert len(service.query("SELECT 1", limit=10_000).df) == 1  # room for 10,000 rows

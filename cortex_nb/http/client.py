@@ -137,6 +137,7 @@ class _Call:
     request_args: dict[str, Any]
     idempotent: bool
     deadline: float | None = None
+    max_reply_bytes: int | None = None
 
 
 class HTTPClient:
@@ -214,6 +215,7 @@ class HTTPClient:
         timeout: Timeout = USE_CLIENT_DEFAULT,
         idempotent: bool = False,
         deadline: float | None = None,
+        max_reply_bytes: int | None = None,
         **request_args: Any,
     ) -> requests.Response:
         """Send one request and return the ``requests.Response``.
@@ -222,8 +224,9 @@ class HTTPClient:
         ``url:port``. Every client option may be overridden for this request; ``idempotent``
         lets a POST be resent on transient failures; ``deadline`` (a ``time.monotonic()``
         value) bounds the whole request, retries and their waits included (a query's
-        timeout); the rest are requests' own keywords (``params``, ``json``, ``data``,
-        ``headers``, ``allow_redirects``, ...).
+        timeout); ``max_reply_bytes`` lowers the client's cap on the reply's body for this
+        request (a results page of the size asked); the rest are requests' own keywords
+        (``params``, ``json``, ``data``, ``headers``, ``allow_redirects``, ...).
         """
         given = {
             "auto_refresh": auto_refresh, "auto_retry": auto_retry, "credentials": credentials,
@@ -231,7 +234,7 @@ class HTTPClient:
             "raise_for_status": raise_for_status, "url": url, "timeout": timeout,
         }
         call = self._resolve(method, _one_path(path, endpoint), given, idempotent, request_args)
-        call.deadline = deadline
+        call.deadline, call.max_reply_bytes = deadline, max_reply_bytes
         prepared = self._prepare(call)
         response = self._send_handling_auth(prepared, call)
         for hop in (*response.history, response):  # the reply outlives the call, in errors too
@@ -262,6 +265,7 @@ class HTTPClient:
         )
         prepared.cortex_idempotent = call.idempotent  # read by RetryingAdapter
         prepared.cortex_deadline = call.deadline
+        prepared.cortex_max_reply_bytes = call.max_reply_bytes
         return prepared
 
     def _send_handling_auth(
@@ -279,6 +283,7 @@ class HTTPClient:
             retry = prepared.copy()
             retry.cortex_idempotent = call.idempotent
             retry.cortex_deadline = call.deadline
+            retry.cortex_max_reply_bytes = call.max_reply_bytes
             retry.cortex_note = "resent after 401 with a refreshed token"
             _authorize(retry, fresh)
             response.close()

@@ -16,7 +16,8 @@ with a client-chosen ``jobId``) are resent too. A request marked ``cortex_deadli
 and no retry waited for past it. It also bounds each reply: the whole of it (status line,
 headers and body) must arrive within the read timeout, however slowly it trickles in
 (requests' read timeout is per socket read), and its body may not expand past
-``max_reply_bytes`` once decompressed.
+``max_reply_bytes`` (or the lower ``cortex_max_reply_bytes`` a request is marked with) once
+decompressed.
 """
 
 from __future__ import annotations
@@ -280,7 +281,7 @@ class RetryingAdapter(_WatchedAdapter):
                 request, stream=True, timeout=timeout, verify=verify, cert=cert, proxies=proxies
             )
             if not stream:
-                self._read_body(response)
+                self._read_body(response, getattr(request, "cortex_max_reply_bytes", None))
         except requests.RequestException:
             if not any(w.expired for w in watches):
                 raise
@@ -295,9 +296,12 @@ class RetryingAdapter(_WatchedAdapter):
             raise ReplyTooSlow(watches[-1].seconds)  # outside the handler: no chained request
         return response
 
-    def _read_body(self, response: requests.Response) -> None:
-        """Read the whole body now, decompressed, refusing more than ``max_reply_bytes``."""
+    def _read_body(self, response: requests.Response, lower: int | None = None) -> None:
+        """Read the whole body now, decompressed, refusing more than ``max_reply_bytes`` (or
+        the ``lower`` cap the request asked for)."""
         limit, size, chunks = self.max_reply_bytes, 0, []
+        if lower is not None:
+            limit = lower if limit is None else min(limit, lower)
         for chunk in response.iter_content(_CHUNK):
             size += len(chunk)
             if limit is not None and size > limit:

@@ -52,6 +52,7 @@ from cortex_nb.wire import (
     RUNNING,
     VALUES_DICTIONARY,
     ResultsPage,
+    page_bytes,
 )
 from cortex_nb.words import plural
 
@@ -414,7 +415,7 @@ class QueryJob:
     def _results(self, **where: Any) -> requests.Response:
         return self.within_deadline(lambda: self.service.get_job_results(
             self.id, page_size=self.page_size, result_format=self.result_format,
-            deadline=self._deadline, **where,
+            deadline=self._deadline, max_reply_bytes=page_bytes(self.page_size), **where,
         ))
 
     def _pages(self, first: Page, wanted: int, arrow: bool) -> Iterator[Page]:
