@@ -9,6 +9,9 @@ and result formats, and the results envelope::
 ``parse_results`` checks a decoded envelope field by field and returns a ``ResultsPage``; the
 client's reply checks and its Arrow fast path both go through it, so a page one refuses the
 other never accepts. ``results_envelope`` builds the same envelope for the sandbox's replies.
+Before any parser sees a page's bytes, ``check_reply_shape`` measures them (``reply_shape``):
+nesting deeper than ``MAX_NESTING`` (a parser's stack would not survive it) or far more rows
+than asked (decoding them would take many times the reply's size) is refused undecoded.
 
 The sandbox may import this module: it describes the service, not our client. It imports
 nothing heavy and nothing of the client (only ``cortex_nb.exceptions``).
@@ -34,23 +37,30 @@ __all__ = [
     "JOB_ID",
     "LIVE_STATES",
     "MAX_JOB_ID_LENGTH",
+    "MAX_NESTING",
     "MAX_PAGE_SIZE",
+    "MAX_ROW_BYTES",
     "MAX_WAIT_MS",
     "OAUTH_PATHS",
     "PENDING",
     "RESULTS",
     "RESULT_FORMATS",
     "REVOKE_PATH",
+    "ROW_SLACK",
     "RUNNING",
     "STATES",
     "TIMEDOUT",
     "TOKEN_PATH",
     "VALUES_ARRAY",
     "VALUES_DICTIONARY",
+    "ReplyShape",
     "ResultsPage",
+    "check_reply_shape",
     "job_path",
     "json_kind",
+    "page_bytes",
     "parse_results",
+    "reply_shape",
     "results_envelope",
     "splice_rows",
     "state_named",
@@ -180,6 +190,93 @@ def results_envelope(
         envelope["errors"] = errors
     envelope["page"] = {"pageCursor": cursor, "result": {"data": data}}
     return envelope
+
+
+# -- a reply's shape, measured before it is parsed ----------------------------------------------
+# Arrays and objects one reply may nest, envelope included: the service's nest fewer than 10
+# (envelope 4, a row, a struct, a list of structs); Arrow's JSON reader dies of a stack overflow
+# near 20,000 and Python code walking values raises RecursionError near 1,000.
+MAX_NESTING = 64
+# Items 4 deep that are not rows (a schema's field entries, errors) a page may hold besides
+# the rows asked.
+ROW_SLACK = 4096
+# The most one row may take in a reply: a wide log row is a few kB of JSON. With the envelope
+# allowance, it bounds the bytes a page of the size asked may take (``page_bytes``).
+MAX_ROW_BYTES = 64 * 1024
+_ENVELOPE_BYTES = 1024 * 1024
+_ROWS_DEPTH = 4  # {envelope {page {result [data: the rows are the items of a list 4 deep
+_NOT_STRUCTURE = bytes(sorted(set(range(256)) - set(b'"[]{},')))
+_SCAN_CHUNK = 4 << 20
+
+
+@dataclass(frozen=True)
+class ReplyShape:
+    """What a JSON reply's bytes say of its structure, strings left out.
+
+    ``depth``: how deep arrays and objects nest; ``rows``: an upper bound on the rows of
+    ``page.result.data`` (every item of every array or object 4 deep).
+    """
+
+    depth: int
+    rows: int
+
+
+def reply_shape(content: bytes) -> ReplyShape:
+    """Measure a reply's nesting and rows without parsing it: C-speed byte filters, then
+    numpy over the brackets and commas left (and quotes, when some string holds either), a
+    few megabytes at a time."""
+    import numpy as np  # lazily: only replies with rows need it, and pandas brings it
+
+    if b'\\"' in content:  # an escaped quote (maybe): drop escapes first, so none ends a string
+        content = content.replace(b"\\\\", b"").replace(b'\\"', b"")
+    # two quotes side by side go together (no string between them holds structure): dropping
+    # them leaves every other character as far inside or outside strings as it was
+    marks = content.translate(None, _NOT_STRUCTURE).replace(b'""', b"")
+    quoted = b'"' in marks  # some string holds a bracket or a comma
+    steps = np.zeros(256, np.int8)
+    steps[list(b"[{")], steps[list(b"]}")] = 1, -1
+    depth = deepest = rows = quotes = 0
+    for start in range(0, len(marks), _SCAN_CHUNK):
+        chunk = np.frombuffer(marks, np.uint8, min(_SCAN_CHUNK, len(marks) - start), start)
+        step = steps[chunk]
+        if quoted:  # structure counts only outside strings
+            quote = chunk == ord('"')
+            inside = (np.cumsum(quote, dtype=np.int32) + quotes) & 1 == 1
+            step[inside | quote] = 0
+            quotes += int(np.count_nonzero(quote))
+        levels = np.cumsum(step, dtype=np.int32) + depth
+        deepest = max(deepest, int(levels.max()))
+        # a comma 4 deep, or a list or object opening there: an item of a list 4 deep
+        commas = chunk == ord(",") if not quoted else (chunk == ord(",")) & (step == 0) & ~quote
+        rows += int(np.count_nonzero((levels == _ROWS_DEPTH) & ((step == 1) | commas)))
+        depth = int(levels[-1])
+    return ReplyShape(deepest, rows)
+
+
+def page_bytes(rows_asked: int) -> int:
+    """The most bytes a results reply of ``rows_asked`` rows may take (read no further)."""
+    return rows_asked * MAX_ROW_BYTES + _ENVELOPE_BYTES
+
+
+def check_reply_shape(content: bytes, job_id: str, rows_asked: int | None = None) -> None:
+    """A ``QueryError`` for a results reply nested deeper than ``MAX_NESTING``, or holding far
+    more rows than the ``rows_asked`` (the page size); nothing for any other."""
+    shape = reply_shape(content)
+    doing = f"Fetching results of job {job_id}"
+    if shape.depth > MAX_NESTING:
+        raise QueryError(
+            f"{doing}: the reply nests arrays and objects more than {MAX_NESTING} deep "
+            f"({shape.depth:,} levels); refusing to parse it. The service's replies nest "
+            "fewer than 10: run the query again, and report it with the job id if it repeats.",
+            job_id,
+        )
+    if rows_asked is not None and shape.rows > rows_asked + ROW_SLACK:
+        raise QueryError(
+            f"{doing}: the page holds about {shape.rows:,} rows, more than the "
+            f"{rows_asked:,} asked (pageSize); refusing to decode it ({len(content):,} bytes). "
+            "The service ignored the page size: ask for smaller pages (page_size=) or report "
+            "it with the job id.", job_id,
+        )
 
 
 _OPEN_DATA, _CLOSE_DATA = b"[", b"]}}}"  # an encoded DONE envelope with no data yet ends "[]}}}"

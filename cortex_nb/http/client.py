@@ -19,6 +19,7 @@ headers, proxy passwords and secret-named params.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -135,6 +136,8 @@ class _Call:
     options: dict[str, Any]
     request_args: dict[str, Any]
     idempotent: bool
+    deadline: float | None = None
+    max_reply_bytes: int | None = None
 
 
 class HTTPClient:
@@ -211,13 +214,18 @@ class HTTPClient:
         url: str = USE_CLIENT_DEFAULT,
         timeout: Timeout = USE_CLIENT_DEFAULT,
         idempotent: bool = False,
+        deadline: float | None = None,
+        max_reply_bytes: int | None = None,
         **request_args: Any,
     ) -> requests.Response:
         """Send one request and return the ``requests.Response``.
 
         ``method`` is required; ``path`` (or ``endpoint``, the SDK's old name) is appended to
         ``url:port``. Every client option may be overridden for this request; ``idempotent``
-        lets a POST be resent on transient failures; the rest are requests' own keywords
+        lets a POST be resent on transient failures; ``deadline`` (a ``time.monotonic()``
+        value) bounds the whole request, retries and their waits included (a query's
+        timeout); ``max_reply_bytes`` lowers the client's cap on the reply's body for this
+        request (a results page of the size asked); the rest are requests' own keywords
         (``params``, ``json``, ``data``, ``headers``, ``allow_redirects``, ...).
         """
         given = {
@@ -226,6 +234,7 @@ class HTTPClient:
             "raise_for_status": raise_for_status, "url": url, "timeout": timeout,
         }
         call = self._resolve(method, _one_path(path, endpoint), given, idempotent, request_args)
+        call.deadline, call.max_reply_bytes = deadline, max_reply_bytes
         prepared = self._prepare(call)
         response = self._send_handling_auth(prepared, call)
         for hop in (*response.history, response):  # the reply outlives the call, in errors too
@@ -255,6 +264,8 @@ class HTTPClient:
             requests.Request(method=call.method, url=call.url, **args)
         )
         prepared.cortex_idempotent = call.idempotent  # read by RetryingAdapter
+        prepared.cortex_deadline = call.deadline
+        prepared.cortex_max_reply_bytes = call.max_reply_bytes
         return prepared
 
     def _send_handling_auth(
@@ -271,6 +282,8 @@ class HTTPClient:
             fresh = credentials.refresh(stale=token)
             retry = prepared.copy()
             retry.cortex_idempotent = call.idempotent
+            retry.cortex_deadline = call.deadline
+            retry.cortex_max_reply_bytes = call.max_reply_bytes
             retry.cortex_note = "resent after 401 with a refreshed token"
             _authorize(retry, fresh)
             response.close()
@@ -297,7 +310,7 @@ class HTTPClient:
         try:
             return self.session.send(
                 prepared,
-                timeout=call.options["timeout"],
+                timeout=_within(call.options["timeout"], call.deadline, call),
                 allow_redirects=args.get("allow_redirects", True),
                 **settings,
             )
@@ -410,6 +423,18 @@ def _masked_params(params: Any) -> Any:
             for pair in params
         ]
     return params
+
+
+def _within(timeout: Timeout, deadline: float | None, call: _Call) -> Timeout:
+    """``timeout`` (connect, read), each cut to the time left before ``deadline``; a
+    ``TransportError`` when none is left (nothing is sent)."""
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TransportError(f"{call.method} {call.url} was not sent: its time ran out.")
+    connect, read = timeout if isinstance(timeout, tuple) else (timeout, timeout)
+    return tuple(left if t is None else min(t, left) for t in (connect, read))
 
 
 def _authorize(prepared: requests.PreparedRequest, token: str) -> None:

@@ -19,6 +19,12 @@ Refresh is single-flight: callers pass the token they saw as ``stale``; under on
 caller refreshes and the others find a different token already in place and use it. So 32
 threads starting at once cause exactly one call to the token endpoint, and no thread ever sends
 a request without a token (the official SDK's ``Bearer None``).
+
+One refresh per expiry, even when this computer's clock is ahead of the token endpoint's: a
+fresh token whose JWT ``exp`` has already passed (or is within the leeway) by the local clock is
+trusted for the lifetime the endpoint gave it (``expires_in``, counted from receipt); with no
+such lifetime, the refresh is a ``ConfigurationError`` about the clock, not a token refreshed
+again at every request.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import os
 import threading
 import time
@@ -118,6 +125,8 @@ class Credentials:
         self.verify = verify
         self.timeout = timeout
         self.refresh_count = 0
+        # (token, time.monotonic() it is trusted until) when its exp is wrong by our clock
+        self._trusted: tuple[str, float] | None = None
         self._lock = threading.Lock()
         self.http = token_session()  # its own session, so response hooks can trace refreshes
         announce_secrets(self.http, self.secrets)
@@ -171,8 +180,10 @@ class Credentials:
         token = self._access_token if token is None else token
         if not token:
             return True
-        exp = jwt_expiry(token)
         margin = self.leeway if leeway is None else leeway
+        if self._trusted is not None and self._trusted[0] == token:  # counted from receipt
+            return self._trusted[1] - margin <= time.monotonic()
+        exp = jwt_expiry(token)
         return exp is not None and exp - margin <= time.time()
 
     # -- refresh ----------------------------------------------------------------------------
@@ -215,14 +226,37 @@ class Credentials:
                     "token are all needed (arguments or PAN_CLIENT_ID, PAN_CLIENT_SECRET, "
                     "PAN_REFRESH_TOKEN)."
                 )
-            access, rolled = self._request_token()
+            access, rolled, lifetime = self._request_token()
+            self._trusted = self._trust(access, lifetime)
             self._access_token = access
             self._refresh_token = rolled or self._refresh_token
             self.refresh_count += 1
             return access
 
-    def _request_token(self) -> tuple[Secret, Secret | None]:
-        """POST the refresh grant; the new access token and the rolled refresh token, if any."""
+    def _trust(self, access: str, lifetime: float | None) -> tuple[str, float] | None:
+        """How long to trust a fresh token whose ``exp`` this computer's clock says has passed
+        (or is within the leeway): its ``lifetime`` from now; None when its ``exp`` holds.
+
+        A token already expired by our clock and no lifetime to go by is a clock problem the
+        client cannot work around: a ``ConfigurationError`` rather than a refresh per request.
+        """
+        exp, now = jwt_expiry(access), time.time()
+        if exp is None or exp - self.leeway > now:
+            return None
+        if lifetime is not None and lifetime > self.leeway:
+            return access, time.monotonic() + lifetime
+        if exp > now:
+            return None  # a short-lived token, still valid: used while it lasts
+        raise ConfigurationError(
+            f"The token endpoint {mask_url(self.token_url)} issued an access token that had "
+            f"already expired by this computer's clock ({now - exp:,.0f} s ago) and said no "
+            "lifetime (expires_in) to go by instead: this computer's clock is probably ahead. "
+            "Set the clock right (NTP) and connect again."
+        )
+
+    def _request_token(self) -> tuple[Secret, Secret | None, float | None]:
+        """POST the refresh grant; the new access token, the rolled refresh token (if any) and
+        the lifetime the endpoint gave the token (``expires_in`` seconds, if it said)."""
         check_secure_url(self.token_url, "the token endpoint")
         body = {
             "client_id": self.client_id,
@@ -246,7 +280,9 @@ class Credentials:
             "Check the network and token_url."
         )
 
-    def _token_reply(self, response: requests.Response) -> tuple[Secret, Secret | None]:
+    def _token_reply(
+        self, response: requests.Response
+    ) -> tuple[Secret, Secret | None, float | None]:
         if response.is_redirect:
             where = mask_url(response.headers.get("Location", "?"))
             raise CredentialsError(
@@ -257,7 +293,8 @@ class Credentials:
         reply = _token_fields(response, self.secrets())
         ok = response.ok and reply is not None and "error" not in reply
         if ok and reply.get("access_token"):
-            return self._sendable(reply["access_token"]), reply.get("refresh_token")
+            access = self._sendable(reply["access_token"])
+            return access, reply.get("refresh_token"), reply.get("expires_in")
         detail = scrub(_token_error_detail(reply, response), self.secrets())
         raise CredentialsError(
             f"Token refresh failed at {mask_url(self.token_url)}: {detail}. Check the client "
@@ -352,7 +389,20 @@ def _token_fields(response: requests.Response, secrets: list[str]) -> dict[str, 
     for key in ("error", "error_description"):
         if key in reply:
             fields[key] = mask_values(str(reply[key])[:500], secrets)
+    fields["expires_in"] = _seconds(reply.get("expires_in"))
     return fields
+
+
+def _seconds(value: Any) -> float | None:
+    """A token lifetime (``expires_in``, a number or a numeric string) in seconds; None when
+    absent or not a positive finite number."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return seconds if math.isfinite(seconds) and seconds > 0 else None
 
 
 def _warn_region_is_not_credentials() -> None:

@@ -137,8 +137,9 @@ def _body_text(body: Any, secrets: list[str], limit: int = BODY_LIMIT) -> str | 
     window = limit * 4  # parse whole bodies up to this size, so JSON keys are redacted exactly
     text = body[:window].decode("utf-8", "replace") if isinstance(body, bytes) else body[:window]
     if len(body) <= window:
-        # not JSON: the text scrubber below still masks key=value pairs and bearer tokens
-        with contextlib.suppress(ValueError):
+        # not JSON (or nested past what Python's parser takes): the text scrubber below
+        # still masks key=value pairs and bearer tokens
+        with contextlib.suppress(ValueError, RecursionError):
             text = json.dumps(redact_json(json.loads(text)), separators=(",", ":"))
     text = scrub(text, secrets)
     return text if len(text) <= limit else text[:limit] + f"... [{len(body) - limit} more]"

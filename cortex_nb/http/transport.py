@@ -7,12 +7,16 @@ proxy in between, whenever the request carries credentials: a credential header
 body. On a redirect to another origin it drops every credential header, where requests drops
 only ``Authorization``.
 
-``RetryingAdapter`` is an ``HTTPAdapter`` whose urllib3 ``Retry`` resends idempotent requests on
-connection failures, 429 (honouring ``Retry-After``) and 502/503/504, with backoff and a bounded
-number of attempts; requests marked ``cortex_idempotent`` (job creation with a client-chosen
-``jobId``) are resent too. It also bounds each reply: the whole of it (status line, headers and
-body) must arrive within the read timeout, however slowly it trickles in (requests' read
-timeout is per socket read), and its body may not expand past ``max_reply_bytes`` once
+``RetryingAdapter`` is an ``HTTPAdapter`` whose urllib3 ``Retry`` (a ``BoundedRetry``) resends
+idempotent requests on connection failures, 429 (honouring ``Retry-After``, a number of
+seconds capped at ``MAX_RETRY_AFTER``; anything else counts as absent) and 502/503/504, with
+backoff and a bounded number of attempts; requests marked ``cortex_idempotent`` (job creation
+with a client-chosen ``jobId``) are resent too. A request marked ``cortex_deadline`` (a
+``time.monotonic()`` value: a query's timeout) is bounded whole by it: no reply is awaited
+and no retry waited for past it. It also bounds each reply: the whole of it (status line,
+headers and body) must arrive within the read timeout, however slowly it trickles in
+(requests' read timeout is per socket read), and its body may not expand past
+``max_reply_bytes`` (or the lower ``cortex_max_reply_bytes`` a request is marked with) once
 decompressed.
 """
 
@@ -21,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import math
 import socket
 import threading
 import time
@@ -32,6 +37,7 @@ from requests.adapters import HTTPAdapter
 from requests.utils import resolve_proxies, select_proxy
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import InvalidHeader, MaxRetryError, ResponseError
 from urllib3.util.retry import Retry
 
 from cortex_nb._version import __version__
@@ -41,8 +47,10 @@ __all__ = [
     "CLIENT_HEADERS",
     "DEFAULT_MAX_REPLY_BYTES",
     "IDEMPOTENT_METHODS",
+    "MAX_RETRY_AFTER",
     "RETRY_STATUSES",
     "BackoffGate",
+    "BoundedRetry",
     "GatedRetry",
     "ReplyTooLarge",
     "ReplyTooSlow",
@@ -51,6 +59,8 @@ __all__ = [
     "allowing_post",
     "default_retry",
     "gated_retry",
+    "retry_after_seconds",
+    "time_left",
     "token_session",
 ]
 
@@ -61,9 +71,65 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRAC
 # the largest page (100,000 rows of wide logs) is a few hundred MB of JSON
 DEFAULT_MAX_REPLY_BYTES = 512 * 2**20
 _CHUNK = 64 * 1024
+MAX_RETRY_AFTER = 60  # seconds: the longest one Retry-After is waited for (more is capped)
 
 
-def default_retry(total: int = 4, retry_class: Callable[..., Retry] = Retry) -> Retry:
+def retry_after_seconds(value: str | None) -> float:
+    """A ``Retry-After`` value in seconds, capped at ``MAX_RETRY_AFTER``; 0 (absent) for
+    anything that is not a number of seconds or an HTTP date (negative, NaN, infinite...)."""
+    if not value:
+        return 0.0
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:  # an HTTP date: urllib3 reads those
+            seconds = Retry().parse_retry_after(value)
+        except InvalidHeader:
+            return 0.0
+    if not math.isfinite(seconds) or seconds < 0:
+        return 0.0
+    return min(seconds, MAX_RETRY_AFTER)
+
+
+# the reply watches and the deadline of the send running in this thread (None outside one)
+_watching = threading.local()
+
+
+def time_left() -> float | None:
+    """Seconds left before the deadline of the send running in this thread (None: none)."""
+    deadline = getattr(_watching, "deadline", None)
+    return None if deadline is None else deadline - time.monotonic()
+
+
+class BoundedRetry(Retry):
+    """urllib3's ``Retry`` within bounds: ``Retry-After`` read by ``retry_after_seconds``, and
+    no retry once its wait would end past the deadline of the send in progress (the last
+    reply is then returned, or the last error raised)."""
+
+    def parse_retry_after(self, retry_after: str) -> float:
+        """Seconds to wait for a ``Retry-After`` value (0: as if there were none)."""
+        return retry_after_seconds(retry_after)
+
+    def increment(self, method: Any = None, url: Any = None, response: Any = None,
+                  error: Any = None, _pool: Any = None, _stacktrace: Any = None) -> Retry:
+        """The next retry state, or ``MaxRetryError`` when there is no time left to use it."""
+        later = super().increment(method, url, response, error, _pool, _stacktrace)
+        left = time_left()
+        if left is not None and later.next_wait(response) >= left:
+            reason = error or ResponseError(f"no time left to retry within the deadline ({url})")
+            raise MaxRetryError(_pool, url, reason) from error
+        return later
+
+    def next_wait(self, response: Any = None) -> float:
+        """Seconds the next retry waits: the reply's ``Retry-After``, else the backoff."""
+        if response is not None and self.respect_retry_after_header:
+            waiting = self.get_retry_after(response)
+            if waiting:
+                return waiting
+        return self.get_backoff_time()
+
+
+def default_retry(total: int = 4, retry_class: Callable[..., Retry] = BoundedRetry) -> Retry:
     """The transport retry policy: idempotent methods, transient statuses, bounded backoff.
 
     ``retry_class`` builds it (a ``Retry`` subclass that does more when it sleeps, say).
@@ -82,7 +148,7 @@ def default_retry(total: int = 4, retry_class: Callable[..., Retry] = Retry) -> 
         "raise_on_status": False,  # the last reply is returned; raise_for_status decides
     }
     if "retry_after_max" in inspect.signature(Retry).parameters:
-        kwargs["retry_after_max"] = 30  # a hostile Retry-After must not stall us for hours
+        kwargs["retry_after_max"] = MAX_RETRY_AFTER  # a hostile Retry-After must not stall us
     return retry_class(**kwargs)
 
 
@@ -114,10 +180,6 @@ class ReplyTooLarge(requests.RequestException):
         )
 
 
-# the reply watches of the send running in this thread (None outside a watched send)
-_watching = threading.local()
-
-
 class _ReplyWatch:
     """Shuts a connection's socket if its reply has not fully arrived by the deadline."""
 
@@ -145,8 +207,12 @@ class _WatchedConnection:
     def getresponse(self) -> Any:
         watches = getattr(_watching, "watches", None)
         seconds = self.timeout  # urllib3 sets it to the read timeout just before this call
-        if watches is not None and isinstance(seconds, int | float) and self.sock is not None:
-            watches.append(_ReplyWatch(self.sock, float(seconds)))
+        seconds = float(seconds) if isinstance(seconds, int | float) else None
+        left = time_left()  # a retry has less time than the first attempt had
+        if left is not None:
+            seconds = max(0.0, left if seconds is None else min(seconds, left))
+        if watches is not None and seconds is not None and self.sock is not None:
+            watches.append(_ReplyWatch(self.sock, seconds))
         return super().getresponse()
 
 
@@ -190,7 +256,7 @@ class RetryingAdapter(_WatchedAdapter):
 
     def __init__(self, max_reply_bytes: int | None = DEFAULT_MAX_REPLY_BYTES, **kwargs: Any):
         retries = kwargs.pop("max_retries", None)
-        retry = default_retry() if retries is None else Retry.from_int(retries)
+        retry = default_retry() if retries is None else BoundedRetry.from_int(retries)
         super().__init__(max_retries=retry, **kwargs)
         self.max_reply_bytes = max_reply_bytes
         self._idempotent = _WatchedAdapter(max_retries=allowing_post(retry), **kwargs)
@@ -208,19 +274,20 @@ class RetryingAdapter(_WatchedAdapter):
         send = self._idempotent.send if marked else super().send
         watches: list[_ReplyWatch] = []
         _watching.watches = watches
+        _watching.deadline = getattr(request, "cortex_deadline", None)
         response = None
         try:
             response = send(
                 request, stream=True, timeout=timeout, verify=verify, cert=cert, proxies=proxies
             )
             if not stream:
-                self._read_body(response)
+                self._read_body(response, getattr(request, "cortex_max_reply_bytes", None))
         except requests.RequestException:
             if not any(w.expired for w in watches):
                 raise
             response = None
         finally:
-            _watching.watches = None
+            _watching.watches = _watching.deadline = None
             for watch in watches:
                 watch.stop()
         # A reply whose socket was shut may even look complete (headers or body cut short).
@@ -229,9 +296,12 @@ class RetryingAdapter(_WatchedAdapter):
             raise ReplyTooSlow(watches[-1].seconds)  # outside the handler: no chained request
         return response
 
-    def _read_body(self, response: requests.Response) -> None:
-        """Read the whole body now, decompressed, refusing more than ``max_reply_bytes``."""
+    def _read_body(self, response: requests.Response, lower: int | None = None) -> None:
+        """Read the whole body now, decompressed, refusing more than ``max_reply_bytes`` (or
+        the ``lower`` cap the request asked for)."""
         limit, size, chunks = self.max_reply_bytes, 0, []
+        if lower is not None:
+            limit = lower if limit is None else min(limit, lower)
         for chunk in response.iter_content(_CHUNK):
             size += len(chunk)
             if limit is not None and size > limit:
@@ -306,14 +376,20 @@ class BackoffGate:
         """Seconds until the gate opens; 0 when it is open."""
         return max(0.0, self._until - time.monotonic())
 
-    def wait(self, stop: threading.Event | None = None) -> None:
-        """Return once the gate is open, or as soon as ``stop`` is set."""
+    def wait(self, stop: threading.Event | None = None, until: float | None = None) -> None:
+        """Return once the gate is open, as soon as ``stop`` is set, or at ``until`` (a
+        ``time.monotonic()`` deadline) if it comes first."""
         stop = stop or threading.Event()
-        while (left := self.remaining()) > 0 and not stop.wait(left):
+        while (left := self._left(until)) > 0 and not stop.wait(left):
             pass  # held again meanwhile: wait for the new time
 
+    def _left(self, until: float | None) -> float:
+        """Seconds to wait: until the gate opens, or until ``until`` when that is sooner."""
+        left = self.remaining()
+        return left if until is None else min(left, until - time.monotonic())
 
-class GatedRetry(Retry):
+
+class GatedRetry(BoundedRetry):
     """urllib3's ``Retry`` that, when it honours a ``Retry-After``, holds the shared gate too."""
 
     def __init__(self, *args: Any, gate: BackoffGate | None = None, **kwargs: Any) -> None:
@@ -331,7 +407,8 @@ class GatedRetry(Retry):
         if not seconds:
             return False
         self.gate.hold(seconds)
-        self.gate.wait()
+        left = time_left()  # another job's longer hold must not keep this send past its end
+        self.gate.wait(until=None if left is None else time.monotonic() + left)
         return True
 
 

@@ -9,24 +9,37 @@ equal ``rowsInJob`` or it raises: nothing is silently cut. Interrupted (Ctrl-C) 
 
 A result too big for memory is refused before it is downloaded: the first page tells
 ``rowsInJob``, and above ``max_rows`` the job is cancelled and ``ResultTooLarge`` raised.
+A first page with a ``pageCursor`` but no ``rowsInJob`` leaves the count unknown: the cursor
+is followed to its end (progress shows no total), the guardrail counts rows as they arrive,
+and the count is known once the last page is in; never a silently short result.
 A job always ends: past its deadline (``timeout=`` seconds), or when the pages stop making
 progress (a cursor seen twice, a page that adds no rows, pages that end short of ``rowsInJob``),
-it cancels itself on the server and raises ``QueryError``.
+it cancels itself on the server and raises ``QueryError``. The deadline bounds each request
+too (``HTTPClient.request(deadline=)``): a reply held by the server, the transport's retries
+and a ``Retry-After`` longer than the time left all end at it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import requests
 
-from cortex_nb.exceptions import CortexError, QueryCancelled, QueryError, ResultTooLarge
+from cortex_nb.exceptions import (
+    CortexError,
+    QueryCancelled,
+    QueryError,
+    ResultTooLarge,
+    TransportError,
+)
+from cortex_nb.http.transport import RETRY_STATUSES, retry_after_seconds
 from cortex_nb.options import DEFAULT_MAX_ROWS, DEFAULT_QUERY_TIMEOUT, QueryOptions
 from cortex_nb.query.replies import check_page
 from cortex_nb.results.collect import Result, collect_result
@@ -39,6 +52,7 @@ from cortex_nb.wire import (
     RUNNING,
     VALUES_DICTIONARY,
     ResultsPage,
+    page_bytes,
 )
 from cortex_nb.words import plural
 
@@ -64,6 +78,8 @@ GUARDRAIL_ADVICE = (
     "raise max_rows (None: no guardrail)."
 )
 _HANDED_OUT = ResultsPage(DONE)  # stands for a first page already handed out (or refused)
+_Reply = TypeVar("_Reply")
+_ALL = sys.maxsize  # the rows wanted of a job whose count is unknown, with no limit
 
 
 @dataclass
@@ -100,14 +116,18 @@ _PHASES = {"WAITING": "waiting", PENDING: "queued", RUNNING: "running", CANCELLE
 
 
 def too_large(
-    job_id: str, rows: int, max_rows: int, cancelled: bool, advice: str = GUARDRAIL_ADVICE
+    job_id: str, rows: int, max_rows: int, cancelled: bool, advice: str = GUARDRAIL_ADVICE,
+    pages: int = 1,
 ) -> ResultTooLarge:
     """The one-line error of the guardrail: how many rows (``rowsInJob``, or ``limit`` when
-    smaller), the guardrail, and what to do."""
+    smaller; at least that many after ``pages`` pages when the job does not say), the
+    guardrail, and what to do."""
     said = "cancelled the job on the server" if cancelled else "could not cancel the job"
+    bring = f"{rows:,}" if pages == 1 else f"at least {rows:,}"
+    after = "its first page" if pages == 1 else f"{pages:,} pages"
     return ResultTooLarge(
-        f"Job {job_id} would bring {rows:,} rows into memory, more than max_rows={max_rows:,}: "
-        f"stopped after its first page and {said}. {advice}",
+        f"Job {job_id} would bring {bring} rows into memory, more than max_rows={max_rows:,}: "
+        f"stopped after {after} and {said}. {advice}",
         job_id, rows, max_rows, cancelled,
     )
 
@@ -216,27 +236,38 @@ class QueryJob:
         while True:
             self._before_request()
             response = self._results(max_wait=MAX_WAIT_MS)
-            page = check_page(response, self.id, self.service.secrets())
+            page = self._check(response)
             if not page.live:
                 break
             self._report(page.state)
             poll.wait(response)
         self._first = page
-        self.rows_in_job = page.total_rows
+        # a cursor with no rowsInJob: the count is unknown until the cursor ends
+        self.rows_in_job = page.rows_in_job if page.cursor else page.total_rows
         self.progress.rows_in_job = self.rows_in_job
         self.schema = page.schema
         self._refuse_if_too_large()
         self._report(DONE)
 
     def _refuse_if_too_large(self) -> None:
-        """The guardrail: cancel the job and raise when it would bring more than ``max_rows``."""
+        """The guardrail: cancel the job and raise when it would bring more than ``max_rows``
+        (a job that does not tell its count is checked as its pages arrive)."""
         wanted = self._wanted()
-        if self.max_rows is None or wanted <= self.max_rows:
+        if self.max_rows is None or wanted <= self.max_rows or self.rows_in_job is None:
             return
         self._first = _HANDED_OUT  # nothing of it is handed out
         cancelled = self.cancel()
         self._report(CANCELLED, done=True)
         raise too_large(self.id, wanted, self.max_rows, cancelled)
+
+    def _refuse_if_past_guardrail(self) -> None:
+        """The guardrail for a job of unknown count: raise once more than ``max_rows`` came."""
+        got = min(self.progress.rows, self._wanted())
+        if self.max_rows is None or self.rows_in_job is not None or got <= self.max_rows:
+            return
+        cancelled = self.cancel()
+        self._report(CANCELLED, done=True)
+        raise too_large(self.id, got, self.max_rows, cancelled, pages=self.pages)
 
     def iter_pages(self, *, arrow: bool = True) -> Iterator[Page]:
         """Every wanted page in order, checked; raise unless exactly the wanted rows arrived.
@@ -252,6 +283,7 @@ class QueryJob:
         for page in self._pages(Page.of(first), wanted, arrow and self._arrow_ok()):
             self.progress.rows += page.size
             self.progress.pages += 1
+            self._refuse_if_past_guardrail()
             self._report(DONE)
             yield page
         self._check_count(wanted)
@@ -331,14 +363,34 @@ class QueryJob:
                 f"Job {self.id} was cancelled ({self.progress.rows:,} rows had arrived).", self.id
             )
 
-    def _check_time(self) -> None:
-        """Give up once the deadline has passed."""
-        if self._deadline is not None and time.monotonic() > self._deadline:
-            raise self._give_up(
-                f"not finished within {self.timeout:g} s ({self.state}, "
-                f"{self.progress.rows:,} rows received)",
-                "Allow more time (query(timeout=...), %%cortex --timeout) or narrow the query.",
-            )
+    def _check_time(self, waiting: float = 0.0) -> None:
+        """Give up once the deadline has passed, or when ``waiting`` seconds more (what the
+        service asked with ``Retry-After``) would pass it."""
+        if self._deadline is None or time.monotonic() + waiting < self._deadline:
+            return
+        asked = f"; the service asked to wait {waiting:g} s more (Retry-After)" if waiting else ""
+        raise self._give_up(
+            f"not finished within {self.timeout:g} s ({self.state}, "
+            f"{self.progress.rows:,} rows received{asked})",
+            "Allow more time (query(timeout=...), %%cortex --timeout) or narrow the query.",
+        )
+
+    @property
+    def deadline(self) -> float | None:
+        """When the job's time runs out (``time.monotonic()``), None for no timeout."""
+        return self._deadline
+
+    def within_deadline(self, send: Callable[[], _Reply]) -> _Reply:
+        """What ``send()`` returns; past the deadline (a request cut short by it, or a reply
+        asking to wait beyond it) the job gives up instead (cancelled, ``QueryError``)."""
+        try:
+            reply = send()
+        except TransportError:
+            self._check_time()
+            raise
+        if getattr(reply, "status_code", None) in RETRY_STATUSES:  # retries stopped: why?
+            self._check_time(retry_after_seconds(reply.headers.get("Retry-After")))
+        return reply
 
     # -- inside ----------------------------------------------------------------------------------
     def _report(self, state: str, done: bool = False) -> None:
@@ -349,16 +401,22 @@ class QueryJob:
             self.callback(p)
 
     def _wanted(self) -> int:
-        total = self.rows_in_job or 0
+        total = _ALL if self.rows_in_job is None and self._first is not None else self.rows_in_job
+        total = total or 0
         return total if self.limit is None else min(total, self.limit)
 
     def _arrow_ok(self) -> bool:
         return self.result_format == VALUES_DICTIONARY
 
+    def _check(self, response: requests.Response) -> ResultsPage:
+        """A results reply checked (``replies.check_page``), no bigger than the page asked."""
+        return check_page(response, self.id, self.service.secrets(), self.page_size)
+
     def _results(self, **where: Any) -> requests.Response:
-        return self.service.get_job_results(
-            self.id, page_size=self.page_size, result_format=self.result_format, **where
-        )
+        return self.within_deadline(lambda: self.service.get_job_results(
+            self.id, page_size=self.page_size, result_format=self.result_format,
+            deadline=self._deadline, max_reply_bytes=page_bytes(self.page_size), **where,
+        ))
 
     def _pages(self, first: Page, wanted: int, arrow: bool) -> Iterator[Page]:
         """The first page, then the rest by offset (in parallel) or by cursor."""
@@ -412,7 +470,7 @@ class QueryJob:
         if arrow and response.ok:
             from cortex_nb.results.frames import parse_page
 
-            parsed = parse_page(response.content)
+            parsed = parse_page(response.content, self.page_size)
         return response, parsed
 
     def _read(self, response: requests.Response, parsed: Any) -> Page:
@@ -425,22 +483,28 @@ class QueryJob:
         if parsed is not None:
             page = Page(parsed.rows, len(parsed.rows), parsed.page_cursor, arrow=True)
         else:
-            results = check_page(response, self.id, self.service.secrets())
+            results = self._check(response)
             if results.state != DONE:
                 raise QueryError(
                     f"Job {self.id}: a results page came back {results.state} after the job "
                     "was DONE. Run the query again.", self.id,
                 )
             page = Page.of(results)
-        if page.size == 0:
+        if page.size == 0 and (page.cursor or self.rows_in_job is not None):
+            wanted = self._wanted()
+            of = f" of {wanted:,}" if wanted != _ALL else ""
             raise self._give_up(
-                f"a results page added no rows ({self.progress.rows:,} of "
-                f"{self._wanted():,} received)", "Run the query again.",
+                f"a results page added no rows ({self.progress.rows:,}{of} received)",
+                "Run the query again.",
             )
         return page
 
     def _check_count(self, expected: int) -> None:
         got = self.progress.rows
+        if self.rows_in_job is None:  # the cursor ended: now the count is known
+            if self.limit is None or got < self.limit:
+                self.rows_in_job = self.progress.rows_in_job = got
+            return
         if got < expected or (self.limit is None and got != expected):
             raise self._give_up(
                 f"received {got:,} rows but the job has {expected:,}",

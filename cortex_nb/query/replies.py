@@ -26,6 +26,7 @@ from cortex_nb.wire import (  # noqa: F401 (named from here by the service)
     RESULTS,
     TIMEDOUT,
     ResultsPage,
+    check_reply_shape,
     job_path,
     parse_results,
 )
@@ -94,15 +95,20 @@ def raise_for_reply(
     raise QueryError(http_error_message(response, secrets, doing, explain), job_id)
 
 
-def check_page(response: requests.Response, job_id: str, secrets: list[str]) -> ResultsPage:
+def check_page(
+    response: requests.Response, job_id: str, secrets: list[str], rows_asked: int | None = None
+) -> ResultsPage:
     """A results reply decoded and checked (``wire.parse_results``): its state, and for DONE
     the page's shape.
 
     PENDING and RUNNING come back as they are; FAILED, CANCELLED, TIMEDOUT and unknown states
-    raise, as do an HTTP error and a malformed page (the error names the field).
+    raise, as do an HTTP error and a malformed page (the error names the field). Before it is
+    decoded, a reply nested too deep, or with far more rows than ``rows_asked`` (the page size
+    asked), is refused (``wire.check_reply_shape``).
     """
     if not response.ok:
         raise_for_reply(response, f"fetching results of job {job_id}", job_id, secrets)
+    check_reply_shape(response.content, job_id, rows_asked)
     page = parse_results(decode_json(response, f"Fetching results of job {job_id}"), job_id)
     if page.state != DONE and not page.live:
         _raise_for_state(page.state, job_id, page.payload)

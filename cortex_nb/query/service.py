@@ -39,6 +39,7 @@ from cortex_nb.query.job import (
     too_large,
 )
 from cortex_nb.query.replies import (
+    DEFAULT_PAGE_SIZE,
     JOBS,
     MAX_WAIT_MS,
     RESULTS,
@@ -207,7 +208,7 @@ class QueryService:
                 job_id, max_wait=max_wait or MAX_WAIT_MS, page_size=page_size,
                 result_format=result_format, **where, **kwargs,
             )
-            page = check_page(response, job_id, self.secrets())
+            page = check_page(response, job_id, self.secrets(), page_size or DEFAULT_PAGE_SIZE)
             if page.live:
                 poll.wait(response)
                 continue
@@ -219,15 +220,16 @@ class QueryService:
 
     # -- jobs ----------------------------------------------------------------------------------
     def submit(
-        self, sql: str, job_id: str | None = None, properties: Mapping[str, Any] | None = None
+        self, sql: str, job_id: str | None = None, properties: Mapping[str, Any] | None = None,
+        deadline: float | None = None,
     ) -> str:
         """Create a query job for ``sql`` (with job ``properties``) and return its id; a 409 on
-        a resend counts as created."""
+        a resend counts as created. ``deadline`` (``time.monotonic()``) bounds the request."""
         job_id = job_id or new_job_id()
         params: dict[str, Any] = {"query": sql, "dialect": "csql"}
         if properties:
             params["properties"] = dict(properties)
-        response = self.create_query(job_id=job_id, query_params=params)
+        response = self.create_query(job_id=job_id, query_params=params, deadline=deadline)
         if response.status_code == 409 and job_id:
             return job_id  # our own earlier attempt landed before the connection dropped
         if not response.ok:
@@ -254,7 +256,10 @@ class QueryService:
         options = QueryOptions.build(options, doing="start()", **changes)
         sql, options = _bounded(sql, options)
         job = QueryJob(self, "", sql=sql, options=options, progress=progress, pace=pace)
-        job.id = job.progress.job_id = self.submit(sql, job_id, options.properties)
+        job.id = job.progress.job_id = job_id or new_job_id()  # known before it is created
+        job.id = job.progress.job_id = job.within_deadline(
+            lambda: self.submit(sql, job.id, options.properties, job.deadline)
+        )
         return job
 
     def job(

@@ -100,6 +100,7 @@ def collect_result(job: Any, options: QueryOptions) -> Result:
     if job.limit is not None and len(df) > job.limit:
         df = df.iloc[: job.limit]
     return Result(
-        df=df, job_id=job.id, rows_in_job=job.rows_in_job or 0, pages=job.pages,
+        df=df, job_id=job.id, pages=job.pages,
+        rows_in_job=job.rows_in_job if job.rows_in_job is not None else job.progress.rows,
         elapsed=job.progress.elapsed, sql=job.sql or "", schema=job.schema,
     )

@@ -40,6 +40,7 @@ import contextlib
 import ctypes
 import datetime as dt
 import gc
+import re
 import sys
 import warnings
 from collections import Counter
@@ -630,7 +631,7 @@ class ArrowPage:
     page_cursor: str | None
 
 
-def parse_page(content: bytes) -> ArrowPage | None:
+def parse_page(content: bytes, rows_asked: int | None = None) -> ArrowPage | None:
     """Parse a DONE ``valuesDictionary`` results page with Arrow's JSON reader, or return None.
 
     Arrow's reader is C++ and releases the GIL, so pages parse in the download threads without
@@ -640,11 +641,17 @@ def parse_page(content: bytes) -> ArrowPage | None:
     reads an int beyond int64 as a float; empty structs); one Arrow reads but ``orjson`` would
     not (a byte order mark, NaN or Infinity, invalid UTF-8); one whose envelope
     ``wire.parse_results`` refuses; or not a DONE page of objects. So a page the strict path
-    refuses is never taken here.
+    refuses is never taken here. Nor is one ``wire.check_reply_shape`` refuses (nested deeper
+    than the reader's stack survives, or with far more rows than ``rows_asked``): Arrow never
+    sees it.
     """
     import pyarrow.json as pj
 
-    if content.startswith(_UTF8_BOM):
+    if not _AN_OBJECT.match(content):  # a document starting with null crashes Arrow's reader
+        return None
+    try:
+        wire.check_reply_shape(content, "", rows_asked)
+    except QueryError:
         return None
     options = pj.ReadOptions(use_threads=False, block_size=len(content) + 1)
     try:
@@ -669,7 +676,9 @@ def parse_page(content: bytes) -> ArrowPage | None:
     return ArrowPage(checked.state, rows, checked.rows_in_page, checked.cursor)
 
 
-_UTF8_BOM = b"\xef\xbb\xbf"  # Arrow skips it; orjson (JSON itself) refuses it
+# JSON white space, then an object: no byte order mark (Arrow skips it, orjson refuses it),
+# no other first value (Arrow's reader dies of a segmentation fault on a first ``null``)
+_AN_OBJECT = re.compile(rb"[ \t\r\n]*\{")
 
 
 def _reads_as_json_does(table: pa.Table, content: bytes) -> bool:
