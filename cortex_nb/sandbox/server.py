@@ -35,6 +35,7 @@ from cortex_nb.sandbox.limits import (
     DEFAULT_QUERY_TIMEOUT_MS,
     check_settings,
     default_memory_limit_mb,
+    page_budget_bytes,
 )
 from cortex_nb.sandbox.origins import BrowserGuard
 from cortex_nb.sandbox.service import tokens as oauth
@@ -230,7 +231,11 @@ class _Handler(BaseHTTPRequestHandler):
             reply = sandbox.api.handle(request)
             request_id = reply.headers.pop("x-request-id", None) or request_id
         sandbox.record(request, reply.status, request_id)
-        self._write(reply, request_id)
+        try:
+            self._write(reply, request_id)
+        finally:
+            if reply.on_sent is not None:  # frees the page's share of the budget
+                reply.on_sent()
 
     def _read_body(self) -> tuple[bytes, Reply | None]:
         """The request body, or a refusal (the connection then closes: the body stays unread)."""
@@ -380,6 +385,7 @@ class Sandbox:
             return
         import duckdb
 
+        from cortex_nb.sandbox.service.budget import PageBudget
         from cortex_nb.sandbox.service.engine import Engine
         from cortex_nb.sandbox.service.jobs import JobManager
         from cortex_nb.sandbox.service.retention import Retention
@@ -398,7 +404,10 @@ class Sandbox:
         self.jobs = JobManager(
             self.engine, self.job_delay_ms, self.workers, self.query_timeout_ms, retention, self.log
         )
-        self.api = Api(self.engine, self.jobs, self.tokens, self.instance_id, self.query_rate_limit)
+        budget = PageBudget(page_budget_bytes(self.memory_limit_mb))
+        self.api = Api(
+            self.engine, self.jobs, self.tokens, self.instance_id, self.query_rate_limit, budget
+        )
 
     def stop(self) -> None:
         """Stop serving, end jobs, close connections, join threads, within about a second.
