@@ -6,7 +6,10 @@ request, applies an injected fault if one matches, and writes the reply with ``C
 application/json`` and an ``x-request-id``.
 
 Edges, hardened: a listen backlog and up to ``MAX_CONNECTIONS`` connection threads, so bursts
-are accepted (beyond that, 503 with Retry-After); bodies of at most ``MAX_BODY_BYTES`` (413), a
+are accepted. When all are taken, the connection that has waited longest for its request to
+arrive (an idle keep-alive one, or a client trickling its request) is closed to make room, so
+slow clients cannot starve the rest; only when every connection is being answered is a new one
+refused (503 with Retry-After); bodies of at most ``MAX_BODY_BYTES`` (413), a
 malformed ``Content-Length`` is a 400 and chunked bodies a 411; methods without a route (OPTIONS,
 TRACE, any other) get a JSON 405, and every error the HTTP layer itself raises is JSON too. A
 client that goes away mid-request or mid-reply ends its connection silently; any other error in
@@ -47,6 +50,7 @@ DRAIN_BYTES = 4 * 2**20  # of a body over the limit, read this much so the clien
 MAX_CONNECTIONS = 256
 LISTEN_BACKLOG = 256
 STOP_WAIT_S = 0.4  # stop() waits this long for job workers, then as long for connections
+EVICT_WAIT_S = 1.0  # how long a new connection waits for the slot of one closed for it
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 # a client that closed its end, reset it, or was cut off by stop()
 CLIENT_GONE = (ConnectionError, TimeoutError, EOFError)
@@ -78,13 +82,14 @@ class _Server(ThreadingHTTPServer):
         self.sandbox = sandbox
         self.open_sockets: set[socket.socket] = set()
         self.threads: list[threading.Thread] = []
+        self.waiting: dict[socket.socket, float] = {}  # waiting for a request, since when
         self.sockets_lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         super().__init__(address, _Handler)
 
     def process_request(self, request, client_address) -> None:
         """Serve the connection in its own thread, or answer 503 when all are taken."""
-        if not self._slots.acquire(blocking=False):
+        if not self._take_slot():
             _refuse_busy(request)
             self.shutdown_request(request)
             return
@@ -96,11 +101,33 @@ class _Server(ThreadingHTTPServer):
             self.threads = [t for t in self.threads if t.is_alive()] + [thread]
         thread.start()
 
+    def _take_slot(self) -> bool:
+        """A connection slot: a free one, or that of the longest-waiting connection, closed."""
+        if self._slots.acquire(blocking=False):
+            return True
+        with self.sockets_lock:
+            longest = min(self.waiting, key=self.waiting.get, default=None)
+            self.waiting.pop(longest, None)
+        if longest is None:
+            return False
+        with contextlib.suppress(OSError):
+            longest.shutdown(socket.SHUT_RDWR)  # its handler ends and frees the slot
+        return self._slots.acquire(timeout=EVICT_WAIT_S)
+
+    def mark_waiting(self, sock: socket.socket, waiting: bool) -> None:
+        """Note that ``sock`` waits for (or reads) a request, or that its request is in hand."""
+        with self.sockets_lock:
+            if not waiting:
+                self.waiting.pop(sock, None)
+            elif sock in self.open_sockets:
+                self.waiting[sock] = time.monotonic()
+
     def shutdown_request(self, request) -> None:
         """Forget the connection once its handler is done, freeing its slot."""
         with self.sockets_lock:
             served = request in self.open_sockets
             self.open_sockets.discard(request)
+            self.waiting.pop(request, None)
         if served:
             self._slots.release()
         super().shutdown_request(request)
@@ -162,6 +189,12 @@ class _Handler(BaseHTTPRequestHandler):
         """Serve any routed method the same way: the routes decide."""
         self._serve()
 
+    def handle_one_request(self) -> None:
+        """Wait for and serve one request; until it is read, the connection may be closed to
+        make room for another (see ``_Server._take_slot``)."""
+        self.server.mark_waiting(self.connection, True)
+        super().handle_one_request()
+
     do_POST = do_DELETE = do_PUT = do_PATCH = do_HEAD = do_GET
 
     def parse_request(self) -> bool:
@@ -210,6 +243,7 @@ class _Handler(BaseHTTPRequestHandler):
         sandbox: Sandbox = self.server.sandbox
         headers = {name.lower(): value for name, value in self.headers.items()}
         body, refused = self._read_body()
+        self.server.mark_waiting(self.connection, False)
         request = Request.parse(self.command, self.path, headers, body)
         request_id = uuid.uuid4().hex
         problem = sandbox.guard.refusal(headers)
