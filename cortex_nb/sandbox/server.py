@@ -330,10 +330,11 @@ class Sandbox:
     and at most ``query_rate_limit`` jobs an hour are accepted (then 429). Tables are named
     `` `<instance_id>.firewall.traffic` ``.
 
-    Limits: ``workers`` jobs run at once, DuckDB on ``threads`` threads within
-    ``memory_limit_mb`` (default a quarter of the machine's memory) for the logs, the running
-    queries and the kept results together. A job times out after ``query_timeout_ms`` (None: no
-    default), or its request's shorter ``timeoutMs``. Results are kept ``results_ttl_s``
+    Limits: ``workers`` jobs run at once, DuckDB on ``threads`` threads; ``memory_limit_mb``
+    (default a quarter of the machine's memory) is the whole sandbox's: DuckDB's share for the
+    logs, the running queries and the kept results, and a share for pages in flight
+    (``limits``). A job times out after ``query_timeout_ms`` (None: no default), or its
+    request's shorter ``timeoutMs``. Results are kept ``results_ttl_s``
     seconds while they total at most ``results_mb`` (default half the memory limit), oldest
     dropped first. ``verbose`` prints one line on stderr per server-side error.
 
