@@ -2,6 +2,10 @@
 
 The memory limit defaults to a quarter of the memory this process may use: the machine's, or
 its container's when a cgroup sets less (Binder gives a notebook about 2 GB on a large host).
+It is the whole sandbox's: DuckDB (the logs, running queries, kept results) gets
+``DUCKDB_SHARE`` of it, results pages being rendered and sent ``PAGES_SHARE``, and the rest is
+left for Python itself and for the values DuckDB builds outside its own accounting (``policy``
+bounds those).
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ import os
 from pathlib import Path
 
 DEFAULT_QUERY_TIMEOUT_MS = 120_000
+DUCKDB_SHARE = 0.6
+PAGES_SHARE = 0.25
 CGROUP_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
 
 
@@ -50,3 +56,13 @@ def check_settings(
         raise ValueError(f"memory_limit_mb must be at least 64, not {memory_limit_mb}")
     if query_timeout_ms is not None and query_timeout_ms < 1:
         raise ValueError(f"query_timeout_ms must be positive (or None), not {query_timeout_ms}")
+
+
+def duckdb_memory_mb(memory_limit_mb: int) -> int:
+    """DuckDB's own memory limit within the sandbox's."""
+    return max(32, int(memory_limit_mb * DUCKDB_SHARE))
+
+
+def page_budget_bytes(memory_limit_mb: int) -> int:
+    """Bytes of results pages that may be in flight (rendered, not yet sent) at once."""
+    return int(memory_limit_mb * PAGES_SHARE * 2**20)

@@ -6,7 +6,10 @@ request, applies an injected fault if one matches, and writes the reply with ``C
 application/json`` and an ``x-request-id``.
 
 Edges, hardened: a listen backlog and up to ``MAX_CONNECTIONS`` connection threads, so bursts
-are accepted (beyond that, 503 with Retry-After); bodies of at most ``MAX_BODY_BYTES`` (413), a
+are accepted. When all are taken, the connection that has waited longest for its request to
+arrive (an idle keep-alive one, or a client trickling its request) is closed to make room, so
+slow clients cannot starve the rest; only when every connection is being answered is a new one
+refused (503 with Retry-After); bodies of at most ``MAX_BODY_BYTES`` (413), a
 malformed ``Content-Length`` is a 400 and chunked bodies a 411; methods without a route (OPTIONS,
 TRACE, any other) get a JSON 405, and every error the HTTP layer itself raises is JSON too. A
 client that goes away mid-request or mid-reply ends its connection silently; any other error in
@@ -35,6 +38,7 @@ from cortex_nb.sandbox.limits import (
     DEFAULT_QUERY_TIMEOUT_MS,
     check_settings,
     default_memory_limit_mb,
+    page_budget_bytes,
 )
 from cortex_nb.sandbox.origins import BrowserGuard
 from cortex_nb.sandbox.service import tokens as oauth
@@ -46,6 +50,7 @@ DRAIN_BYTES = 4 * 2**20  # of a body over the limit, read this much so the clien
 MAX_CONNECTIONS = 256
 LISTEN_BACKLOG = 256
 STOP_WAIT_S = 0.4  # stop() waits this long for job workers, then as long for connections
+EVICT_WAIT_S = 1.0  # how long a new connection waits for the slot of one closed for it
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 # a client that closed its end, reset it, or was cut off by stop()
 CLIENT_GONE = (ConnectionError, TimeoutError, EOFError)
@@ -77,13 +82,14 @@ class _Server(ThreadingHTTPServer):
         self.sandbox = sandbox
         self.open_sockets: set[socket.socket] = set()
         self.threads: list[threading.Thread] = []
+        self.waiting: dict[socket.socket, float] = {}  # waiting for a request, since when
         self.sockets_lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         super().__init__(address, _Handler)
 
     def process_request(self, request, client_address) -> None:
         """Serve the connection in its own thread, or answer 503 when all are taken."""
-        if not self._slots.acquire(blocking=False):
+        if not self._take_slot():
             _refuse_busy(request)
             self.shutdown_request(request)
             return
@@ -95,11 +101,33 @@ class _Server(ThreadingHTTPServer):
             self.threads = [t for t in self.threads if t.is_alive()] + [thread]
         thread.start()
 
+    def _take_slot(self) -> bool:
+        """A connection slot: a free one, or that of the longest-waiting connection, closed."""
+        if self._slots.acquire(blocking=False):
+            return True
+        with self.sockets_lock:
+            longest = min(self.waiting, key=self.waiting.get, default=None)
+            self.waiting.pop(longest, None)
+        if longest is None:
+            return False
+        with contextlib.suppress(OSError):
+            longest.shutdown(socket.SHUT_RDWR)  # its handler ends and frees the slot
+        return self._slots.acquire(timeout=EVICT_WAIT_S)
+
+    def mark_waiting(self, sock: socket.socket, waiting: bool) -> None:
+        """Note that ``sock`` waits for (or reads) a request, or that its request is in hand."""
+        with self.sockets_lock:
+            if not waiting:
+                self.waiting.pop(sock, None)
+            elif sock in self.open_sockets:
+                self.waiting[sock] = time.monotonic()
+
     def shutdown_request(self, request) -> None:
         """Forget the connection once its handler is done, freeing its slot."""
         with self.sockets_lock:
             served = request in self.open_sockets
             self.open_sockets.discard(request)
+            self.waiting.pop(request, None)
         if served:
             self._slots.release()
         super().shutdown_request(request)
@@ -161,6 +189,12 @@ class _Handler(BaseHTTPRequestHandler):
         """Serve any routed method the same way: the routes decide."""
         self._serve()
 
+    def handle_one_request(self) -> None:
+        """Wait for and serve one request; until it is read, the connection may be closed to
+        make room for another (see ``_Server._take_slot``)."""
+        self.server.mark_waiting(self.connection, True)
+        super().handle_one_request()
+
     do_POST = do_DELETE = do_PUT = do_PATCH = do_HEAD = do_GET
 
     def parse_request(self) -> bool:
@@ -209,6 +243,7 @@ class _Handler(BaseHTTPRequestHandler):
         sandbox: Sandbox = self.server.sandbox
         headers = {name.lower(): value for name, value in self.headers.items()}
         body, refused = self._read_body()
+        self.server.mark_waiting(self.connection, False)
         request = Request.parse(self.command, self.path, headers, body)
         request_id = uuid.uuid4().hex
         problem = sandbox.guard.refusal(headers)
@@ -230,7 +265,11 @@ class _Handler(BaseHTTPRequestHandler):
             reply = sandbox.api.handle(request)
             request_id = reply.headers.pop("x-request-id", None) or request_id
         sandbox.record(request, reply.status, request_id)
-        self._write(reply, request_id)
+        try:
+            self._write(reply, request_id)
+        finally:
+            if reply.on_sent is not None:  # frees the page's share of the budget
+                reply.on_sent()
 
     def _read_body(self) -> tuple[bytes, Reply | None]:
         """The request body, or a refusal (the connection then closes: the body stays unread)."""
@@ -291,10 +330,11 @@ class Sandbox:
     and at most ``query_rate_limit`` jobs an hour are accepted (then 429). Tables are named
     `` `<instance_id>.firewall.traffic` ``.
 
-    Limits: ``workers`` jobs run at once, DuckDB on ``threads`` threads within
-    ``memory_limit_mb`` (default a quarter of the machine's memory) for the logs, the running
-    queries and the kept results together. A job times out after ``query_timeout_ms`` (None: no
-    default), or its request's shorter ``timeoutMs``. Results are kept ``results_ttl_s``
+    Limits: ``workers`` jobs run at once, DuckDB on ``threads`` threads; ``memory_limit_mb``
+    (default a quarter of the machine's memory) is the whole sandbox's: DuckDB's share for the
+    logs, the running queries and the kept results, and a share for pages in flight
+    (``limits``). A job times out after ``query_timeout_ms`` (None: no default), or its
+    request's shorter ``timeoutMs``. Results are kept ``results_ttl_s``
     seconds while they total at most ``results_mb`` (default half the memory limit), oldest
     dropped first. ``verbose`` prints one line on stderr per server-side error.
 
@@ -380,6 +420,7 @@ class Sandbox:
             return
         import duckdb
 
+        from cortex_nb.sandbox.service.budget import PageBudget
         from cortex_nb.sandbox.service.engine import Engine
         from cortex_nb.sandbox.service.jobs import JobManager
         from cortex_nb.sandbox.service.retention import Retention
@@ -398,7 +439,10 @@ class Sandbox:
         self.jobs = JobManager(
             self.engine, self.job_delay_ms, self.workers, self.query_timeout_ms, retention, self.log
         )
-        self.api = Api(self.engine, self.jobs, self.tokens, self.instance_id, self.query_rate_limit)
+        budget = PageBudget(page_budget_bytes(self.memory_limit_mb))
+        self.api = Api(
+            self.engine, self.jobs, self.tokens, self.instance_id, self.query_rate_limit, budget
+        )
 
     def stop(self) -> None:
         """Stop serving, end jobs, close connections, join threads, within about a second.

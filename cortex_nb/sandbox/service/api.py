@@ -12,8 +12,10 @@ default page size; ``pageSize`` is then ignored), ``pageCursor`` (opaque and sig
 ``cursors``; a ``pageSize`` given with it wins). A cursor combined with ``offset`` or
 ``pageNumber``, a cursor the sandbox did not issue, and an offset or page number past 2^53 are
 400s. Every DONE page carries the cursor of the next page, null on the last one. Expired
-results (see ``retention``) answer 404. ``createdAfter`` in job lists is epoch milliseconds
-(values below 10^11 are taken as seconds).
+results (see ``retention``) answer 404; rows read in place never expire. Pages in flight stay
+within a budget of bytes (``budget``): a page that finds no room in time, or that DuckDB has no
+memory to render, answers 503 with ``Retry-After``. ``createdAfter`` in job lists is epoch
+milliseconds (values below 10^11 are taken as seconds).
 
 Job creation checks the request body here and leaves the statement to the job's worker; it
 waits up to ``CHECK_WAIT_S`` for that check, answering 400 when the statement was refused in
@@ -35,23 +37,27 @@ import duckdb
 import orjson
 
 from cortex_nb import wire
+from cortex_nb.sandbox.service.budget import PageBudget, page_cost
 from cortex_nb.sandbox.service.cursors import CursorCodec
-from cortex_nb.sandbox.service.engine import Engine
+from cortex_nb.sandbox.service.engine import Engine, ResultSet
 from cortex_nb.sandbox.service.jobs import DuplicateJob, Job, JobManager
 from cortex_nb.sandbox.service.tokens import OAuthError, TokenAuthority
 from cortex_nb.wire import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, RESULT_FORMATS
 
 CHECK_WAIT_S = 0.5  # how long job creation waits for the worker's check of the statement
 MAX_ROW = 2**53  # offsets and page numbers beyond this are refused
+BUSY = {"Retry-After": "1"}
 
 
 @dataclass
 class Reply:
-    """An HTTP reply: status, JSON body bytes, extra headers."""
+    """An HTTP reply: status, JSON body bytes, extra headers; ``on_sent`` is called once the
+    reply is written (or failed to be)."""
 
     status: int
     body: bytes
     headers: dict[str, str] = field(default_factory=dict)
+    on_sent: Callable[[], None] | None = None
 
 
 @dataclass
@@ -141,8 +147,10 @@ class Api:
         tokens: TokenAuthority,
         instance_id: str,
         query_rate_limit: int = 5000,
+        budget: PageBudget | None = None,
     ) -> None:
         self.engine, self.jobs, self.tokens = engine, jobs, tokens
+        self.budget = budget or PageBudget(2**62)
         self.instance_id = instance_id
         self.cursors = CursorCodec()
         self._rate = RateLimit(query_rate_limit, 3600)
@@ -285,26 +293,47 @@ class Api:
 
     def _done_page(self, job: Job, paging: Paging) -> Reply:
         result = self.jobs.result_of(job)
-        try:
-            rows = (
-                None
-                if result is None
-                else self.engine.page(result, paging.offset, paging.size, paging.values_array)
-            )
-        except duckdb.Error:  # dropped by retention while we were reading
-            rows = None
-        if result is None or rows is None:
-            raise BadRequest(
-                404, f"Results of job {job.job_id} expired; run the query again", context=job.job_id
-            )
+        if result is None:
+            raise _expired(job)
         in_page = max(0, min(paging.size, result.rows - paging.offset))
+        cost = page_cost(result.row_bytes, in_page)
+        if not self.budget.reserve(cost):
+            message = "The sandbox is sending too many large results pages at once; retry shortly"
+            raise BadRequest(503, message, headers=BUSY)
+        try:
+            body = self._page_body(job, result, paging, in_page)
+        except BaseException:
+            self.budget.release(cost)
+            raise
+        return Reply(200, body, on_sent=lambda: self.budget.release(cost))
+
+    def _page_body(self, job: Job, result: ResultSet, paging: Paging, in_page: int) -> bytes:
+        """The DONE page's JSON: its envelope with the rows spliced in."""
+        rows = self._render(job, result, paging)
         end = paging.offset + paging.size
         cursor = self.cursors.encode(job.job_id, end, paging.size) if end < result.rows else None
         envelope = wire.results_envelope(
             job.job_id, wire.DONE, paging.result_format, rows_in_page=in_page,
             rows_in_job=result.rows, schema={"fields": result.schema}, cursor=cursor,
-        )
-        return Reply(200, wire.splice_rows(orjson.dumps(envelope), rows))
+        )  # fmt: skip
+        return wire.splice_rows(orjson.dumps(envelope), rows)
+
+    def _render(self, job: Job, result: ResultSet, paging: Paging) -> bytes:
+        try:
+            return self.engine.page(result, paging.offset, paging.size, paging.values_array)
+        except duckdb.OutOfMemoryException:
+            message = "The sandbox has no memory left to render this page now; retry shortly"
+            raise BadRequest(503, message, headers=BUSY) from None
+        except duckdb.Error:
+            if result.table and job.result is not result:  # dropped by retention meanwhile
+                raise _expired(job) from None
+            raise
+
+
+def _expired(job: Job) -> BadRequest:
+    return BadRequest(
+        404, f"Results of job {job.job_id} expired; run the query again", context=job.job_id
+    )
 
 
 class RateLimit:

@@ -17,7 +17,11 @@ the rest wait in order). A job's timeout is the request's ``timeoutMs`` when it 
 the sandbox's ``timeout_ms`` (the default and the ceiling); it counts from when a worker takes
 the job, check included. Cancel, timeout and shutdown end a job at once (its state is final
 from that moment) and interrupt DuckDB until its worker lets go; whatever the worker was doing
-is thrown away. Memory is DuckDB's limit, shared by the sandbox (see ``engine``).
+is thrown away. DuckDB heeds an interrupt only between chunks of rows, and one chunk of an
+expensive expression can take seconds: a worker still held ``RELEASE_GRACE_S`` after its job
+ended is retired (it exits once DuckDB lets go) and a new worker takes its place, so a timed-out
+or cancelled job frees its worker at once. At most ``workers`` retired workers run at a time.
+Memory is DuckDB's limit, shared by the sandbox (see ``engine``).
 
 So that every polling client sees the intermediate states the real service shows, whatever the
 timing, reports never skip a state: the first status read of a job (job detail, results without
@@ -46,6 +50,7 @@ from cortex_nb.sandbox.service.retention import Retention
 from cortex_nb.wire import CANCELLED, DONE, FAILED, FINAL_STATES, PENDING, RUNNING, TIMEDOUT
 
 STALE_MS = 1000  # a job finished this long ago reports its final state at once
+RELEASE_GRACE_S = 0.1  # a worker still held this long after its job ended is replaced
 
 
 class DuplicateJob(Exception):
@@ -81,6 +86,7 @@ class Job:
     checked: threading.Event = field(default_factory=threading.Event)
     released: threading.Event = field(default_factory=threading.Event)  # worker let go
     cursor: duckdb.DuckDBPyConnection | None = None
+    worker: threading.Thread | None = None  # the worker running it, once taken
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -192,12 +198,18 @@ class JobManager:
         self._keep_jobs = keep_jobs
         self._lock = threading.Lock()
         self._counter = 0
-        self.workers = [
-            threading.Thread(target=self._work, name=f"sandbox-job-{n}", daemon=True)
-            for n in range(workers)
-        ]
-        for worker in self.workers:
-            worker.start()
+        self._max_retired = workers
+        self._retired: set[threading.Thread] = set()  # workers held by a job that ended
+        self.workers: list[threading.Thread] = []
+        for _ in range(workers):
+            self._start_worker()
+
+    def _start_worker(self) -> None:
+        worker = threading.Thread(
+            target=self._work, name=f"sandbox-job-{len(self.workers)}", daemon=True
+        )
+        self.workers.append(worker)
+        worker.start()
 
     def submit(self, job_id: str | None, params: dict, timeout_ms: int | None) -> Job:
         """Register a job and queue it for a worker; ``DuplicateJob`` when the id exists."""
@@ -233,7 +245,25 @@ class JobManager:
 
     def cancel(self, job: Job) -> None:
         """Cancel ``job`` now unless it already finished (its worker is interrupted)."""
-        job.stop(CANCELLED)
+        self._stop(job, CANCELLED)
+
+    def _stop(self, job: Job, reason: str) -> None:
+        """End ``job`` as ``reason``; replace its worker if DuckDB holds it past the grace."""
+        job.stop(reason)
+        if job.worker is not None and not job.released.is_set():
+            threading.Thread(target=self._replace_if_held, args=(job,), daemon=True).start()
+
+    def _replace_if_held(self, job: Job) -> None:
+        """Retire ``job``'s worker and start another when it has not let go in time."""
+        if job.released.wait(RELEASE_GRACE_S):
+            return
+        with self._lock:
+            self._retired = {w for w in self._retired if w.is_alive()}
+            if job.released.is_set() or len(self._retired) >= self._max_retired:
+                return  # too many held already: this one keeps its place
+            self._retired.add(job.worker)
+        self.log(f"job {job.job_id}: its worker is still busy in DuckDB; started another")
+        self._start_worker()
 
     def result_of(self, job: Job) -> ResultSet | None:
         """``job``'s result, unless retention has dropped it."""
@@ -252,7 +282,7 @@ class JobManager:
         return not any(worker.is_alive() for worker in self.workers)
 
     def _work(self) -> None:
-        while (job := self._queue.get()) is not None:
+        while not self._is_retired() and (job := self._queue.get()) is not None:
             try:
                 self._run(job)
             except Exception as error:  # a bug must not leave the job RUNNING for ever
@@ -263,13 +293,17 @@ class JobManager:
                     if job.state not in FINAL_STATES:
                         job.end(FAILED)
 
+    def _is_retired(self) -> bool:
+        with self._lock:
+            return threading.current_thread() in self._retired
+
     def _run(self, job: Job) -> None:
         cursor = self.engine.cursor()
         with job.lock:
             if job.state in FINAL_STATES:  # stopped while it waited in the queue
                 cursor.close()
                 return
-            job.cursor = cursor
+            job.cursor, job.worker = cursor, threading.current_thread()
         timer = self._timeout_timer(job)
         try:
             result = self._check_and_execute(job, cursor)
@@ -285,7 +319,7 @@ class JobManager:
     def _timeout_timer(self, job: Job) -> threading.Timer | None:
         if job.timeout_ms is None:
             return None
-        timer = threading.Timer(job.timeout_ms / 1000, job.stop, args=(TIMEDOUT,))
+        timer = threading.Timer(job.timeout_ms / 1000, self._stop, args=(job, TIMEDOUT))
         timer.daemon = True
         timer.start()
         return timer

@@ -16,7 +16,12 @@ csql tree, before anything reaches DuckDB:
 - Sizes: DuckDB's memory limit does not count a value being built, so functions that make a
   large value from a small one (``repeat``, ``lpad``, ``range``, ``printf`` widths...) take
   literal sizes of at most ``MAX_VALUE_SIZE`` characters or items, and are not used inside a
-  lambda or inside one another, where the sizes would multiply.
+  lambda or inside one another, where the sizes would multiply. Functions that grow a string
+  they are given (``replace``, ``regexp_replace``, ``concat``, ``||``...) multiply or add sizes
+  too, so every string a statement builds is estimated (``built_chars``: literals by their
+  length, log fields and whatever the estimate cannot follow at ``FIELD_CHARS``) and a statement
+  whose estimate passes ``MAX_BUILT_CHARS`` per value is refused: DuckDB computes 2048 rows at a
+  time, so one such value costs up to 2048 times its size outside its memory limit.
 
 A statement too deeply nested for the parser is refused too (``QueryRejected``), never crashed on,
 and so is one nested deeper than DuckDB's expression depth limit (``MAX_DEPTH``), before any
@@ -36,6 +41,8 @@ from cortex_nb import catalog
 
 MAX_VALUE_SIZE = 10_000  # characters of a built string, items of a built list
 MAX_DEPTH = 1000  # DuckDB's max_expression_depth: deeper statements fail there anyway
+MAX_BUILT_CHARS = 20_000  # estimated characters of any string a statement builds, per value
+FIELD_CHARS = 1_000  # a log field's value (or anything the estimate cannot follow), at most about
 
 DENIED_FUNCTIONS = re.compile(
     r"""(?x)^(
@@ -90,6 +97,7 @@ def check(tree: exp.Query, map_table: Callable[[exp.Table], None]) -> None:
             _check_function(node)
         elif isinstance(node, exp.Column) and not node.table:
             _check_bare_name(node, tree, cte_references)
+    _check_built_sizes(tree)
 
 
 def within(tree: exp.Expression, max_nodes: int, max_depth: int) -> bool:
@@ -258,4 +266,98 @@ _SIZE_BOUNDS: dict[str, Callable[[exp.Func], bool]] = {
     "generate_timestamp_array": lambda node: False,
     "format": _format_ok,
     "printf": _format_ok,
+}
+
+
+# ---- sizes of strings grown by a function ---------------------------------------------------
+
+
+def _check_built_sizes(tree: exp.Expression) -> None:
+    """Refuse a statement that builds a string longer than ``MAX_BUILT_CHARS`` (estimated)."""
+    sizes = built_chars(tree)
+    for node in tree.walk():
+        if _grower(node) is not None and sizes[id(node)] > MAX_BUILT_CHARS:
+            name = f"{function_name(node)}()" if isinstance(node, exp.Func) else "||"
+            raise QueryRejected(
+                f"{name} may build a string of about {sizes[id(node)]:,} characters per row, "
+                f"over the sandbox's {MAX_BUILT_CHARS:,} (replace, repeat, lpad, concat... "
+                "nested in one another multiply sizes); build smaller values",
+                context=_shown(node),
+            )
+
+
+def built_chars(tree: exp.Expression) -> dict[int, int]:
+    """About the most characters each node of ``tree`` can make per row, by node id (an
+    upper bound for growth; worked out children first, without recursion)."""
+    sizes: dict[int, int] = {}
+    for node in reversed(list(tree.walk())):
+        sizes[id(node)] = _estimate(node, sizes)
+    return sizes
+
+
+def _estimate(node: exp.Expression, sizes: dict[int, int]) -> int:
+    if isinstance(node, exp.Literal):
+        return len(node.this)
+    if isinstance(node, (exp.Column, exp.Dot, exp.AggFunc, exp.Subquery, exp.Query)):
+        return FIELD_CHARS  # a value read, or made by DuckDB within its memory limit
+    parts = [sizes[id(child)] for child in node.iter_expressions()]
+    grower = _grower(node)
+    if grower is not None:
+        return grower(node, parts)
+    return max(parts, default=8)  # most functions make a value about as long as their input
+
+
+def _grower(node: exp.Expression) -> Callable[[exp.Expression, list[int]], int] | None:
+    """How ``node`` grows the sizes of its arguments, when it is a function that does."""
+    if isinstance(node, (exp.DPipe, exp.Concat, exp.ConcatWs)):
+        return _sum_grows
+    if isinstance(node, exp.Func):
+        return _GROWERS.get(function_name(node))
+    return None
+
+
+def _sum_grows(node: exp.Expression, parts: list[int]) -> int:
+    return sum(parts)
+
+
+def _format_grows(node: exp.Expression, parts: list[int]) -> int:
+    pattern = _arg(node, 0)
+    text = pattern.this if isinstance(pattern, exp.Literal) else ""
+    widths = sum(int(n) for spec in FORMAT_SPECS.findall(text) for n in re.findall(r"\d+", spec))
+    return sum(parts) + widths
+
+
+def _repeat_grows(node: exp.Expression, parts: list[int]) -> int:
+    times = _int(_arg(node, 1))
+    return parts[0] * (MAX_BUILT_CHARS + 1 if times is None else max(times, 0))
+
+
+def _replace_grows(node: exp.Expression, parts: list[int]) -> int:
+    found = _arg(node, 1)
+    shortest = len(found.this) if isinstance(found, exp.Literal) and found.is_string else 1
+    by = parts[2] if len(parts) > 2 else 0
+    return parts[0] * max(1, -(-by // max(shortest, 1)))
+
+
+def _regexp_replace_grows(node: exp.Expression, parts: list[int]) -> int:
+    by = parts[2] if len(parts) > 2 else 0
+    return (parts[0] + 1) * (by + 1)  # a pattern may match between every two characters
+
+
+def _pad_grows(node: exp.Expression, parts: list[int]) -> int:
+    width = _int(_arg(node, 1))
+    return MAX_BUILT_CHARS + 1 if width is None else max(width, parts[0] if parts else 0)
+
+
+_GROWERS: dict[str, Callable[[exp.Expression, list[int]], int]] = {
+    "repeat": _repeat_grows,
+    "replace": _replace_grows,
+    "regexp_replace": _regexp_replace_grows,
+    "lpad": _pad_grows,
+    "rpad": _pad_grows,
+    "format": _format_grows,
+    "printf": _format_grows,
+    "concat": _sum_grows,
+    "concat_ws": _sum_grows,
+    "array_to_string": _sum_grows,
 }

@@ -7,8 +7,10 @@ only for the bytes ``>``, ``?``, ``~`` and DEL, which the claims never contain (
 
 A token is valid while its ``exp`` lies ahead, it was not revoked and ``expire_all`` was not
 called after it was issued. Refresh tokens do not roll on a refresh grant; the
-authorization-code grant hands out a new one. Errors are the IdP's shape:
-``{"error": ..., "error_description": ...}``.
+authorization-code grant hands out a new one. The demo refresh token survives revocation: it is
+printed by ``cortex-nb sandbox`` and handed to every new client, so any local process revoking
+it would break every client until a restart (the revocation is answered, and ignored). Errors
+are the IdP's shape: ``{"error": ..., "error_description": ...}``.
 """
 
 from __future__ import annotations
@@ -81,6 +83,8 @@ class TokenAuthority:
         token = form.get("token")
         if not token:
             raise OAuthError("invalid_request", "missing token")
+        if token == DEMO_REFRESH_TOKEN:  # shared by every client: see the module doc
+            return {"revoked": True}
         with self._lock:
             self._refresh_tokens.discard(token)
             self._revoked.add(token)
