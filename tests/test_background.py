@@ -460,3 +460,12 @@ def test_a_bg_cell_over_the_guardrail_says_the_cell_s_flags_on_its_status_line(n
     assert "more than max_rows=100" in line
     assert "--limit N" in line and "--max-rows N" in line and "limit=N" not in line
     assert "--limit N" in one_line_error(run(nb, "%cortex wait big")[0])
+
+
+def test_a_held_gate_does_not_hold_a_query_past_its_timeout(sandbox, service, jobs):
+    query = service.submit_query(slow_sql(sandbox), timeout=3)
+    wait_until(lambda: query.id in creates(sandbox), what="the job being created")
+    jobs.gate.hold(120)  # another job's 429 asked every job to wait two minutes
+    assert query.wait(30), "the query waited out the hold instead of its 3 s timeout"
+    assert query.state == "FAILED" and "not finished within 3 s" in str(query.exception())
+    wait_until(lambda: server_state(sandbox, query.id) == "CANCELLED", what="the job cancelled")

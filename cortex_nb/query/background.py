@@ -282,8 +282,10 @@ class BackgroundQuery:
             job.cancel()
         return job
 
-    def _pace(self) -> None:
-        self._jobs.gate.wait(self._stop)
+    def _pace(self, deadline: float | None) -> None:
+        """Wait while the shared gate is held (another job's 429), but not past the job's
+        deadline: its timeout bounds the wait too."""
+        self._jobs.gate.wait(self._stop, until=deadline)
 
     def _on_progress(self, progress: Progress) -> None:
         if not progress.done:  # the end is told once, with its outcome, by _end

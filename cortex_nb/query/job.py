@@ -173,7 +173,8 @@ class QueryJob:
     are fetched at once by offset when the row count is known; ``progress`` is called with the
     ``Progress`` record after every step; past ``timeout`` seconds (None: no limit) the job is
     cancelled and ``QueryError`` raised. ``pace``, when given, is called before every request
-    (background jobs wait there while the service asks everyone to back off). Once ``cancel()``
+    with the job's deadline (background jobs wait there, no longer than that, while the service
+    asks everyone to back off). Once ``cancel()``
     was called, from any thread, the job's own loop stops at its next step (``QueryCancelled``).
     With ``max_rows``, a job that would bring more rows than that is cancelled once its first
     page tells the count (``ResultTooLarge``).
@@ -183,7 +184,7 @@ class QueryJob:
         self, service: QueryService, job_id: str, *, sql: str | None = None,
         options: QueryOptions | None = None,
         progress: Callable[[Progress], None] | None = None,
-        pace: Callable[[], None] | None = None,
+        pace: Callable[[float | None], None] | None = None,
     ) -> None:
         self.service, self.id, self.sql = service, job_id, sql
         self.options = options if options is not None else QueryOptions()
@@ -353,7 +354,7 @@ class QueryJob:
         """Before every request: stop if cancelled, keep the pace, give up past the deadline."""
         self._stop_if_cancelled()
         if self.pace is not None:
-            self.pace()
+            self.pace(self._deadline)
             self._stop_if_cancelled()
         self._check_time()
 

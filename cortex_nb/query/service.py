@@ -246,7 +246,7 @@ class QueryService:
     def start(
         self, sql: str, options: QueryOptions | None = None, /, *, job_id: str | None = None,
         progress: Callable[[Progress], None] | None = None,
-        pace: Callable[[], None] | None = None, **changes: Any,
+        pace: Callable[[float | None], None] | None = None, **changes: Any,
     ) -> QueryJob:
         """Create a query job for ``sql`` and return it (nothing is fetched yet).
 
@@ -265,7 +265,7 @@ class QueryService:
     def job(
         self, job_id: str, options: QueryOptions | None = None, /, *,
         progress: Callable[[Progress], None] | None = None,
-        pace: Callable[[], None] | None = None, **changes: Any,
+        pace: Callable[[float | None], None] | None = None, **changes: Any,
     ) -> QueryJob:
         """An existing job, by id, to fetch its results (options as ``start``; its job
         properties were set when it was created)."""
