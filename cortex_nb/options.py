@@ -18,8 +18,10 @@ on the command line and in ``%config``; in Python, ``None`` says the same.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import difflib
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -89,6 +91,12 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("overwrite", bool, "with --to: replace a dataset there", flag="--overwrite"),
     OptionSpec("cache", bool, "reuse a cached result, or keep this one", flag="--cache"),
     OptionSpec("refresh", bool, "run it again and cache the new result", flag="--refresh"),
+    OptionSpec(
+        "split", str, "one job per time window of this length (1h, 30m, 1d), or auto",
+        flag="--split",
+    ),
+    OptionSpec("resume", bool, "with --split and --to: fetch only the windows not yet written",
+               flag="--resume"),
     OptionSpec("result_format", str, "how the service sends rows", choices=RESULT_FORMATS),
     OptionSpec("properties", dict, "job properties sent to the service (params.properties)"),
 )
@@ -108,6 +116,9 @@ class QueryOptions:
     - ``timeout``: seconds from submit to the last page, retries included (None or 0: none).
     - ``to`` (+ ``overwrite``): stream the rows into a Parquet dataset there.
     - ``cache``, ``refresh``: keep the result in the result cache and reuse it / run again.
+    - ``split``: run one job per time window of that length (``"1h"``, a ``timedelta``) or
+      ``"auto"`` (windows cut again while too full), the frames put together in time order.
+    - ``resume`` (with ``split`` and ``to``): write only the windows the dataset still lacks.
     - ``result_format``: ``valuesDictionary`` (default) or ``valuesArray``.
     - ``properties``: job properties, the only thing sent to the service with the SQL.
     """
@@ -123,6 +134,8 @@ class QueryOptions:
     overwrite: bool = False
     cache: bool = False
     refresh: bool = False
+    split: str | dt.timedelta | None = None
+    resume: bool = False
     result_format: str = DEFAULT_RESULT_FORMAT
     properties: Mapping[str, Any] = field(default_factory=dict)
 
@@ -141,6 +154,21 @@ class QueryOptions:
                 "The result cache keeps DataFrames and to=DIR writes a dataset: choose one "
                 "(drop cache/refresh, or to)."
             )
+        self._check_split()
+
+    def _check_split(self) -> None:
+        """``split`` cuts a query into jobs; ``resume`` continues such a run into a dataset."""
+        if self.resume and (self.split is None or self.to is None):
+            raise OptionError(
+                "resume=True (--resume) continues a split run into a dataset: give split= "
+                "(--split) and to=DIR (--to) as the first run did."
+            )
+        if self.resume and self.overwrite:
+            raise OptionError("--resume keeps the windows already written; --overwrite replaces "
+                              "them: choose one.")
+        if self.split is not None and (self.cache or self.refresh):
+            raise OptionError("The result cache keeps one job's result; split= (--split) runs "
+                              "many: drop cache/refresh, or split.")
 
     # -- making ------------------------------------------------------------------------------
     @classmethod
@@ -313,6 +341,24 @@ def _path(spec: OptionSpec, value: Any) -> str | os.PathLike[str] | None:
     raise OptionError(f"to must be a directory path (str or Path), not {type(value).__name__}.")
 
 
+_DURATION = re.compile(r"\s*\d+(\.\d+)?\s*[a-z]+\s*", re.IGNORECASE)
+
+
+def _split(spec: OptionSpec, value: Any) -> str | dt.timedelta | None:
+    """A window length (``"1h"``, a positive ``timedelta``) or ``"auto"``; parsed to a
+    duration when the query runs (``cortex_nb.sql.timefilter``)."""
+    if value is None or value == "auto":
+        return value
+    if isinstance(value, dt.timedelta) and value > dt.timedelta(0):
+        return value
+    if isinstance(value, str) and _DURATION.fullmatch(value):
+        return value.strip()
+    raise OptionError(
+        f"split must be a window length such as '1h', '30m' or '1d' (or a timedelta), or "
+        f"'auto', not {value!r}."
+    )
+
+
 def _properties(spec: OptionSpec, value: Any) -> Mapping[str, Any]:
     if value is None:
         value = {}
@@ -336,6 +382,8 @@ _CHECKS: dict[str, Callable[[OptionSpec, Any], Any]] = {
     "overwrite": _flag,
     "cache": _flag,
     "refresh": _flag,
+    "split": _split,
+    "resume": _flag,
     "result_format": _choice,
     "properties": _properties,
 }
