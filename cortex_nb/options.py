@@ -18,16 +18,16 @@ on the command line and in ``%config``; in Python, ``None`` says the same.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import difflib
 import os
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
 from cortex_nb.exceptions import ConfigurationError
+from cortex_nb.times import naive_note, parse_duration, parse_instant, resolve_window
 from cortex_nb.wire import DEFAULT_PAGE_SIZE, DEFAULT_RESULT_FORMAT, MAX_PAGE_SIZE, RESULT_FORMATS
 
 __all__ = [
@@ -64,6 +64,8 @@ class OptionSpec:
     choices: tuple[str, ...] = ()
     flag: str | None = None  # the --flag of the magic and the CLI (None: Python only)
     none_is_zero: bool = False  # 0 means None ("no limit")
+    nargs: int | None = None  # values the flag takes when more than one (--between START END)
+    metavar: str | None = None  # what the flag's value is called in help (default: by kind)
 
 
 OPTIONS: tuple[OptionSpec, ...] = (
@@ -89,11 +91,19 @@ OPTIONS: tuple[OptionSpec, ...] = (
     ),
     OptionSpec("to", str, "stream the rows into a Parquet dataset in DIR", flag="--to"),
     OptionSpec("overwrite", bool, "with --to: replace a dataset there", flag="--overwrite"),
+    OptionSpec(
+        "between", str, "only rows in the window [START, END) (ISO times, 'now-2h'; naive: UTC)",
+        flag="--between", nargs=2, metavar=("START", "END"),
+    ),
+    OptionSpec("since", str, "only rows of the last DURATION (24h, 7d; before --until)",
+               flag="--since", metavar="DURATION"),
+    OptionSpec("until", str, "with --since: the window ends at TIME, not now", flag="--until",
+               metavar="TIME"),
     OptionSpec("cache", bool, "reuse a cached result, or keep this one", flag="--cache"),
     OptionSpec("refresh", bool, "run it again and cache the new result", flag="--refresh"),
     OptionSpec(
-        "split", str, "one job per time window of this length (1h, 30m, 1d), or auto",
-        flag="--split",
+        "split", str, "with a window: one job per DURATION of it (1h, 30m, 1d), or auto",
+        flag="--split", metavar="DURATION",
     ),
     OptionSpec("resume", bool, "with --split and --to: fetch only the windows not yet written",
                flag="--resume"),
@@ -115,6 +125,9 @@ class QueryOptions:
     - ``dtypes``: lists and structs as Python objects or ``ArrowDtype`` columns.
     - ``timeout``: seconds from submit to the last page, retries included (None or 0: none).
     - ``to`` (+ ``overwrite``): stream the rows into a Parquet dataset there.
+    - ``between=(start, end)``, or ``since`` (a duration, e.g. ``"24h"``) with an optional
+      ``until``: only rows in that time window, on each log table's time column
+      (``cortex_nb.sql.timefilter``); resolved when the query is sent, so "now" is then.
     - ``cache``, ``refresh``: keep the result in the result cache and reuse it / run again.
     - ``split``: run one job per time window of that length (``"1h"``, a ``timedelta``) or
       ``"auto"`` (windows cut again while too full), the frames put together in time order.
@@ -132,9 +145,12 @@ class QueryOptions:
     timeout: float | None = DEFAULT_QUERY_TIMEOUT
     to: str | os.PathLike[str] | None = None
     overwrite: bool = False
+    between: tuple[Any, Any] | None = None
+    since: str | timedelta | None = None
+    until: Any = None
     cache: bool = False
     refresh: bool = False
-    split: str | dt.timedelta | None = None
+    split: str | timedelta | None = None
     resume: bool = False
     result_format: str = DEFAULT_RESULT_FORMAT
     properties: Mapping[str, Any] = field(default_factory=dict)
@@ -154,10 +170,19 @@ class QueryOptions:
                 "The result cache keeps DataFrames and to=DIR writes a dataset: choose one "
                 "(drop cache/refresh, or to)."
             )
+        try:
+            resolve_window(self.between, self.since, self.until)
+        except ConfigurationError as exc:
+            raise OptionError(str(exc)) from None
         self._check_split()
 
     def _check_split(self) -> None:
-        """``split`` cuts a query into jobs; ``resume`` continues such a run into a dataset."""
+        """``split`` cuts a window into jobs; ``resume`` continues such a run into a dataset."""
+        if self.split is not None and self.between is None and self.since is None:
+            raise OptionError(
+                "split= (--split) cuts a time window into jobs: give the window too, "
+                "between=(start, end) (--between START END) or since='7d' (--since 7d)."
+            )
         if self.resume and (self.split is None or self.to is None):
             raise OptionError(
                 "resume=True (--resume) continues a split run into a dataset: give split= "
@@ -211,6 +236,15 @@ class QueryOptions:
             "result_format": self.result_format, "properties": dict(self.properties),
         }
 
+    def window(self, now: datetime | None = None) -> tuple[datetime, datetime] | None:
+        """The time window ``[start, end)`` in UTC as of ``now`` (default: this moment), or
+        None when the options name none."""
+        return resolve_window(self.between, self.since, self.until, now)
+
+    def window_note(self) -> str | None:
+        """One line naming the times given without an offset (read as UTC), or None."""
+        return naive_note(self.between, self.until)
+
     @property
     def guardrail(self) -> int | None:
         """The rows a result may bring into memory: ``max_rows``, or None when ``to`` streams
@@ -256,8 +290,15 @@ def add_arguments(parser: Any, exclude: tuple[str, ...] = ()) -> None:
             parser.add_argument(
                 spec.flag, dest=spec.name, type=str if spec.choices else spec.kind,
                 choices=spec.choices or None, default=None, help=spec.help,
-                metavar=None if spec.choices else _METAVARS.get(spec.kind, "VALUE"),
+                nargs=spec.nargs, metavar=metavar(spec),
             )
+
+
+def metavar(spec: OptionSpec) -> str | tuple[str, ...] | None:
+    """What a flag's value is called in help: the spec's own name for it, else by kind."""
+    if spec.choices:
+        return None
+    return spec.metavar or _METAVARS.get(spec.kind, "VALUE")
 
 
 _METAVARS = {int: "N", float: "SECONDS", str: "DIR"}
@@ -341,18 +382,50 @@ def _path(spec: OptionSpec, value: Any) -> str | os.PathLike[str] | None:
     raise OptionError(f"to must be a directory path (str or Path), not {type(value).__name__}.")
 
 
-_DURATION = re.compile(r"\s*\d+(\.\d+)?\s*[a-z]+\s*", re.IGNORECASE)
+def _instants(spec: OptionSpec, value: Any) -> tuple[Any, Any] | None:
+    """``between``: None, or two times that ``parse_instant`` reads (kept as given: 'now-2h'
+    is read when the query is sent)."""
+    if value is None:
+        return None
+    if isinstance(value, str) or not isinstance(value, list | tuple) or len(value) != 2:
+        raise OptionError(
+            f"between takes two times (start, end), not {value!r}: e.g. "
+            "between=('2026-12-01', '2026-12-02') or --between 2026-12-01 2026-12-02."
+        )
+    for moment in value:
+        _instant(spec, moment)
+    return tuple(value)
 
 
-def _split(spec: OptionSpec, value: Any) -> str | dt.timedelta | None:
-    """A window length (``"1h"``, a positive ``timedelta``) or ``"auto"``; parsed to a
-    duration when the query runs (``cortex_nb.sql.timefilter``)."""
+def _instant(spec: OptionSpec, value: Any) -> Any:
+    """``until`` (or one end of ``between``): None, or a time ``parse_instant`` reads."""
+    if value is not None:
+        try:
+            parse_instant(value)
+        except ConfigurationError as exc:
+            raise OptionError(f"{spec.name}: {exc}") from None
+    return value
+
+
+def _duration(spec: OptionSpec, value: Any) -> str | timedelta | None:
+    """``since``: None, or a duration ``parse_duration`` reads (kept as given)."""
+    if value is not None:
+        try:
+            parse_duration(value)
+        except ConfigurationError as exc:
+            raise OptionError(f"{spec.name}: {exc}") from None
+    return value
+
+
+def _split(spec: OptionSpec, value: Any) -> str | timedelta | None:
+    """A window length ``parse_duration`` reads (``"1h"``, a ``timedelta``), or ``"auto"``."""
     if value is None or value == "auto":
         return value
-    if isinstance(value, dt.timedelta) and value > dt.timedelta(0):
-        return value
-    if isinstance(value, str) and _DURATION.fullmatch(value):
-        return value.strip()
+    try:
+        if parse_duration(value) > timedelta(0):
+            return value
+    except ConfigurationError:
+        pass
     raise OptionError(
         f"split must be a window length such as '1h', '30m' or '1d' (or a timedelta), or "
         f"'auto', not {value!r}."
@@ -380,6 +453,9 @@ _CHECKS: dict[str, Callable[[OptionSpec, Any], Any]] = {
     "timeout": _seconds,
     "to": _path,
     "overwrite": _flag,
+    "between": _instants,
+    "since": _duration,
+    "until": _instant,
     "cache": _flag,
     "refresh": _flag,
     "split": _split,

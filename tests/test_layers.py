@@ -15,7 +15,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "cortex_nb"
 
 # the layers, lowest first: a module may import its own layer's modules and lower layers only
 LAYERS = [
-    {"_version", "_aliases", "exceptions", "wire", "catalog", "options", "localfiles", "words"},
+    {"_version", "_aliases", "exceptions", "wire", "catalog", "options", "localfiles", "words",
+     "times"},
     {"sql"},
     {"http"},
     {"results"},

@@ -63,7 +63,6 @@ __all__ = [
 ]
 
 HTTP_METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD")
-_METAVARS = {int: "N", float: "SECONDS", str: "DIR"}
 
 
 # ---- the description's parts --------------------------------------------------------------
@@ -100,10 +99,11 @@ class Option:
     kind: type = str
     help: str = ""
     choices: tuple[str, ...] = ()
-    metavar: str | None = None
+    metavar: str | tuple[str, ...] | None = None
     default: Any = None
     values: str | None = None
     dest: str = ""
+    nargs: int | None = None  # values after the flag when more than one (--between START END)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dest", self.dest or _dest(self.flags))
@@ -233,8 +233,8 @@ def query_flags() -> tuple[Switch | Option, ...]:
         else:
             flags.append(Option(
                 (spec.flag,), str if spec.choices else spec.kind, spec.help,
-                choices=spec.choices, dest=spec.name,
-                metavar=None if spec.choices else _METAVARS.get(spec.kind, "VALUE"),
+                choices=spec.choices, dest=spec.name, metavar=specs.metavar(spec),
+                nargs=spec.nargs,
             ))
     return tuple(flags)
 
@@ -279,6 +279,7 @@ def _add(parser: argparse.ArgumentParser, argument: Argument) -> None:
         parser.add_argument(
             *argument.flags, dest=argument.dest, type=argument.kind, help=argument.help,
             choices=argument.choices or None, metavar=argument.metavar, default=argument.default,
+            nargs=argument.nargs,
         )
     else:
         parser.add_argument(

@@ -69,6 +69,7 @@ from cortex_nb.query.background import BackgroundQuery
 from cortex_nb.query.replies import JOBS
 from cortex_nb.results.cache import current_time_function
 from cortex_nb.sql.params import qualify_tables, render_parameters
+from cortex_nb.sql.timefilter import bounded
 
 __all__ = [
     "CellCommand",
@@ -213,8 +214,11 @@ class CortexMagics(Magics):
     def _run_sql(self, command: CellCommand) -> Any:
         """The cell's query: its frame, the rows as received (``--raw``), or the dataset."""
         sql = self._final_sql(command)
-        if command.dry_run:
-            return self._dry_run("POST", JOBS, {"params": {"query": sql}})
+        if command.dry_run:  # the statement as it would be sent: time window included
+            options = QueryOptions.build(doing="%%cortex", **command.options)
+            if not command.quiet and (note := options.window_note()):
+                print(note)
+            return self._dry_run("POST", JOBS, {"params": {"query": bounded(sql, options)[0]}})
         if command.raw:
             return self._run_raw(command, sql)
         service = self.connection.require()

@@ -53,6 +53,7 @@ from cortex_nb.query.replies import (
 )
 from cortex_nb.results.cache import ResultCache
 from cortex_nb.results.collect import collect_result
+from cortex_nb.sql.timefilter import bounded
 
 __all__ = [
     "DEFAULT_MAX_ROWS",
@@ -251,6 +252,7 @@ class QueryService:
         ``properties`` is sent to the service.
         """
         options = QueryOptions.build(options, doing="start()", **changes)
+        sql, options = _bounded(sql, options)
         job = QueryJob(self, "", sql=sql, options=options, progress=progress, pace=pace)
         job.id = job.progress.job_id = self.submit(sql, job_id, options.properties)
         return job
@@ -283,6 +285,7 @@ class QueryService:
         cancels the job, and so does passing ``timeout`` seconds before the last page is in.
         """
         options = QueryOptions.build(options, doing="query()", **changes)
+        sql, options = _bounded(sql, options, say)
 
         def make_job() -> QueryJob:
             return self.start(sql, options, job_id=job_id, progress=progress)
@@ -367,6 +370,7 @@ class QueryService:
         ``cancel()``, ``done()``, ``state`` and ``progress``.
         """
         options = QueryOptions.build(options, doing="submit_query()", **changes)
+        sql, options = _bounded(sql, options)
         return self.background.submit(
             self, sql, options, name=name, job_id=job_id, on_update=on_update
         )
@@ -394,8 +398,26 @@ class QueryService:
         return jobs
 
 
+def _bounded(
+    sql: str, options: QueryOptions, say: Callable[[str], Any] | None = None
+) -> tuple[str, QueryOptions]:
+    """``sql`` bounded to the options' time window as of now, and the options without it (the
+    statement carries it from here: a job, its cache key and its dataset all see the same
+    one); ``say`` hears which times were read as UTC."""
+    note = options.window_note()
+    if note and say is not None:
+        say(note)
+    return bounded(sql, options)
+
+
 def _for_existing_job(options: QueryOptions) -> QueryOptions:
-    """``options`` for a job that already exists: its properties were set when it was made."""
+    """``options`` for a job that already exists: its statement and properties were set when
+    it was made."""
+    if options.window() is not None:
+        raise OptionError(
+            "A job taken up by id already exists: its statement (and any time window) was set "
+            "when it was created; drop between/since/until."
+        )
     if options.properties:
         raise OptionError(
             "A job taken up by id already exists: its job properties were set when it was "
