@@ -159,8 +159,9 @@ def _descending(tree: Any, exp: Any) -> bool:
     if order is None or not order.expressions:
         return False
     first = order.expressions[0]
-    select = tree if isinstance(tree, exp.Select) else None
-    key = _grouping_keys(select, exp.Group(expressions=[first.this]), exp)[0] if select else first.this
+    key = first.this
+    if isinstance(tree, exp.Select):  # an alias or a position names a selected expression
+        key = _grouping_keys(tree, exp.Group(expressions=[key]), exp)[0]
     if _bucket(key, exp) is None:
         _refuse(
             f"ORDER BY {first.this.sql(dialect='bigquery')} would sort each window apart",
