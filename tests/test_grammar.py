@@ -60,6 +60,9 @@ def test_the_cell_s_own_options_are_fields_and_its_query_options_a_dict():
 
 
 SAMPLES = {int: ("7", 7), float: ("2.5", 2.5), str: ("somewhere", "somewhere")}
+NAMED_SAMPLES = {"split": ("1h", "1h")}  # what these options take is narrower than their kind
+# what an option needs beside it to be a valid query's options
+NEEDS = {"overwrite": " --to d", "split": " --since 1d", "resume": " --split 1h --since 1d --to d"}
 
 
 def flagged_specs():
@@ -70,6 +73,8 @@ def sample(spec) -> tuple[list[str], object]:
     """The words that give ``spec`` on a command line, and the value they mean."""
     if spec.kind is bool:
         return [spec.flag], True
+    if spec.name in NAMED_SAMPLES:
+        return [spec.flag, NAMED_SAMPLES[spec.name][0]], NAMED_SAMPLES[spec.name][1]
     text, value = (spec.choices[-1],) * 2 if spec.choices else SAMPLES[spec.kind]
     return [spec.flag, text], value
 
@@ -77,7 +82,7 @@ def sample(spec) -> tuple[list[str], object]:
 @pytest.mark.parametrize("spec", flagged_specs(), ids=lambda spec: spec.flag)
 def test_every_query_option_is_parsed_completed_and_reaches_query_options(spec):
     words, value = sample(spec)
-    extra = {"overwrite": " --to d", "to": "", "cache": "", "refresh": ""}.get(spec.name, "")
+    extra = NEEDS.get(spec.name, "")
     cell = grammar.parse_cell(" ".join(words) + extra, "SELECT 1")
     assert cell.options[spec.name] == value
     fetch = parse_line("fetch job-1 " + " ".join(words) + extra)

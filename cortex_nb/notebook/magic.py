@@ -50,7 +50,9 @@ more than ``--max-rows`` rows (``CortexMagics.max_rows``) stops before it is dow
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
@@ -66,6 +68,7 @@ from cortex_nb.notebook.grammar import CellCommand, parse_cell, parse_line
 from cortex_nb.notebook.status import BackgroundLine, ProgressLine, show_traces
 from cortex_nb.options import DEFAULT_MAX_ROWS, DEFAULT_QUERY_TIMEOUT, OptionError, QueryOptions
 from cortex_nb.query.background import BackgroundQuery
+from cortex_nb.query.fanout import WindowsMissing, preview
 from cortex_nb.query.replies import JOBS
 from cortex_nb.results.cache import current_time_function
 from cortex_nb.sql.params import qualify_tables, render_parameters
@@ -189,9 +192,9 @@ class CortexMagics(Magics):
         defaults = self.query_defaults()
         if defaults.cache and not given.get("cache"):
             clock = current_time_function(sql) if sql else None
-            if "to" in given or clock:
+            if "to" in given or "split" in given or clock:
                 defaults = defaults.replace(cache=False)
-            if clock and "to" not in given:
+            if clock and "to" not in given and "split" not in given:
                 print(f"Not cached: the query uses {clock}, so its result changes with time; "
                       "add --cache to keep it anyway.")
         return QueryOptions.build(defaults, doing=doing, **given)
@@ -218,12 +221,14 @@ class CortexMagics(Magics):
             options = QueryOptions.build(doing="%%cortex", **command.options)
             if not command.quiet and (note := options.window_note()):
                 print(note)
+            if options.split is not None:
+                return self._dry_run_split(sql, options, command.quiet)
             return self._dry_run("POST", JOBS, {"params": {"query": bounded(sql, options)[0]}})
         if command.raw:
             return self._run_raw(command, sql)
         service = self.connection.require()
         options = self.query_options(command.options, sql)
-        with guardrail_advice():
+        with guardrail_advice(), partial_into(self.shell.user_ns, command.output):
             result = service.query(
                 sql, options, progress=self.progress_line(command.quiet),
                 say=None if command.quiet else print,
@@ -233,6 +238,14 @@ class CortexMagics(Magics):
         if command.trace or self.show_trace:
             self._show_traces(result.traces)
         return result.df
+
+    def _dry_run_split(self, sql: str, options: QueryOptions, quiet: bool) -> None:
+        """A split query's dry run: how many jobs, and the first window's statement."""
+        statements = preview(sql, options)
+        if not quiet:
+            print(f"--split {options.split}: {len(statements)} jobs, one per window; the first "
+                  "sends:")
+        return self._dry_run("POST", JOBS, {"params": {"query": statements[0]}})
 
     def _run_raw(self, command: CellCommand, sql: str) -> list[dict[str, Any]]:
         """The rows as the service sends them (``--raw``): no frame, so no cache, no dataset."""
@@ -296,6 +309,22 @@ class CortexMagics(Magics):
         namespace[name] = query
         bound.set()
         status(query)
+
+
+@contextlib.contextmanager
+def partial_into(namespace: dict[str, Any], name: str | None) -> Iterator[None]:
+    """A split query with windows missing still fails the cell; ``-o NAME`` gets the frame of
+    the windows that came back, and the error says so."""
+    try:
+        yield
+    except WindowsMissing as exc:
+        if not name or exc.result is None:
+            raise
+        namespace[name] = exc.result.df
+        raise WindowsMissing(
+            str(exc).replace("in the error's .result (and in the -o variable)", f"in {name}"),
+            exc.result, exc.missing,
+        ) from None
 
 
 def _check_background(command: CellCommand) -> None:

@@ -369,7 +369,8 @@ class BackgroundQueries:
         options: QueryOptions | None, on_update: Any,
     ) -> BackgroundQuery:
         options = options if options is not None else QueryOptions()
-        if options.to is not None:  # a dataset that cannot be written fails here, at once
+        # a dataset that cannot be written fails here, at once (one being resumed may be there)
+        if options.to is not None and not options.resume:
             from cortex_nb.results.datasets import check_target  # pyarrow, lazily
 
             check_target(options.to, options.overwrite)

@@ -41,7 +41,7 @@ from cortex_nb.options import QueryOptions
 from cortex_nb.query.job import Progress, QueryJob, Result, too_large
 from cortex_nb.query.replies import new_job_id
 from cortex_nb.query.windows import Window, auto_step, gaps, plan_windows
-from cortex_nb.sql.splitting import NotSplittable, check_splittable
+from cortex_nb.sql.splitting import NotSplittable, SplitPlan, check_splittable
 from cortex_nb.sql.timefilter import parse_duration, restrict
 from cortex_nb.wire import CANCELLED, DONE, FAILED, PENDING, RUNNING
 from cortex_nb.words import plural
@@ -140,7 +140,7 @@ class FanOut:
         self.service, self.sql, self.options = service, sql, options
         self.plan = check_splittable(sql)
         self.span: tuple[datetime, datetime] = options.window(now)  # type: ignore[assignment]
-        self.step = self._step()
+        self.step = window_step(self.plan, options.split, self.span)
         self.auto = options.split == "auto"
         if options.limit is not None and options.to is not None:
             raise ConfigurationError(
@@ -163,21 +163,6 @@ class FanOut:
         self._started = time.monotonic()
 
     # -- planning ------------------------------------------------------------------------------
-    def _step(self) -> timedelta:
-        """The windows' length: the one given, or auto's first guess; refused when it would
-        cut a time bucket of the statement in two."""
-        start, end = self.span
-        bucket = self.plan.bucket or timedelta(0)
-        if self.options.split == "auto":
-            return auto_step(start, end, max(bucket, MIN_WINDOW))
-        step = parse_duration(self.options.split)
-        if bucket and step % bucket:
-            raise NotSplittable(
-                f"--split {self.options.split} would cut the query's time buckets "
-                f"({_span_words(bucket)}) in two: split by a multiple of {_span_words(bucket)}."
-            )
-        return step
-
     def windows(self) -> list[Window]:
         """The windows still to run: the whole span, or what a dataset being resumed lacks."""
         start, end = self.span
@@ -268,7 +253,7 @@ class FanOut:
         elif isinstance(error, CortexError):
             tries[window] = tries.get(window, 0) + 1
             if tries[window] <= RETRIES:
-                pending.append(window)
+                pending.appendleft(window)  # tried again next, while the rest waits
             else:
                 missing[window] = " ".join(str(error).split())
                 self.progress.windows_failed += 1
@@ -423,6 +408,30 @@ class FanOut:
             f"come back{kept}; the running windows' jobs were cancelled on the service.",
             self.id,
         )
+
+
+def window_step(plan: SplitPlan, split: Any, span: tuple[datetime, datetime]) -> timedelta:
+    """The windows' length: ``split``, or auto's first guess; ``NotSplittable`` when it would
+    cut a time bucket of the statement in two."""
+    bucket = plan.bucket or timedelta(0)
+    if split == "auto":
+        return auto_step(*span, max(bucket, MIN_WINDOW))
+    step = parse_duration(split)
+    if bucket and step % bucket:
+        raise NotSplittable(
+            f"--split {split} would cut the query's time buckets ({_span_words(bucket)}) in "
+            f"two: split by a multiple of {_span_words(bucket)}."
+        )
+    return step
+
+
+def preview(sql: str, options: QueryOptions, now: datetime | None = None) -> list[str]:
+    """The statements a split query would send, one per window (what a dry run shows); the
+    statement is refused first, as the run would refuse it."""
+    plan = check_splittable(sql)
+    span = options.window(now)
+    step = window_step(plan, options.split, span)  # type: ignore[arg-type]
+    return [restrict(sql, w.start, w.end) for w in plan_windows(*span, step)]  # type: ignore[misc]
 
 
 def _least(a: int | None, b: int | None) -> int | None:
