@@ -250,14 +250,16 @@ def test_an_interrupted_split_into_a_dataset_resumes_with_only_the_missing_windo
 def test_failed_windows_of_a_dataset_are_fetched_by_resume(service, sandbox, traffic, tmp_path):
     service.background.max_running = 1
     sql = f"SELECT session_id, time_generated FROM {traffic}"
-    options = QueryOptions(since="3d", split="1d", to=tmp_path / "ds")
+    end = datetime.now(UTC)
+    between = (end - timedelta(days=3), end)
+    options = QueryOptions(between=between, split="1d", to=tmp_path / "ds")
     sandbox.inject(status=400, count=3)
     with pytest.raises(WindowsMissing, match="run it again with --resume"):
         service.query(sql, options)
     sandbox.clear()
     dataset = service.query(sql, options.replace(resume=True))
     assert len(created(sandbox)) == 1 and dataset.rows == len(
-        service.query(sql, since="3d").df)
+        service.query(sql, between=between).df)
     sandbox.clear()
     assert service.query(sql, options.replace(resume=True)).rows == dataset.rows
     assert created(sandbox) == []  # complete: nothing left to fetch
@@ -285,3 +287,23 @@ def test_windows_are_aligned_clipped_and_gaps_found():
     assert gaps(start, end, [windows[1]]) == [(start, windows[1].start), (windows[1].end, end)]
     week = (start, start + timedelta(days=7))
     assert 7 <= (week[1] - week[0]) / auto_step(*week) <= 24
+
+
+def test_a_cell_with_a_window_missing_fails_and_its_variable_holds_the_others(connected, sandbox):
+    from IPython.utils.capture import capture_output
+
+    connected.run_line_magic("config", "CortexMagics.max_background_jobs = 1")
+    try:
+        sandbox.inject(status=400, count=3)  # the first window, three times
+        with capture_output():
+            outcome = connected.run_cell(
+                "%%cortex -o part --split 1d --since 3d\n"
+                "SELECT session_id, time_generated FROM firewall.traffic"
+            )
+    finally:
+        connected.run_line_magic("config", "CortexMagics.max_background_jobs = 4")
+    message = str(outcome.error_in_exec)
+    assert not outcome.success and "1 window of 4 failed 3 tries" in message
+    assert "the rows of the others are in part" in message and "\n" not in message
+    assert len(connected.user_ns["part"]) > 0
+    assert len(created(sandbox)) == 3 + 3  # the failed window's three tries, the three others
