@@ -95,7 +95,7 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "between", str, "only rows in the window [START, END) (ISO times, 'now-2h'; naive: UTC)",
         flag="--between", nargs=2, metavar=("START", "END"),
     ),
-    OptionSpec("since", str, "only rows of the last DURATION (24h, 7d; before --until)",
+    OptionSpec("since", str, "only rows of the DURATION (24h, 7d) before now, or --until",
                flag="--since", metavar="DURATION"),
     OptionSpec("until", str, "with --since: the window ends at TIME, not now", flag="--until",
                metavar="TIME"),

@@ -20,6 +20,7 @@ from cortex_nb.exceptions import ConfigurationError
 __all__ = [
     "DURATION_FORMS",
     "INSTANT_FORMS",
+    "moves_with_now",
     "naive_note",
     "parse_duration",
     "parse_instant",
@@ -32,6 +33,7 @@ INSTANT_FORMS = (
     "pandas Timestamp, 'now', or 'now-2h'"
 )
 DURATION_FORMS = "a number and a unit: '90s', '15m', '24h', '7d', '1w' (or a timedelta)"
+LONGEST = timedelta(days=36_525)  # a century: longer spans are typing mistakes
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])", re.IGNORECASE)
 _RELATIVE = re.compile(r"now\s*(?:([+-])\s*(.+))?", re.IGNORECASE)
@@ -46,11 +48,15 @@ def parse_duration(value: Any) -> timedelta:
     if isinstance(value, timedelta):
         span = value
     elif isinstance(value, str) and (match := _DURATION.fullmatch(value.strip())):
-        span = timedelta(seconds=float(match[1]) * _UNIT_SECONDS[match[2].lower()])
+        seconds = float(match[1]) * _UNIT_SECONDS[match[2].lower()]
+        span = timedelta(seconds=min(seconds, LONGEST.total_seconds() + 1))
     else:
         raise ConfigurationError(f"Cannot read {value!r} as a duration: use {DURATION_FORMS}.")
-    if span <= timedelta(0):
-        raise ConfigurationError(f"A duration must be positive, not {value!r}: e.g. '24h'.")
+    if span <= timedelta(0) or span > LONGEST:
+        raise ConfigurationError(
+            f"A duration must be positive and at most {LONGEST.days:,}d, not {value!r}: "
+            "e.g. '24h'."
+        )
     return span
 
 
@@ -62,7 +68,12 @@ def parse_instant(value: Any, now: datetime | None = None) -> datetime:
         moment = utc(now) if now is not None else datetime.now(timezone.utc)
         if match[1] is None:
             return moment
-        span = parse_duration(match[2])
+        try:
+            span = parse_duration(match[2])
+        except ConfigurationError:
+            raise ConfigurationError(
+                f"Cannot read {value!r} as a time: use {INSTANT_FORMS}."
+            ) from None
         return moment - span if match[1] == "-" else moment + span
     return utc(_as_datetime(value))
 
@@ -135,13 +146,27 @@ def resolve_window(
             "Give between=(start, end) or since= (with until=), not both."
         )
     now = utc(now) if now is not None else datetime.now(timezone.utc)
-    start, end = _ends(between, since, until, now)
+    try:
+        start, end = _ends(between, since, until, now)
+    except OverflowError:
+        raise ConfigurationError(
+            "The time window reaches outside the years 1 to 9999: check its times."
+        ) from None
     if start >= end:
         raise ConfigurationError(
             f"The time window is empty: it starts at {start.isoformat()} and ends at "
             f"{end.isoformat()}; the start must come first."
         )
     return start, end
+
+
+def moves_with_now(between: Iterable[Any] | None = None, since: Any = None, until: Any = None
+                   ) -> bool:
+    """Whether the window is read against the current time (``since`` with no ``until``, or an
+    end written ``'now...'``): its rows change with the moment the query is sent."""
+    ends = [*(between or ()), until]
+    relative = any(isinstance(end, str) and _RELATIVE.fullmatch(end.strip()) for end in ends)
+    return relative or (since is not None and until is None)
 
 
 def _ends(between: Any, since: Any, until: Any, now: datetime) -> tuple[datetime, datetime]:

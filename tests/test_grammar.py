@@ -60,9 +60,16 @@ def test_the_cell_s_own_options_are_fields_and_its_query_options_a_dict():
 
 
 SAMPLES = {int: ("7", 7), float: ("2.5", 2.5), str: ("somewhere", "somewhere")}
+# options whose values are times: words on the line, and the value they mean
+TIME_SAMPLES = {
+    "between": (["2026-12-01", "2026-12-02"], ["2026-12-01", "2026-12-02"]),
+    "since": (["24h"], "24h"),
+    "until": (["2026-12-02"], "2026-12-02"),
+}
 NAMED_SAMPLES = {"split": ("1h", "1h")}  # what these options take is narrower than their kind
 # what an option needs beside it to be a valid query's options
-NEEDS = {"overwrite": " --to d", "split": " --since 1d", "resume": " --split 1h --since 1d --to d"}
+NEEDS = {"overwrite": " --to d", "until": " --since 1h", "split": " --since 1d",
+         "resume": " --split 1h --since 1d --to d"}
 
 
 def flagged_specs():
@@ -73,6 +80,9 @@ def sample(spec) -> tuple[list[str], object]:
     """The words that give ``spec`` on a command line, and the value they mean."""
     if spec.kind is bool:
         return [spec.flag], True
+    if spec.name in TIME_SAMPLES:
+        texts_, value = TIME_SAMPLES[spec.name]
+        return [spec.flag, *texts_], value
     if spec.name in NAMED_SAMPLES:
         return [spec.flag, NAMED_SAMPLES[spec.name][0]], NAMED_SAMPLES[spec.name][1]
     text, value = (spec.choices[-1],) * 2 if spec.choices else SAMPLES[spec.kind]
@@ -89,7 +99,7 @@ def test_every_query_option_is_parsed_completed_and_reaches_query_options(spec):
     assert getattr(fetch.args, spec.name) == value
     assert spec.flag in texts("%%cortex --") and spec.flag in texts("%cortex fetch j --")
     built = CortexMagics().query_options(cell.options)
-    assert getattr(built, spec.name) == value
+    assert getattr(built, spec.name) == (tuple(value) if spec.nargs else value)
 
 
 def test_a_query_option_given_a_flag_reaches_the_magic_untouched(monkeypatch):

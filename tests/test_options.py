@@ -8,6 +8,7 @@ the real sandbox; each option is checked where it has an effect, as a table.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -362,3 +363,13 @@ def test_bad_options_on_the_python_api_are_configuration_errors_before_sending(s
 def test_a_path_object_for_to(sandbox, service, tmp_path):
     dataset = service.query(_sql(sandbox), to=Path(tmp_path) / "p", limit=4)
     assert isinstance(dataset, Dataset) and dataset.rows == 4
+
+
+def test_the_readme_table_names_every_option_and_its_flag():
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    table = readme.split("## Query options")[1].split("\n## ")[0]
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    named = {name for row in rows for name in re.findall(r"`(\w+)`", row.split("|")[1])}
+    assert named == {spec.name for spec in OPTIONS}
+    flags = " ".join(row.split("|")[2] for row in rows)
+    assert all(spec.flag in flags for spec in OPTIONS if spec.flag)

@@ -42,6 +42,7 @@ CHECKED = (
     "%cortex connect --profile work --record",
     "from cortex_nb import get_connection\nfrom cortex_nb.record.replay import Replay",
     "%%cortex --cache",
+    "%%cortex -o recent --since 24h",  # tests/test_timefilter.py
     "%%cortex\nSELECT src_ip",  # and the error it shows, below it
     "Unrecognized name: src_ip",
     # Big results: tests/test_readme_big_results.py

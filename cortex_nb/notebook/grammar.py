@@ -18,6 +18,7 @@ Cell::
     %%cortex [-o VAR] [-q] [--trace] [--dry-run] [--limit N] [--page-size N] [--raw]
              [--structs value|keep|flatten] [--timeout SECONDS] [--bg] [--cache] [--refresh]
              [--max-rows N] [--dtypes arrow|objects] [--to DIR [--overwrite]] [--parallel N]
+             [--between START END | --since DURATION [--until TIME]]
     SELECT ...                               (SQL mode)
     %%cortex GET /query/v2/jobs              (REST mode: 'METHOD /path', the cell is the body)
 

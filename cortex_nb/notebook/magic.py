@@ -33,10 +33,11 @@ Cell magic::
 
 QUERY OPTIONS are the flags of ``cortex_nb.options.OPTIONS`` (``--limit N``, ``--max-rows N``,
 ``--page-size N``, ``--parallel N``, ``--structs value|keep|flatten``, ``--dtypes
-objects|arrow``, ``--timeout SECONDS``, ``--to DIR [--overwrite]``, ``--cache``,
-``--refresh``). The traitlets of the same names are the notebook's defaults
-(``query_defaults``); what a cell or line gives overrides them (``query_options``), and the
-one ``QueryOptions`` goes to the library on every path: a cell, ``--bg``, ``%cortex fetch``.
+objects|arrow``, ``--timeout SECONDS``, ``--to DIR [--overwrite]``, ``--between START END``,
+``--since DURATION [--until TIME]``, ``--cache``, ``--refresh``). The traitlets of the same
+names are the notebook's defaults (``query_defaults``); what a cell or line gives overrides
+them (``query_options``), and the one ``QueryOptions`` goes to the library on every path: a
+cell, ``--bg``, ``%cortex fetch``.
 
 ``--bg -o VAR`` returns at once: VAR holds the background query's handle (a
 ``BackgroundQuery``) while a status line in the cell follows it, then the DataFrame (with
@@ -73,6 +74,7 @@ from cortex_nb.query.replies import JOBS
 from cortex_nb.results.cache import current_time_function
 from cortex_nb.sql.params import qualify_tables, render_parameters
 from cortex_nb.sql.timefilter import bounded
+from cortex_nb.times import moves_with_now
 
 __all__ = [
     "CellCommand",
@@ -192,6 +194,8 @@ class CortexMagics(Magics):
         defaults = self.query_defaults()
         if defaults.cache and not given.get("cache"):
             clock = current_time_function(sql) if sql else None
+            if moves_with_now(given.get("between"), given.get("since"), given.get("until")):
+                clock = clock or "a time window relative to now"
             if "to" in given or "split" in given or clock:
                 defaults = defaults.replace(cache=False)
             if clock and "to" not in given and "split" not in given:
@@ -279,6 +283,8 @@ class CortexMagics(Magics):
         sql = self._final_sql(command)
         service = self.connection.require()
         options = self.query_options(command.options, sql)
+        if not command.quiet and (note := options.window_note()):
+            print(note)
         self.start_background(
             command.output or "", command.quiet,
             lambda **kw: service.submit_query(sql, options, name=command.output, **kw),
