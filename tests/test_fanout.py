@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from cortex_nb import Credentials
-from cortex_nb.exceptions import ConfigurationError, QueryCancelled, ResultTooLarge
+from cortex_nb.exceptions import ConfigurationError, QueryCancelled, QueryError, ResultTooLarge
 from cortex_nb.http.client import HTTPClient
 from cortex_nb.options import OptionError, QueryOptions
 from cortex_nb.query.fanout import FanOut, SplitResult, WindowsMissing, run_split
@@ -184,9 +184,18 @@ def test_the_guardrail_applies_to_the_total_in_memory(service, sandbox, traffic)
 # ---- failures ---------------------------------------------------------------------------------
 
 
+def test_a_statement_the_service_refuses_stops_the_run_at_the_first_window(service, sandbox,
+                                                                         traffic):
+    sql = f"SELECT time_generated FROM {traffic} WHERE action = 'deny'"  # action is a struct
+    with pytest.raises(QueryError, match="No matching signature") as refused:
+        service.query(sql, since="7d", split="1h")
+    assert not isinstance(refused.value, WindowsMissing)
+    assert len(created(sandbox)) <= service.background.max_running  # not 169 windows x 3 tries
+
+
 def test_a_window_that_fails_once_is_tried_again(service, sandbox, traffic):
     service.background.max_running = 1  # one window at a time: the fault hits the first one
-    sandbox.inject(status=400, count=1)
+    sandbox.inject(status=500, count=1)
     result = service.query(f"SELECT session_id, time_generated FROM {traffic}", since="3d",
                            split="1d")
     assert len(result.windows) == 4 and not result.missing
@@ -200,7 +209,7 @@ def test_a_window_that_keeps_failing_is_reported_and_the_others_kept(service, sa
     between = (end - timedelta(days=3), end)
     whole = service.query(sql, between=between)
     sandbox.clear()
-    sandbox.inject(status=400, count=3)  # the first window's three tries
+    sandbox.inject(status=500, count=3)  # the first window's three tries
     with pytest.raises(WindowsMissing) as missing:
         service.query(sql, between=between, split="1d")
     first = plan_windows(*between, timedelta(days=1))[0]
@@ -253,7 +262,7 @@ def test_failed_windows_of_a_dataset_are_fetched_by_resume(service, sandbox, tra
     end = datetime.now(UTC)
     between = (end - timedelta(days=3), end)
     options = QueryOptions(between=between, split="1d", to=tmp_path / "ds")
-    sandbox.inject(status=400, count=3)
+    sandbox.inject(status=500, count=3)
     with pytest.raises(WindowsMissing, match="run it again with --resume"):
         service.query(sql, options)
     sandbox.clear()
@@ -294,7 +303,7 @@ def test_a_cell_with_a_window_missing_fails_and_its_variable_holds_the_others(co
 
     connected.run_line_magic("config", "CortexMagics.max_background_jobs = 1")
     try:
-        sandbox.inject(status=400, count=3)  # the first window, three times
+        sandbox.inject(status=500, count=3)  # the first window, three times
         with capture_output():
             outcome = connected.run_cell(
                 "%%cortex -o part --split 1d --since 3d\n"
@@ -307,3 +316,18 @@ def test_a_cell_with_a_window_missing_fails_and_its_variable_holds_the_others(co
     assert "the rows of the others are in part" in message and "\n" not in message
     assert len(connected.user_ns["part"]) > 0
     assert len(created(sandbox)) == 3 + 3  # the failed window's three tries, the three others
+
+
+def test_the_readme_fan_out_example_runs_as_written(connected, sandbox):
+    from IPython.utils.capture import capture_output
+
+    from tests.test_readme import block
+
+    cell = block("%%cortex -o week --since 7d --split 1h")
+    with capture_output():
+        outcome = connected.run_cell(cell)
+    assert outcome.success, outcome.error_in_exec
+    week = connected.user_ns["week"]
+    assert len(week) > 0 and list(week.columns) == ["time_generated", "src", "dest_port"]
+    assert week["time_generated"].is_monotonic_increasing is not None
+    assert len(created(sandbox)) >= 7 * 24  # a week in whole hours: one job each

@@ -16,7 +16,8 @@ continues after an interruption, fetching only the windows it lacks.
 
 A window that fails is tried again (``RETRIES`` times), then reported by its time range; the
 other windows are kept, and the run raises ``WindowsMissing`` carrying them: a partial frame
-never passes for a whole one.
+never passes for a whole one. A request the service refuses (a 4xx: the statement is wrong)
+stops the whole run at once with the service's message: every window would be refused alike.
 """
 
 from __future__ import annotations
@@ -250,6 +251,9 @@ class FanOut:
             raise self._too_large(error)
         elif isinstance(error, QueryCancelled) and self._stop.is_set():
             return
+        elif _refused(error):  # the statement, not the window: every window would fail so
+            self.cancel()
+            raise error
         elif isinstance(error, CortexError):
             tries[window] = tries.get(window, 0) + 1
             if tries[window] <= RETRIES:
@@ -432,6 +436,14 @@ def preview(sql: str, options: QueryOptions, now: datetime | None = None) -> lis
     span = options.window(now)
     step = window_step(plan, options.split, span)  # type: ignore[arg-type]
     return [restrict(sql, w.start, w.end) for w in plan_windows(*span, step)]  # type: ignore[misc]
+
+
+def _refused(error: BaseException) -> bool:
+    """Whether the service refused the request itself (a 4xx other than 408 and 429): a
+    mistake in the statement or the request, which no retry and no other window escapes."""
+    details = getattr(error, "details", None)
+    status = details.get("status") if isinstance(details, dict) else None
+    return isinstance(status, int) and 400 <= status < 500 and status not in (408, 429)
 
 
 def _least(a: int | None, b: int | None) -> int | None:
