@@ -331,3 +331,31 @@ def test_the_readme_fan_out_example_runs_as_written(connected, sandbox):
     assert len(week) > 0 and list(week.columns) == ["time_generated", "src", "dest_port"]
     assert week["time_generated"].is_monotonic_increasing is not None
     assert len(created(sandbox)) >= 7 * 24  # a week in whole hours: one job each
+
+
+def test_a_dry_run_of_a_split_cell_says_how_many_jobs_and_sends_nothing(connected, sandbox):
+    from IPython.utils.capture import capture_output
+
+    with capture_output() as shown:
+        outcome = connected.run_cell(
+            "%%cortex --dry-run --split 1d --between 2026-12-01T06:00 2026-12-03T06:00\n"
+            "SELECT session_id, time_generated FROM firewall.traffic"
+        )
+    assert outcome.success, outcome.error_in_exec
+    assert "--split 1d: 3 jobs, one per window" in shown.stdout
+    assert "TIMESTAMP('2026-12-01 06:00:00+00:00')" in shown.stdout  # the first window's
+    assert "TIMESTAMP('2026-12-02 00:00:00+00:00')" in shown.stdout
+    assert api_requests(sandbox) == []
+
+
+def test_a_429_holds_the_windows_back_and_loses_none(service, sandbox, traffic):
+    sql = f"SELECT session_id, time_generated FROM {traffic} ORDER BY time_generated"
+    end = datetime.now(UTC)
+    between = (end - timedelta(days=3), end)
+    whole = service.query(sql, between=between)
+    sandbox.clear()
+    sandbox.inject(status=429, retry_after=1, count=2)
+    split = service.query(sql, between=between, split="1d")
+    pd.testing.assert_frame_equal(split.df, whole.df)
+    assert [r.status for r in sandbox.requests if r.status == 429] == [429, 429]
+    assert len(split.job_ids) == len(split.windows) == 4  # retried by the transport, not lost

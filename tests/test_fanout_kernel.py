@@ -75,3 +75,26 @@ def test_a_refused_split_cell_fails_with_one_line_and_sends_nothing(kernel, sand
     text = "".join(error["traceback"])
     assert "aggregate not grouped by a time bucket" in text and "Traceback" not in text
     assert [r for r in sandbox.requests if r.path.startswith("/query/")] == []
+
+
+def test_an_interrupted_split_cell_cancels_its_running_windows_and_says_so(kernel, sandbox):
+    sandbox.clear()
+    sandbox.latency_ms = 100  # 193 hourly windows at 4 at once: long enough to interrupt
+    try:
+        msg_id = kernel.kc.execute(f"%%cortex -o never --split 1h --since 8d\n{SQL}")
+        while not any(m["parent_header"].get("msg_id") == msg_id
+                      and m["msg_type"] in ("display_data", "update_display_data")
+                      and "running" in m["content"]["data"].get("text/plain", "")
+                      for m in kernel.messages):
+            kernel.read(0.2)  # the progress line says windows are running
+        kernel.km.interrupt_kernel()
+        outputs = kernel.finished(msg_id)
+    finally:
+        sandbox.latency_ms = 0
+    [error] = [m["content"] for m in outputs if m["msg_type"] == "error"]
+    [line] = error["traceback"]
+    assert re.search(r"Cancelled the split query: \d+ of 193 windows had come back; the "
+                     r"running windows' jobs were cancelled on the service", line), line
+    assert [r for r in sandbox.requests if r.method == "DELETE"]  # cancelled on the service
+    assert len(created_windows(sandbox)) < 193
+    assert "never" not in kernel.printed("print(list(globals()))")

@@ -158,7 +158,7 @@ class FanOut:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._running: dict[Window, QueryJob] = {}
-        self._finished_rows = 0
+        self._finished_rows = self._finished_pages = 0
         self._reserved: dict[str, int] = {}  # rows each counted job brings (the guardrail's)
         self._job_ids: list[str] = []
         self._started = time.monotonic()
@@ -318,6 +318,7 @@ class FanOut:
                 del self._running[window]
             if ok:
                 self._finished_rows += job.progress.rows
+                self._finished_pages += job.progress.pages
             else:
                 self._reserved.pop(job.id, None)
 
@@ -342,8 +343,9 @@ class FanOut:
         p = self.progress
         with self._lock:
             running = list(self._running.values())
-            p.rows = self._finished_rows + sum(j.progress.rows for j in running
-                                               if not j.progress.done)
+            live = [j.progress for j in running if not j.progress.done]
+            p.rows = self._finished_rows + sum(progress.rows for progress in live)
+            p.pages = self._finished_pages + sum(progress.pages for progress in live)
             p.windows_running = len(running)
         p.state, p.done, p.elapsed = state, done, time.monotonic() - self._started
         if self.callback is not None:
