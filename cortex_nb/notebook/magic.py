@@ -34,10 +34,10 @@ Cell magic::
 QUERY OPTIONS are the flags of ``cortex_nb.options.OPTIONS`` (``--limit N``, ``--max-rows N``,
 ``--page-size N``, ``--parallel N``, ``--structs value|keep|flatten``, ``--dtypes
 objects|arrow``, ``--timeout SECONDS``, ``--to DIR [--overwrite]``, ``--between START END``,
-``--since DURATION [--until TIME]``, ``--cache``, ``--refresh``). The traitlets of the same
-names are the notebook's defaults (``query_defaults``); what a cell or line gives overrides
-them (``query_options``), and the one ``QueryOptions`` goes to the library on every path: a
-cell, ``--bg``, ``%cortex fetch``.
+``--since DURATION [--until TIME]``, ``--split DURATION|auto [--resume]``, ``--cache``,
+``--refresh``). The traitlets of the same names are the notebook's defaults
+(``query_defaults``); what a cell or line gives overrides them (``query_options``), and the one
+``QueryOptions`` goes to the library on every path: a cell, ``--bg``, ``%cortex fetch``.
 
 ``--bg -o VAR`` returns at once: VAR holds the background query's handle (a
 ``BackgroundQuery``) while a status line in the cell follows it, then the DataFrame (with
