@@ -188,6 +188,7 @@ class FanOut:
         self.sink = self._open_sink()
         if self.sink is not None and self.sink.complete:
             return self.sink.dataset()  # resumed after the last window: nothing left to fetch
+        self.step = window_step(self.plan, self.options.split, self.span)  # the span resumed
         windows = self.windows()
         self.progress.windows = len(windows) + (len(self.sink.windows_done()) if self.sink else 0)
         self.progress.windows_done = self.progress.windows - len(windows)
