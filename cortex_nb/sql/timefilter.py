@@ -19,7 +19,7 @@ null-extended tables cannot be bounded without changing what the query means.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from cortex_nb import catalog
 from cortex_nb.exceptions import ConfigurationError
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "INSTANT_FORMS",
-    "apply_window",
     "bounded",
     "naive_note",
     "parse_duration",
@@ -48,15 +47,6 @@ __all__ = [
     "restrict",
     "timestamp_literal",
 ]
-
-
-def apply_window(
-    sql: str, between: Any = None, since: Any = None, until: Any = None,
-    now: datetime | None = None,
-) -> str:
-    """``sql`` restricted to the window the options name (unchanged when they name none)."""
-    window = resolve_window(between, since, until, now)
-    return sql if window is None else restrict(sql, *window)
 
 
 def bounded(
