@@ -359,3 +359,15 @@ def test_a_429_holds_the_windows_back_and_loses_none(service, sandbox, traffic):
     pd.testing.assert_frame_equal(split.df, whole.df)
     assert [r.status for r in sandbox.requests if r.status == 429] == [429, 429]
     assert len(split.job_ids) == len(split.windows) == 4  # retried by the transport, not lost
+
+
+def test_one_job_paths_refuse_a_split(service, connected, sandbox):
+    from IPython.utils.capture import capture_output
+
+    with pytest.raises(OptionError, match=r"start\(\) makes one job"):
+        service.start("SELECT 1", split="1h", since="1d")
+    with capture_output():
+        outcome = connected.run_cell(
+            "%%cortex --raw --split 1h --since 1d\nSELECT session_id FROM firewall.traffic")
+    assert "not with --split" in str(outcome.error_in_exec)
+    assert api_requests(sandbox) == []

@@ -254,8 +254,8 @@ class CortexMagics(Magics):
     def _run_raw(self, command: CellCommand, sql: str) -> list[dict[str, Any]]:
         """The rows as the service sends them (``--raw``): no frame, so no cache, no dataset."""
         given = command.options
-        if given.get("to") or given.get("cache") or given.get("refresh"):
-            option = "--to" if given.get("to") else "--cache"
+        if given.get("to") or given.get("cache") or given.get("refresh") or given.get("split"):
+            option = "--to" if given.get("to") else "--split" if given.get("split") else "--cache"
             raise CortexCellError(f"%%cortex: --raw shows JSON as received; not with {option}")
         options = self.query_options(given, sql).replace(cache=False)
         progress = self.progress_line(command.quiet)

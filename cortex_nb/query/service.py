@@ -253,6 +253,11 @@ class QueryService:
         ``properties`` is sent to the service.
         """
         options = QueryOptions.build(options, doing="start()", **changes)
+        if options.split is not None:
+            raise OptionError(
+                "start() makes one job and split= makes one per window: run it with "
+                "query(sql, split=...) or submit_query(sql, split=...)."
+            )
         sql, options = _bounded(sql, options)
         job = QueryJob(self, "", sql=sql, options=options, progress=progress, pace=pace)
         job.id = job.progress.job_id = self.submit(sql, job_id, options.properties)
