@@ -189,12 +189,12 @@ class FanOut:
         if self.sink is not None and self.sink.complete:
             return self.sink.dataset()  # resumed after the last window: nothing left to fetch
         self.step = window_step(self.plan, self.options.split, self.span)  # the span resumed
-        windows = self.windows()
-        self.progress.windows = len(windows) + (len(self.sink.windows_done()) if self.sink else 0)
-        self.progress.windows_done = self.progress.windows - len(windows)
-        self._report(RUNNING)
         with self.service.traces.collect() as seen:
-            try:
+            try:  # an interrupt from the first progress line on ends as a cancel
+                windows = self.windows()
+                done = len(self.sink.windows_done()) if self.sink else 0
+                self.progress.windows, self.progress.windows_done = len(windows) + done, done
+                self._report(RUNNING)
                 results, missing = self._run_all(windows)
             except KeyboardInterrupt:
                 self._report(CANCELLED, done=True)
