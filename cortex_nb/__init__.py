@@ -37,6 +37,8 @@ _LAZY = {
     "BackgroundJobs": "query.background",  # the old name of BackgroundQueries
     "BackgroundQueries": "query.background",
     "BackgroundQuery": "query.background",
+    "SplitResult": "query.fanout",  # a query split by time (split=...)
+    "WindowsMissing": "query.fanout",
     "Dataset": "results.datasets",
     "open_dataset": "results.datasets",
     "Chart": "results.charts",

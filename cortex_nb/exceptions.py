@@ -13,7 +13,9 @@ The tree::
         ├── QueryCancelled          the job was cancelled (by the user, an interrupt or the server)
         ├── QueryStillRunning       a background job's result was asked for with a timeout that
         │                           passed before the job ended (also a ``TimeoutError``)
-        └── ResultTooLarge          more rows than the guardrail allows in memory (``max_rows``)
+        ├── ResultTooLarge          more rows than the guardrail allows in memory (``max_rows``)
+        └── WindowsMissing          windows of a split query failed every try (the others kept;
+                                    defined in ``cortex_nb.query.fanout``)
 
 Messages say what failed, where, and what to do next. They never contain a secret: callers
 pass only redacted material, and the classes keep no request bodies or headers of their own.

@@ -101,6 +101,12 @@ OPTIONS: tuple[OptionSpec, ...] = (
                metavar="TIME"),
     OptionSpec("cache", bool, "reuse a cached result, or keep this one", flag="--cache"),
     OptionSpec("refresh", bool, "run it again and cache the new result", flag="--refresh"),
+    OptionSpec(
+        "split", str, "with a window: one job per DURATION of it (1h, 30m, 1d), or auto",
+        flag="--split", metavar="DURATION",
+    ),
+    OptionSpec("resume", bool, "with --split and --to: fetch only the windows not yet written",
+               flag="--resume"),
     OptionSpec("result_format", str, "how the service sends rows", choices=RESULT_FORMATS),
     OptionSpec("properties", dict, "job properties sent to the service (params.properties)"),
 )
@@ -123,6 +129,9 @@ class QueryOptions:
       ``until``: only rows in that time window, on each log table's time column
       (``cortex_nb.sql.timefilter``); resolved when the query is sent, so "now" is then.
     - ``cache``, ``refresh``: keep the result in the result cache and reuse it / run again.
+    - ``split``: run one job per time window of that length (``"1h"``, a ``timedelta``) or
+      ``"auto"`` (windows cut again while too full), the frames put together in time order.
+    - ``resume`` (with ``split`` and ``to``): write only the windows the dataset still lacks.
     - ``result_format``: ``valuesDictionary`` (default) or ``valuesArray``.
     - ``properties``: job properties, the only thing sent to the service with the SQL.
     """
@@ -141,6 +150,8 @@ class QueryOptions:
     until: Any = None
     cache: bool = False
     refresh: bool = False
+    split: str | timedelta | None = None
+    resume: bool = False
     result_format: str = DEFAULT_RESULT_FORMAT
     properties: Mapping[str, Any] = field(default_factory=dict)
 
@@ -163,6 +174,26 @@ class QueryOptions:
             resolve_window(self.between, self.since, self.until)
         except ConfigurationError as exc:
             raise OptionError(str(exc)) from None
+        self._check_split()
+
+    def _check_split(self) -> None:
+        """``split`` cuts a window into jobs; ``resume`` continues such a run into a dataset."""
+        if self.split is not None and self.between is None and self.since is None:
+            raise OptionError(
+                "split= (--split) cuts a time window into jobs: give the window too, "
+                "between=(start, end) (--between START END) or since='7d' (--since 7d)."
+            )
+        if self.resume and (self.split is None or self.to is None):
+            raise OptionError(
+                "resume=True (--resume) continues a split run into a dataset: give split= "
+                "(--split) and to=DIR (--to) as the first run did."
+            )
+        if self.resume and self.overwrite:
+            raise OptionError("--resume keeps the windows already written; --overwrite replaces "
+                              "them: choose one.")
+        if self.split is not None and (self.cache or self.refresh):
+            raise OptionError("The result cache keeps one job's result; split= (--split) runs "
+                              "many: drop cache/refresh, or split.")
 
     # -- making ------------------------------------------------------------------------------
     @classmethod
@@ -386,6 +417,21 @@ def _duration(spec: OptionSpec, value: Any) -> str | timedelta | None:
     return value
 
 
+def _split(spec: OptionSpec, value: Any) -> str | timedelta | None:
+    """A window length ``parse_duration`` reads (``"1h"``, a ``timedelta``), or ``"auto"``."""
+    if value is None or value == "auto":
+        return value
+    try:
+        if parse_duration(value) > timedelta(0):
+            return value
+    except ConfigurationError:
+        pass
+    raise OptionError(
+        f"split must be a window length such as '1h', '30m' or '1d' (or a timedelta), or "
+        f"'auto', not {value!r}."
+    )
+
+
 def _properties(spec: OptionSpec, value: Any) -> Mapping[str, Any]:
     if value is None:
         value = {}
@@ -412,6 +458,8 @@ _CHECKS: dict[str, Callable[[OptionSpec, Any], Any]] = {
     "until": _instant,
     "cache": _flag,
     "refresh": _flag,
+    "split": _split,
+    "resume": _flag,
     "result_format": _choice,
     "properties": _properties,
 }

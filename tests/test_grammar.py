@@ -66,6 +66,10 @@ TIME_SAMPLES = {
     "since": (["24h"], "24h"),
     "until": (["2026-12-02"], "2026-12-02"),
 }
+NAMED_SAMPLES = {"split": ("1h", "1h")}  # what these options take is narrower than their kind
+# what an option needs beside it to be a valid query's options
+NEEDS = {"overwrite": " --to d", "until": " --since 1h", "split": " --since 1d",
+         "resume": " --split 1h --since 1d --to d"}
 
 
 def flagged_specs():
@@ -79,6 +83,8 @@ def sample(spec) -> tuple[list[str], object]:
     if spec.name in TIME_SAMPLES:
         texts_, value = TIME_SAMPLES[spec.name]
         return [spec.flag, *texts_], value
+    if spec.name in NAMED_SAMPLES:
+        return [spec.flag, NAMED_SAMPLES[spec.name][0]], NAMED_SAMPLES[spec.name][1]
     text, value = (spec.choices[-1],) * 2 if spec.choices else SAMPLES[spec.kind]
     return [spec.flag, text], value
 
@@ -86,7 +92,7 @@ def sample(spec) -> tuple[list[str], object]:
 @pytest.mark.parametrize("spec", flagged_specs(), ids=lambda spec: spec.flag)
 def test_every_query_option_is_parsed_completed_and_reaches_query_options(spec):
     words, value = sample(spec)
-    extra = {"overwrite": " --to d", "until": " --since 1h"}.get(spec.name, "")
+    extra = NEEDS.get(spec.name, "")
     cell = grammar.parse_cell(" ".join(words) + extra, "SELECT 1")
     assert cell.options[spec.name] == value
     fetch = parse_line("fetch job-1 " + " ".join(words) + extra)

@@ -205,6 +205,46 @@ def check_until(ip, sandbox, path, tmp_path):
     expect_window(ip, sandbox, path, f"--until {end:%Y-%m-%dT%H:%M} --since 60m", start, end)
 
 
+SPLITTABLE = "SELECT session_id, time_generated FROM firewall.traffic ORDER BY time_generated"
+
+
+def split_cell(ip, sandbox, path: str, flags: str):
+    """A splittable query (``SQL`` has a LIMIT, which --split refuses) on ``path``."""
+    if path.startswith("fetch"):
+        return run(ip, sandbox, path, flags)
+    bg = "--bg " if path == "bg" else ""
+    cell(ip, f"%%cortex {bg}-o v -q --since 7d {flags}\n{SPLITTABLE}")
+    if path == "bg":
+        cell(ip, "%cortex wait v")
+    return ip.user_ns["v"]
+
+
+def created_jobs(sandbox) -> list:
+    return [r for r in sandbox.requests if r.method == "POST" and r.path == "/query/v2/jobs"]
+
+
+def check_split(ip, sandbox, path, tmp_path):
+    if path.startswith("fetch"):  # a job taken up by id has its statement already
+        with pytest.raises(Refused, match="split"):
+            run(ip, sandbox, path, "--split 1d")
+        return
+    frame = split_cell(ip, sandbox, path, "--split 2d")
+    assert len(frame) == 3000 and frame["time_generated"].is_monotonic_increasing
+    assert 4 <= len(created_jobs(sandbox)) <= 5  # 7 days in 2-day windows (aligned, clipped)
+
+
+def check_resume(ip, sandbox, path, tmp_path):
+    if path.startswith("fetch"):
+        with pytest.raises(Refused, match="resume"):
+            run(ip, sandbox, path, f"--resume --to {tmp_path / 'ds'}")
+        return
+    target = tmp_path / "ds"
+    assert split_cell(ip, sandbox, path, f"--split 2d --to {target}").rows == 3000
+    sandbox.clear()
+    assert split_cell(ip, sandbox, path, f"--split 2d --to {target} --resume").rows == 3000
+    assert created_jobs(sandbox) == []  # every window was there already
+
+
 CHECKS = {name.removeprefix("check_"): check for name, check in globals().items()
           if name.startswith("check_")}
 

@@ -43,6 +43,7 @@ CHECKED = (
     "from cortex_nb import get_connection\nfrom cortex_nb.record.replay import Replay",
     "%%cortex --cache",
     "%%cortex -o recent --since 24h",  # tests/test_timefilter.py
+    "%%cortex -o week --since 7d --split 1h",  # tests/test_fanout.py
     "%%cortex\nSELECT src_ip",  # and the error it shows, below it
     "Unrecognized name: src_ip",
     # Big results: tests/test_readme_big_results.py

@@ -37,10 +37,10 @@ Cell magic::
 QUERY OPTIONS are the flags of ``cortex_nb.options.OPTIONS`` (``--limit N``, ``--max-rows N``,
 ``--page-size N``, ``--parallel N``, ``--structs value|keep|flatten``, ``--dtypes
 objects|arrow``, ``--timeout SECONDS``, ``--to DIR [--overwrite]``, ``--between START END``,
-``--since DURATION [--until TIME]``, ``--cache``, ``--refresh``). The traitlets of the same
-names are the notebook's defaults (``query_defaults``); what a cell or line gives overrides
-them (``query_options``), and the one ``QueryOptions`` goes to the library on every path: a
-cell, ``--bg``, ``%cortex fetch``.
+``--since DURATION [--until TIME]``, ``--split DURATION|auto [--resume]``, ``--cache``,
+``--refresh``). The traitlets of the same names are the notebook's defaults
+(``query_defaults``); what a cell or line gives overrides them (``query_options``), and the one
+``QueryOptions`` goes to the library on every path: a cell, ``--bg``, ``%cortex fetch``.
 
 ``--bg -o VAR`` returns at once: VAR holds the background query's handle (a
 ``BackgroundQuery``) while a status line in the cell follows it, then the DataFrame (with
@@ -54,8 +54,10 @@ more than ``--max-rows`` rows (``CortexMagics.max_rows``) stops before it is dow
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
@@ -71,6 +73,7 @@ from cortex_nb.notebook.grammar import CellCommand, parse_cell, parse_line
 from cortex_nb.notebook.status import BackgroundLine, ProgressLine, show_traces
 from cortex_nb.options import DEFAULT_MAX_ROWS, DEFAULT_QUERY_TIMEOUT, OptionError, QueryOptions
 from cortex_nb.query.background import BackgroundQuery
+from cortex_nb.query.fanout import WindowsMissing, preview
 from cortex_nb.query.replies import JOBS
 from cortex_nb.results.cache import current_time_function
 from cortex_nb.sql.params import qualify_tables, render_parameters
@@ -200,9 +203,9 @@ class CortexMagics(Magics):
             clock = current_time_function(sql) if sql else None
             if moves_with_now(given.get("between"), given.get("since"), given.get("until")):
                 clock = clock or "a time window relative to now"
-            if "to" in given or clock:
+            if "to" in given or "split" in given or clock:
                 defaults = defaults.replace(cache=False)
-            if clock and "to" not in given:
+            if clock and "to" not in given and "split" not in given:
                 print(f"Not cached: the query uses {clock}, so its result changes with time; "
                       "add --cache to keep it anyway.")
         return QueryOptions.build(defaults, doing=doing, **given)
@@ -229,12 +232,14 @@ class CortexMagics(Magics):
             options = QueryOptions.build(doing="%%cortex", **command.options)
             if not command.quiet and (note := options.window_note()):
                 print(note)
+            if options.split is not None:
+                return self._dry_run_split(sql, options, command.quiet)
             return self._dry_run("POST", JOBS, {"params": {"query": bounded(sql, options)[0]}})
         if command.raw:
             return self._run_raw(command, sql)
         service = self.connection.require()
         options = self.query_options(command.options, sql)
-        with guardrail_advice():
+        with guardrail_advice(), partial_into(self.shell.user_ns, command.output):
             result = service.query(
                 sql, options, progress=self.progress_line(command.quiet),
                 say=None if command.quiet else print,
@@ -245,11 +250,19 @@ class CortexMagics(Magics):
             self._show_traces(result.traces)
         return result.df
 
+    def _dry_run_split(self, sql: str, options: QueryOptions, quiet: bool) -> None:
+        """A split query's dry run: how many jobs, and the first window's statement."""
+        statements = preview(sql, options)
+        if not quiet:
+            print(f"--split {options.split}: {len(statements)} jobs, one per window; the first "
+                  "sends:")
+        return self._dry_run("POST", JOBS, {"params": {"query": statements[0]}})
+
     def _run_raw(self, command: CellCommand, sql: str) -> list[dict[str, Any]]:
         """The rows as the service sends them (``--raw``): no frame, so no cache, no dataset."""
         given = command.options
-        if given.get("to") or given.get("cache") or given.get("refresh"):
-            option = "--to" if given.get("to") else "--cache"
+        if given.get("to") or given.get("cache") or given.get("refresh") or given.get("split"):
+            option = "--to" if given.get("to") else "--split" if given.get("split") else "--cache"
             raise CortexCellError(f"%%cortex: --raw shows JSON as received; not with {option}")
         options = self.query_options(given, sql).replace(cache=False)
         progress = self.progress_line(command.quiet)
@@ -318,6 +331,22 @@ def _chart(command: CellCommand, df: Any) -> Any:
     from cortex_nb.results.charts import plot
 
     return plot(df, command.plot, **command.chart_options())
+
+
+@contextlib.contextmanager
+def partial_into(namespace: dict[str, Any], name: str | None) -> Iterator[None]:
+    """A split query with windows missing still fails the cell; ``-o NAME`` gets the frame of
+    the windows that came back, and the error says so."""
+    try:
+        yield
+    except WindowsMissing as exc:
+        if not name or exc.result is None:
+            raise
+        namespace[name] = exc.result.df
+        raise WindowsMissing(
+            str(exc).replace("in the error's .result (and in the -o variable)", f"in {name}"),
+            exc.result, exc.missing,
+        ) from None
 
 
 def _check_background(command: CellCommand) -> None:

@@ -256,14 +256,28 @@ class BackgroundQuery:
             with self._jobs.slot(self._stop) as got:
                 if not got:
                     raise QueryCancelled(f"Job {self.id} was cancelled before it started.", self.id)
-                result = self.service.run(
-                    self._start_job, self.options, cache_text=self.sql or f"-- job {self.id}",
-                    cancel=self.sql is not None,
-                )
+                if self.options.split is not None:
+                    result = self._run_split()
+                else:
+                    result = self.service.run(
+                        self._start_job, self.options,
+                        cache_text=self.sql or f"-- job {self.id}", cancel=self.sql is not None,
+                    )
         except Exception as exc:  # kept for the handle and the listener: no failure is lost
             self._end(None, exc)
         else:
             self._end(result, None)
+
+    def _run_split(self) -> Any:
+        """A split query (``query.fanout``): its windows' jobs run inside this one turn."""
+        from cortex_nb.query.fanout import FanOut  # beside this module, which it does not need
+
+        fan_out = FanOut(self.service, self.sql or "", self.options,
+                         progress=self._on_progress, run_id=self.id)
+        self._job = fan_out  # type: ignore[assignment]  # its progress and cancel() serve
+        if self._stop.is_set():
+            fan_out.cancel()
+        return fan_out.run()
 
     def _start_job(self) -> QueryJob:
         """Create the job (or take up the existing one), once the shared backoff allows."""
@@ -357,7 +371,8 @@ class BackgroundQueries:
         options: QueryOptions | None, on_update: Any,
     ) -> BackgroundQuery:
         options = options if options is not None else QueryOptions()
-        if options.to is not None:  # a dataset that cannot be written fails here, at once
+        # a dataset that cannot be written fails here, at once (one being resumed may be there)
+        if options.to is not None and not options.resume:
             from cortex_nb.results.datasets import check_target  # pyarrow, lazily
 
             check_target(options.to, options.overwrite)

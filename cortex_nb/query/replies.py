@@ -92,7 +92,8 @@ def raise_for_reply(
     and, for an unknown table or column, the closest catalog names.
     """
     explain = None if sql is None else functools.partial(dataguide.explain, sql=sql)
-    raise QueryError(http_error_message(response, secrets, doing, explain), job_id)
+    message = http_error_message(response, secrets, doing, explain)
+    raise QueryError(message, job_id, {"status": response.status_code})  # status: who is at fault
 
 
 def check_page(

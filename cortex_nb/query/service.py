@@ -29,6 +29,7 @@ from cortex_nb.http.security import mask_url
 from cortex_nb.http.tracing import TraceLog
 from cortex_nb.options import OptionError, QueryOptions
 from cortex_nb.query.background import BackgroundQueries, BackgroundQuery
+from cortex_nb.query.fanout import FanOut, run_split
 from cortex_nb.query.job import (
     DEFAULT_MAX_ROWS,
     Page,
@@ -254,6 +255,11 @@ class QueryService:
         ``properties`` is sent to the service.
         """
         options = QueryOptions.build(options, doing="start()", **changes)
+        if options.split is not None:
+            raise OptionError(
+                "start() makes one job and split= makes one per window: run it with "
+                "query(sql, split=...) or submit_query(sql, split=...)."
+            )
         sql, options = _bounded(sql, options)
         job = QueryJob(self, "", sql=sql, options=options, progress=progress, pace=pace)
         job.id = job.progress.job_id = job_id or new_job_id()  # known before it is created
@@ -290,6 +296,9 @@ class QueryService:
         cancels the job, and so does passing ``timeout`` seconds before the last page is in.
         """
         options = QueryOptions.build(options, doing="query()", **changes)
+        if options.split is not None:  # one job per time window, put back together
+            _say_note(options, say)
+            return run_split(self, sql, options, progress=progress)
         sql, options = _bounded(sql, options, say)
 
         def make_job() -> QueryJob:
@@ -375,7 +384,10 @@ class QueryService:
         ``cancel()``, ``done()``, ``state`` and ``progress``.
         """
         options = QueryOptions.build(options, doing="submit_query()", **changes)
-        sql, options = _bounded(sql, options)
+        if options.split is not None:
+            FanOut(self, sql, options)  # what cannot be split is refused here, not in the thread
+        else:
+            sql, options = _bounded(sql, options)
         return self.background.submit(
             self, sql, options, name=name, job_id=job_id, on_update=on_update
         )
@@ -409,10 +421,15 @@ def _bounded(
     """``sql`` bounded to the options' time window as of now, and the options without it (the
     statement carries it from here: a job, its cache key and its dataset all see the same
     one); ``say`` hears which times were read as UTC."""
+    _say_note(options, say)
+    return bounded(sql, options)
+
+
+def _say_note(options: QueryOptions, say: Callable[[str], Any] | None) -> None:
+    """Tell ``say`` which times of the window were read as UTC."""
     note = options.window_note()
     if note and say is not None:
         say(note)
-    return bounded(sql, options)
 
 
 def _for_existing_job(options: QueryOptions) -> QueryOptions:

@@ -45,6 +45,7 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -61,7 +62,14 @@ from cortex_nb.results.collect import typed_pages
 from cortex_nb.results.frames import DEFAULT_DTYPES, arrow_to_frame
 from cortex_nb.words import plural
 
-__all__ = ["MANIFEST", "Dataset", "check_target", "open_dataset", "write_dataset"]
+__all__ = [
+    "MANIFEST",
+    "Dataset",
+    "WindowedDataset",
+    "check_target",
+    "open_dataset",
+    "write_dataset",
+]
 
 MANIFEST = "_manifest.json"
 FORMAT = "cortex_nb.dataset/1"
@@ -209,12 +217,16 @@ def _manifest(job: Any, rows: int, partitioned: bool, files: list[dict]) -> dict
     }
 
 
-def _write_json(path: Path, value: Any) -> None:
-    """Write ``value`` as JSON and make it durable before anything points at it."""
-    with path.open("w", encoding="utf-8") as out:
+def _write_json(path: Path, value: Any, replace: bool = False) -> None:
+    """Write ``value`` as JSON and make it durable before anything points at it; with
+    ``replace``, through a temporary file, so a reader never sees half of it."""
+    written = path.with_name(path.name + ".new") if replace else path
+    with written.open("w", encoding="utf-8") as out:
         json.dump(value, out, indent=1)
         out.flush()
         os.fsync(out.fileno())
+    if replace:
+        os.replace(written, path)
 
 
 def _publish(staging: Path, target: Path, overwrite: bool) -> None:
@@ -257,9 +269,13 @@ class _PartitionFiles:
     was closed gets a new one.
     """
 
-    def __init__(self, root: Path, buffer_bytes: int, row_group_bytes: int) -> None:
-        root.mkdir()
+    def __init__(
+        self, root: Path, buffer_bytes: int, row_group_bytes: int, prefix: str = "part",
+        shared: bool = False,
+    ) -> None:
+        root.mkdir(exist_ok=shared)  # shared: other windows' files are written there too
         self.root, self.buffer_bytes, self.row_group_bytes = root, buffer_bytes, row_group_bytes
+        self.prefix = prefix
         self.partitioned: bool | None = None  # decided by the first table
         self.schema: pa.Schema | None = None
         self._buffers: dict[str, list[pa.Table]] = {}
@@ -309,6 +325,13 @@ class _PartitionFiles:
                 writer.close()
         self._writers.clear()
 
+    def remove(self) -> None:
+        """Close and delete this writer's files (a window that did not finish)."""
+        self.abort()
+        for record in self._records:
+            with contextlib.suppress(OSError):
+                (self.root / record["path"]).unlink()
+
     def _split(self, table: pa.Table) -> list[tuple[str, pa.Table]]:
         """``table``'s rows by partition directory ("" when not partitioned), order kept."""
         if not self.partitioned:
@@ -348,7 +371,7 @@ class _PartitionFiles:
         if len(self._writers) >= MAX_OPEN_FILES:
             _, (oldest, _) = self._writers.popitem(last=False)
             oldest.close()
-        relative = Path(key) / f"part-{len(self._records):05d}.parquet"
+        relative = Path(key) / f"{self.prefix}-{len(self._records):05d}.parquet"
         (self.root / relative).parent.mkdir(parents=True, exist_ok=True)
         schema = self.schema if self.schema is not None else _unified_schema(self._tables_seen)
         writer = pq.ParquetWriter(self.root / relative, schema, compression=COMPRESSION)
@@ -419,6 +442,161 @@ def _file_facts(path: Path) -> dict:
         while chunk := data.read(_READ_CHUNK):
             digest.update(chunk)
     return {"bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
+# -- written a window at a time (a split query), resumable --------------------------------------
+class WindowedDataset:
+    """A dataset written one time window at a time by a split query, resumable.
+
+    Windows are written, in any order and several at once, into a hidden sibling directory
+    (``.DIR.partial-split``) whose ``_windows.json`` lists the windows done, each with its job
+    and files. An interrupted run leaves it there: ``resume`` continues it (only the windows
+    it lacks are fetched, over the span it recorded), ``overwrite`` starts again, and anything
+    else is refused rather than mixed. Once every window is done, ``finish()`` writes the
+    manifest (with the windows) and moves the dataset into place: only then does ``Dataset``
+    open it.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike, *, sql: str, span: tuple[dt.datetime, dt.datetime],
+        split: str, resume: bool = False, overwrite: bool = False,
+    ) -> None:
+        self.target = Path(path).expanduser().resolve()
+        self.staging = _split_staging(self.target)
+        self.overwrite = overwrite
+        self.complete = resume and _holds_split_run(self.target, sql)
+        self._lock = threading.Lock()
+        if self.complete:  # resumed after its last window: nothing to fetch
+            self.record = {"span": _read_manifest(self.target)["span"], "windows": []}
+        else:
+            check_target(self.target, overwrite)
+            self.record = self._start(sql, span, split, resume)
+
+    @property
+    def span(self) -> tuple[dt.datetime, dt.datetime]:
+        """The time span the run covers (a resumed run keeps the one it recorded)."""
+        start, end = self.record["span"]
+        return dt.datetime.fromisoformat(start), dt.datetime.fromisoformat(end)
+
+    def windows_done(self) -> list[tuple[dt.datetime, dt.datetime]]:
+        """The windows written so far, as ``(start, end)``."""
+        return [
+            (dt.datetime.fromisoformat(e["start"]), dt.datetime.fromisoformat(e["end"]))
+            for e in self.record["windows"]
+        ]
+
+    def dataset(self) -> Dataset:
+        """The finished dataset."""
+        return Dataset(self.target)
+
+    def _start(self, sql: str, span: tuple, split: str, resume: bool) -> dict:
+        """The run's record: the interrupted one continued (``resume``), or a new one."""
+        record = _read_json(self.staging / WINDOWS_DONE)
+        if record is not None and not resume and not self.overwrite:
+            raise ConfigurationError(
+                f"{self.target}: an interrupted split run left "
+                f"{plural(len(record['windows']), 'window')} there; continue it with --resume "
+                "(resume=True), or start again with --overwrite."
+            )
+        if record is not None and resume and record.get("sql") != sql:
+            raise ConfigurationError(
+                f"{self.target}: the interrupted split run there was of another query; run the "
+                "same query with --resume, or start again with --overwrite."
+            )
+        if record is None or not resume:
+            shutil.rmtree(self.staging, ignore_errors=True)
+            self.staging.mkdir(parents=True)
+            record = {"format": FORMAT, "sql": sql, "split": split,
+                      "span": [span[0].isoformat(), span[1].isoformat()], "windows": []}
+            _write_json(self.staging / WINDOWS_DONE, record)
+        _remove_unlisted(self.staging, record)
+        return record
+
+    def write_window(self, job: Any, window: Any, options: QueryOptions) -> dict:
+        """Stream one window's job into the dataset; its record once it is all written."""
+        tag = f"part-{window.start:%Y%m%dT%H%M%S}"
+        files = _PartitionFiles(self.staging, BUFFER_BYTES // 4, ROW_GROUP_BYTES, tag, True)
+        try:
+            rows = _write_pages(job, files, options)
+            records = files.close()
+        except BaseException:
+            files.remove()
+            raise
+        entry = {
+            "start": window.start.isoformat(), "end": window.end.isoformat(), "job_id": job.id,
+            "rows_in_job": job.rows_in_job, "rows": rows, "schema": job.schema,
+            "partitioned": bool(files.partitioned), "files": records,
+        }
+        with self._lock:  # windows end in any order, in their own threads
+            self.record["windows"].append(entry)
+            _write_json(self.staging / WINDOWS_DONE, self.record, replace=True)
+        return entry
+
+    def finish(self) -> Dataset:
+        """Every window is written: the manifest, and the dataset moved into place."""
+        entries = sorted(self.record["windows"], key=lambda e: e["start"])
+        files = [f for e in entries for f in e["files"]]
+        keep = [f for f in files if f["rows"]] or files[:1]  # an all-empty run keeps its schema
+        for record in files:
+            if record not in keep:
+                (self.staging / record["path"]).unlink()
+        (self.staging / WINDOWS_DONE).unlink()
+        _write_json(self.staging / MANIFEST, self._manifest(entries, keep))
+        _publish(self.staging, self.target, self.overwrite)
+        return Dataset(self.target)
+
+    def _manifest(self, entries: list[dict], files: list[dict]) -> dict:
+        partitioned = any(f["rows"] for f in files) and any(e["partitioned"] for e in entries)
+        with_rows = [e for e in entries if e["rows"]] or entries
+        return {
+            "format": FORMAT, "sql": self.record["sql"], "job_id": None,
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "rows_in_job": sum(e["rows_in_job"] or 0 for e in entries),
+            "rows": sum(e["rows"] for e in entries), "limit": None,
+            "partitioning": (
+                {"flavor": "hive", "keys": list(PARTITION_KEYS), "column": TIME_COLUMN,
+                 "unit": "hour"} if partitioned else None
+            ),
+            "schema": with_rows[0]["schema"] if with_rows else None, "files": files,
+            "split": self.record["split"], "span": self.record["span"],
+            "windows": [{k: e[k] for k in ("start", "end", "job_id", "rows")} for e in entries],
+        }
+
+
+WINDOWS_DONE = "_windows.json"
+
+
+def _split_staging(target: Path) -> Path:
+    """Where a split run into ``target`` writes until its last window (found again on resume)."""
+    return target.parent / f".{target.name}.partial-split"
+
+
+def _holds_split_run(target: Path, sql: str) -> bool:
+    """Whether ``target`` is the finished dataset of a split run of ``sql``."""
+    if not (target / MANIFEST).is_file():
+        return False
+    manifest = _read_manifest(target)
+    return "windows" in manifest and manifest.get("sql") == sql
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as error:
+        raise ConfigurationError(f"{path} cannot be read ({error}); start again with "
+                                 "--overwrite.") from None
+
+
+def _remove_unlisted(staging: Path, record: dict) -> None:
+    """Delete files of windows that did not finish (a killed run leaves them behind)."""
+    listed = {f["path"] for e in record["windows"] for f in e["files"]}
+    for folder, _, names in os.walk(staging):
+        for name in names:
+            relative = (Path(folder) / name).relative_to(staging).as_posix()
+            if name.endswith(".parquet") and relative not in listed:
+                (Path(folder) / name).unlink()
 
 
 # -- reading -----------------------------------------------------------------------------------
@@ -529,7 +707,14 @@ class Dataset:
                         sum(r["bytes"] for r in records))
 
     def summary(self) -> str:
-        """One line: rows, files, where, which job."""
+        """One line: rows, files, where, which job (or how many windows)."""
+        windows = self.manifest.get("windows")
+        if windows is not None:
+            return (
+                f"{plural(self.rows, 'row')} in {plural(len(self.files), 'Parquet file')} at "
+                f"{self.path} ({plural(len(windows), 'window')} of {self.manifest.get('split')}, "
+                f"{self.manifest.get('created')})"
+            )
         return (
             f"{plural(self.rows, 'row')} in {plural(len(self.files), 'Parquet file')} at "
             f"{self.path} (job {self.manifest.get('job_id')}, {self.manifest.get('created')})"
