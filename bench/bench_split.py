@@ -19,7 +19,7 @@ import sys
 import time
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from bench_query import demo_credentials, sandbox  # noqa: E402  (the same sandbox launcher)
+from bench_query import demo_credentials, sandbox
 
 SQL = "SELECT * FROM `{instance}.firewall.traffic`"
 
