@@ -334,8 +334,9 @@ class FanOut:
             job.cancel()
             raise _TotalTooLarge(total)
 
-    def _pace(self) -> None:
-        self.gate.wait(self._stop)
+    def _pace(self, deadline: float | None) -> None:
+        """Wait while the shared 429 gate is held, no longer than the window's job may."""
+        self.gate.wait(self._stop, until=deadline)
 
     def _on_job(self, progress: Progress) -> None:
         self._report(RUNNING)
