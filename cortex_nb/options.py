@@ -397,24 +397,23 @@ def _instants(spec: OptionSpec, value: Any) -> tuple[Any, Any] | None:
     return tuple(value)
 
 
-def _instant(spec: OptionSpec, value: Any) -> Any:
-    """``until`` (or one end of ``between``): None, or a time ``parse_instant`` reads."""
-    if value is not None:
-        try:
-            parse_instant(value)
-        except ConfigurationError as exc:
-            raise OptionError(f"{spec.name}: {exc}") from None
-    return value
+def _kept_once_read(reader: Callable[[Any], Any]) -> Callable[[OptionSpec, Any], Any]:
+    """A check that keeps a value as given (``'now-2h'`` is read when the query is sent) once
+    ``reader`` can read it; None passes."""
+
+    def check(spec: OptionSpec, value: Any) -> Any:
+        if value is not None:
+            try:
+                reader(value)
+            except ConfigurationError as exc:
+                raise OptionError(f"{spec.name}: {exc}") from None
+        return value
+
+    return check
 
 
-def _duration(spec: OptionSpec, value: Any) -> str | timedelta | None:
-    """``since``: None, or a duration ``parse_duration`` reads (kept as given)."""
-    if value is not None:
-        try:
-            parse_duration(value)
-        except ConfigurationError as exc:
-            raise OptionError(f"{spec.name}: {exc}") from None
-    return value
+_instant = _kept_once_read(parse_instant)  # ``until``, or one end of ``between``
+_duration = _kept_once_read(parse_duration)  # ``since``
 
 
 def _split(spec: OptionSpec, value: Any) -> str | timedelta | None:
@@ -422,10 +421,11 @@ def _split(spec: OptionSpec, value: Any) -> str | timedelta | None:
     if value is None or value == "auto":
         return value
     try:
-        if parse_duration(value) > timedelta(0):
-            return value
+        parse_duration(value)  # positive, or refused
     except ConfigurationError:
         pass
+    else:
+        return value
     raise OptionError(
         f"split must be a window length such as '1h', '30m' or '1d' (or a timedelta), or "
         f"'auto', not {value!r}."
