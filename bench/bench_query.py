@@ -10,14 +10,18 @@
 (d) wire   the wire's limit: the same pages by offset, ``parallel`` at once as ``query()`` asks
            for them, kept as bytes (only the first page's envelope is read, for ``rowsInJob``)
 (e) before with ``--before DIR``: (b) run by the copy of cortex_nb in DIR (first on PYTHONPATH)
+(f) parse  the wire's pages, each parsed by Arrow's JSON reader in its download thread and let
+           go: the least any client that reads the JSON into columns does (``x parse``)
 
 Each way runs in a fresh subprocess (so peak RSS is its own) against a sandbox started as a
-separate process (`cortex-nb sandbox`) on the other core. Prints wall seconds, rows/s, the
+separate process (`cortex-nb sandbox`) on the same two cores. Prints wall seconds, rows/s, the
 ratio to the floor, to the wire (`x wire`, on `proc s`: the whole process, interpreter start
-and imports included, as a user waits for it) and to the SDK, peak RSS above the interpreter
-baseline (after imports), the final DataFrame's deep memory use (`df MB`) and the RSS still
-held when only the frame is alive (`held MB`: deep memory use leaves out what list and dict
-cells hold). Not a test: run by hand.
+and imports included, as a user waits for it), to the parse floor (`x parse`, on seconds) and
+to the SDK; the CPU seconds the client used (`cpu s`) and the sandbox used meanwhile (`srv
+cpu`: both share the cores, so a way that needs more CPU also slows the server); peak RSS
+above the interpreter baseline (after imports), the final DataFrame's deep memory use (`df
+MB`) and the RSS still held when only the frame is alive (`held MB`: deep memory use leaves
+out what list and dict cells hold). Not a test: run by hand.
 """
 
 from __future__ import annotations
@@ -41,6 +45,16 @@ PARALLEL = 4  # pages in flight, as QueryOptions.parallel defaults
 def rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def cpu_seconds(pid: int | None = None) -> float:
+    """User and system CPU seconds of this process (or of ``pid``, from /proc)."""
+    if pid is None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def peak_mb() -> float:
@@ -84,7 +98,7 @@ def run_floor(url: str, sql: str) -> dict:
         params = {"pageCursor": cursor, "pageSize": PAGE}
 
 
-def run_wire(url: str, sql: str) -> dict:
+def run_wire(url: str, sql: str, parse: bool = False) -> dict:
     from concurrent.futures import ThreadPoolExecutor
 
     import orjson
@@ -104,11 +118,30 @@ def run_wire(url: str, sql: str) -> dict:
     total = first["rowsInJob"]
 
     def page_bytes(offset: int) -> int:
-        return len(http.get(results, params={"offset": offset, "pageSize": PAGE}).content)
+        content = http.get(results, params={"offset": offset, "pageSize": PAGE}).content
+        if parse:
+            arrow_rows(content)
+        return len(content)
 
     with ThreadPoolExecutor(PARALLEL) as pool:
         size = sum(pool.map(page_bytes, range(len(first["page"]["result"]["data"]), total, PAGE)))
     return {"rows": total, "bytes": size}
+
+
+def arrow_rows(content: bytes) -> int:
+    """Parse one page as ``query()`` does (Arrow's JSON reader, one block, the system pool)."""
+    import pyarrow as pa
+    import pyarrow.json as pj
+
+    options = pj.ReadOptions(use_threads=False, block_size=len(content) + 1)
+    table = pj.read_json(
+        pa.BufferReader(content), read_options=options, memory_pool=pa.system_memory_pool()
+    )
+    return table.num_rows
+
+
+def run_parse(url: str, sql: str) -> dict:
+    return run_wire(url, sql, parse=True)
 
 
 def run_sdk(url: str, sql: str) -> dict:
@@ -146,6 +179,7 @@ def run_ours(url: str, sql: str) -> dict:
 
 WAYS = {
     "sdk": run_sdk, "ours": run_ours, "floor": run_floor, "wire": run_wire, "before": run_ours,
+    "parse": run_parse,
 }
 
 
@@ -155,13 +189,14 @@ def worker(way: str, url: str, sql: str) -> None:
     import pandas  # noqa: F401
     import requests  # noqa: F401
 
-    if way not in ("floor", "wire"):
+    if way not in ("floor", "wire", "parse"):
         import pan_cortex_data_lake  # noqa: F401
         import pyarrow  # noqa: F401
-    baseline = rss_mb()
+    baseline, cpu_before = rss_mb(), cpu_seconds()
     started = time.perf_counter()
     out = WAYS[way](url, sql)
-    out.update(seconds=time.perf_counter() - started, peak_mb=peak_mb() - baseline)
+    out.update(seconds=time.perf_counter() - started, peak_mb=peak_mb() - baseline,
+               cpu=cpu_seconds() - cpu_before)
     df = out.pop("df", None)
     if df is not None:
         # deep memory_usage counts a list or dict cell's container, not what it holds; the RSS
@@ -169,6 +204,9 @@ def worker(way: str, url: str, sql: str) -> None:
         gc.collect()
         out.update(df_mb=df.memory_usage(deep=True).sum() / 2**20, held_mb=rss_mb() - baseline)
     print(json.dumps(out))
+
+
+SERVERS: dict[str, int] = {}  # a running sandbox's URL -> its process id (for its CPU time)
 
 
 @contextmanager
@@ -185,6 +223,7 @@ def sandbox(rows: int, latency: int):
                 break
         if url is None:
             raise SystemExit("the sandbox did not print its URL")
+        SERVERS[url] = proc.pid
         yield url
     finally:
         proc.terminate()
@@ -198,12 +237,15 @@ def measure(way: str, url: str, instance: str, before: str | None = None) -> dic
     if way == "before":
         path = os.pathsep.join([before, os.environ.get("PYTHONPATH", "")])
         env, cwd = {**os.environ, "PYTHONPATH": path}, before
+    server = SERVERS.get(url)
+    server_cpu = cpu_seconds(server) if server else float("nan")
     started = time.perf_counter()
     out = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env, cwd=cwd)
     if out.returncode != 0:
         return {"error": out.stderr.strip().splitlines()[-1] if out.stderr else "failed"}
     return {**json.loads(out.stdout.strip().splitlines()[-1]),
-            "proc": time.perf_counter() - started}
+            "proc": time.perf_counter() - started,
+            "server_cpu": (cpu_seconds(server) if server else float("nan")) - server_cpu}
 
 
 def main() -> None:
@@ -215,18 +257,20 @@ def main() -> None:
     parser.add_argument("--url")
     parser.add_argument("--before", help="a copy of the earlier code (the folder holding its "
                         "cortex_nb/), run as a fourth way")
-    parser.add_argument("--skip", action="append", default=[], choices=["sdk", "floor"],
+    parser.add_argument("--skip", action="append", default=[], choices=["sdk", "floor", "parse"],
                         help="leave a way out (the SDK takes long and much memory)")
     args = parser.parse_args()
     if args.worker:
         worker(args.worker, args.url, SQL.format(instance=args.instance))
         return
     print(f"{'rows':>9} {'latency':>7} {'way':<6} {'seconds':>8} {'proc s':>7} {'rows/s':>10} "
-          f"{'x floor':>7} {'x wire':>6} {'x sdk':>6} {'peak MB':>8} {'df MB':>7} {'held MB':>8}")
+          f"{'x floor':>7} {'x wire':>6} {'x parse':>7} {'x sdk':>6} {'cpu s':>6} {'srv cpu':>7} "
+          f"{'peak MB':>8} {'df MB':>7} {'held MB':>8}")
     for rows in args.rows or [100_000, 1_000_000]:
         for latency in args.latency or [0, 50]:
             with sandbox(rows, latency) as url:
-                ways = tuple(w for w in ("wire", "floor", "sdk", "ours") if w not in args.skip)
+                ways = ("wire", "parse", "floor", "sdk", "ours")
+                ways = tuple(w for w in ways if w not in args.skip)
                 ways += ("before",) if args.before else ()
                 results = {way: measure(way, url, args.instance, args.before) for way in ways}
             for way, r in results.items():
@@ -236,12 +280,15 @@ def main() -> None:
                 floor = results.get("floor", {}).get("seconds")
                 wire = results["wire"].get("proc")
                 sdk = results.get("sdk", {}).get("seconds")
+                parse = results.get("parse", {}).get("seconds")
                 print(
                     f"{r['rows']:>9} {latency:>7} {way:<6} {r['seconds']:>8.2f} {r['proc']:>7.2f} "
                     f"{r['rows'] / r['seconds']:>10,.0f} "
                     f"{r['seconds'] / floor if floor else float('nan'):>7.2f} "
                     f"{r['proc'] / wire if wire else float('nan'):>6.2f} "
+                    f"{r['seconds'] / parse if parse else float('nan'):>7.2f} "
                     f"{sdk / r['seconds'] if sdk else float('nan'):>6.2f} "
+                    f"{r['cpu']:>6.1f} {r['server_cpu']:>7.1f} "
                     f"{r['peak_mb']:>8.0f} {r.get('df_mb', float('nan')):>7.0f} "
                     f"{r.get('held_mb', float('nan')):>8.0f}",
                     flush=True,

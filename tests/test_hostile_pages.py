@@ -9,6 +9,7 @@ survive) is served to a child process, so a crash fails the test instead of kill
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 import textwrap
@@ -139,6 +140,43 @@ def test_the_shape_scan_skips_brackets_inside_strings():
     text = json.dumps({"a": ["[[[{{{", '\\"[[', {"b": [1, 2]}], "c": "]]]]"}).encode()
     assert reply_shape(text).depth == 4
     assert reply_shape(b"[" * 70 + b"]" * 70).depth == 70
+
+
+def _shape_of(value: object, level: int = 0) -> tuple[int, int]:
+    """Depth and rows as ``reply_shape`` defines them, from the parsed value."""
+    if not isinstance(value, (list, dict)):
+        return level, 0
+    items = list(value.values() if isinstance(value, dict) else value)
+    depth, rows = level + 1, max(1, len(items)) if level + 1 == 4 else 0
+    for item in items:
+        inner_depth, inner_rows = _shape_of(item, level + 1)
+        depth, rows = max(depth, inner_depth), rows + inner_rows
+    return depth, rows
+
+
+TRICKY = ["acme\\alice", 'say "hi"', "a\\", "\\\"[{", "[,]", "{", "", "\\n", "é", "\\\\\""]
+
+
+def test_the_shape_scan_agrees_with_a_parser_on_strings_with_escapes_and_brackets():
+    # domain\\user names, escaped quotes and backslashes ending strings, brackets in strings:
+    # each takes a different path through the byte filters
+    rng = random.Random(3)
+
+    def value(level: int) -> object:
+        kind = rng.randrange(5 if level < 7 else 2)
+        if kind == 0:
+            return rng.choice(TRICKY) + rng.choice(TRICKY)
+        if kind == 1:
+            return rng.randrange(-5, 5)
+        if kind == 2:
+            return [value(level + 1) for _ in range(rng.randrange(4))]
+        return {rng.choice(TRICKY) + str(i): value(level + 1) for i in range(rng.randrange(4))}
+
+    for _ in range(300):
+        page = {"state": "DONE", "page": {"result": {"data": [value(4) for _ in range(5)]}}}
+        encoded = json.dumps(page, ensure_ascii=rng.random() < 0.5).encode()
+        shape = reply_shape(encoded)
+        assert (shape.depth, shape.rows) == _shape_of(page), encoded
 
 
 # -- pages bigger than asked -------------------------------------------------------------------
