@@ -14,6 +14,7 @@ sends a request.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -72,31 +73,39 @@ def frame_builder(job: Any, options: QueryOptions) -> FrameBuilder:
     )
 
 
-def typed_pages(job: Any, options: QueryOptions) -> Iterator[FrameBuilder]:
+def typed_pages(
+    job: Any, options: QueryOptions, *, frame: bool = False
+) -> Iterator[FrameBuilder]:
     """Feed every wanted page of ``job`` into one builder; yield it after each page.
 
     Each page's rows are let go as soon as its columns are kept. The caller takes what it
     needs from the builder between pages (``take_table()`` for a dataset) or at the end
-    (``to_dataframe()`` for a frame).
+    (``to_dataframe()`` for a ``frame``: its Python objects are then built as pages come).
     """
     job.wait()
     builder = frame_builder(job, options)
-    for page in job.iter_pages():
-        if page.arrow:
-            builder.add_arrow_page(page.rows)
-        else:
-            builder.add_page(page.rows)
-        page.rows = None
-        yield builder
+    if frame:
+        builder.objects_as_pages_come()
+    try:
+        for page in job.iter_pages():
+            if page.arrow:
+                builder.add_arrow_page(page.rows)
+            else:
+                builder.add_page(page.rows)
+            page.rows = None
+            yield builder
+    finally:  # an interrupted frame's objects go back to the collector
+        builder.close()
 
 
 def collect_result(job: Any, options: QueryOptions) -> Result:
     """Every wanted row of ``job`` as one typed DataFrame, in a ``Result``."""
-    builders = typed_pages(job, options)
-    builder = next(builders)  # a job always hands out its first page, rows or not
-    for builder in builders:  # noqa: B007 (the same builder, fed one more page)
-        pass
-    df = builder.to_dataframe()
+    builders = typed_pages(job, options, frame=True)
+    with contextlib.closing(builders):
+        builder = next(builders)  # a job always hands out its first page, rows or not
+        for builder in builders:  # noqa: B007 (the same builder, fed one more page)
+            pass
+        df = builder.to_dataframe()
     if job.limit is not None and len(df) > job.limit:
         df = df.iloc[: job.limit]
     return Result(

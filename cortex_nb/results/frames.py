@@ -212,6 +212,8 @@ class FrameBuilder:
         self._lost: Counter[str] = Counter()  # output column -> values made missing
         self._kinds: dict[str, str] = {}  # output column -> what it holds, for loss warnings
         self._finished = False
+        self._objects_now = False  # lists and structs become Python objects as pages come
+        self._froze = False  # this builder's objects are frozen out of the collector's scans
         self._known_fields: dict[str, pa.DataType] = {}  # top-level name -> known type
         self._known: dict[str, pa.DataType] = {}  # output column -> known type
         for name, arrow_type in self._fields:
@@ -262,9 +264,42 @@ class FrameBuilder:
             else:
                 chunks = self._shape(field.name, array)
             for name, chunk in chunks:
-                self._chunks.setdefault(name, []).append((page, chunk))
+                self._chunks.setdefault(name, []).append((page, self._early_objects(chunk)))
         self._sizes.append(len(rows))
+        self._freeze_objects()
         release_freed_memory()
+
+    def objects_as_pages_come(self) -> None:
+        """Build the Python objects of lists and structs page by page (``dtypes="objects"``
+        frames only: ``take_table`` keeps them in Arrow).
+
+        The work then overlaps the download of the next pages instead of following the last
+        one. Each page's objects are frozen out of the garbage collector's scans
+        (``gc.freeze``) until the frame is built, so they cost no collection time however many
+        pages follow; ``close`` (or ``to_dataframe``) gives them back to the collector. Off
+        when something else in the process froze objects already.
+        """
+        self._objects_now = self._dtypes == "objects" and gc.get_freeze_count() == 0
+
+    def close(self) -> None:
+        """Give the objects frozen by ``objects_as_pages_come`` back to the collector."""
+        if self._froze:
+            self._froze = False
+            gc.unfreeze()
+
+    def _early_objects(self, chunk: Chunk) -> Chunk:
+        """A nested Arrow chunk as shared-string Python objects, if they are built now."""
+        if not (self._objects_now and isinstance(chunk, pa.Array) and _is_objects(chunk)):
+            return chunk
+        with _gc_paused():
+            cells = _SharedCells(chunk.to_pylist())
+            _share_strings(cells)
+        return cells
+
+    def _freeze_objects(self) -> None:
+        if self._objects_now:
+            gc.freeze()
+            self._froze = True
 
     def to_dataframe(self) -> pd.DataFrame:
         """Build the final typed DataFrame (once, after the last page)."""
@@ -275,8 +310,11 @@ class FrameBuilder:
             )
         self._finished = True
         data = {}
-        for name in list(self._chunks):
-            data[name], self._kinds[name] = self._finish_column(name, self._chunks.pop(name))
+        try:
+            for name in list(self._chunks):
+                data[name], self._kinds[name] = self._finish_column(name, self._chunks.pop(name))
+        finally:
+            self.close()
         self._report_lost("the DataFrame", stacklevel=3)
         if not data:
             return pd.DataFrame(index=pd.RangeIndex(self.rows))
@@ -302,6 +340,8 @@ class FrameBuilder:
         """
         if self._finished:
             raise CortexError("FrameBuilder.take_table() after to_dataframe(): start a new one")
+        if self._objects_now:
+            raise CortexError("FrameBuilder.take_table() after objects_as_pages_come()")
         names, columns = [], []
         for name, chunks in self._chunks.items():
             pieces = self._pieces(chunks)
@@ -1007,10 +1047,17 @@ def _object_column(pieces: list[Chunk | None], sizes: list[int]) -> pd.Series:
         for piece, size in zip(pieces, sizes, strict=True):
             if piece is None:
                 values.extend([None] * size)
+            elif isinstance(piece, _SharedCells):  # built, strings shared, as its page came
+                values.extend(piece)
             else:
-                values.extend(piece if isinstance(piece, list) else piece.to_pylist())
-        _share_strings(values)
+                cells = piece if isinstance(piece, list) else piece.to_pylist()
+                _share_strings(cells)
+                values.extend(cells)
         return pd.Series(values, dtype=object)
+
+
+class _SharedCells(list):
+    """A page's list and struct cells already built as Python objects, strings shared."""
 
 
 _SHARED_STRINGS_MAX = 100_000  # distinct strings worth sharing; beyond that they are not repeats
