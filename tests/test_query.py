@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import _thread
+import gc
 import threading
 
 import pandas as pd
@@ -336,3 +337,51 @@ def test_progress_line_says_what_happens_and_how_to_stop(progress, line):
     text = progress.line()
     assert text.startswith(line)
     assert text.endswith("interrupt the kernel to stop") != progress.done
+
+
+# -- lists and structs built as pages come ----------------------------------------------------
+NESTED = "SELECT session_id, characteristics_of_app, source_user_info FROM {T} ORDER BY session_id"
+
+
+def test_lists_and_structs_are_built_as_pages_come_then_given_back_to_the_collector(
+    sandbox, sandbox_api, service
+):
+    frozen: list[int] = []
+    result = service.query(
+        q(sandbox, NESTED + " LIMIT 2000"), page_size=400,
+        progress=lambda p: frozen.append(gc.get_freeze_count()),
+    )
+    assert max(frozen) > 0  # earlier pages' objects kept out of the collector's scans
+    assert gc.get_freeze_count() == 0  # and handed back with the frame
+    rows = sandbox_api.rows(q(sandbox, NESTED + " LIMIT 2000"))
+    df = result.df
+    # the service leaves null fields out of a row
+    assert df["characteristics_of_app"].tolist() == [r.get("characteristics_of_app") for r in rows]
+    assert df["source_user_info"].tolist() == [r.get("source_user_info") for r in rows]
+    assert any(isinstance(v, dict) for v in df["source_user_info"])
+
+
+def test_a_query_failing_midway_gives_its_objects_back_to_the_collector(sandbox, service):
+    def fail_later_pages(p: Progress) -> None:
+        if p.pages == 2:
+            sandbox.inject(status=400, count=100, path_prefix="/query/v2/jobResults")
+
+    with pytest.raises(QueryError):
+        service.query(
+            q(sandbox, NESTED + " LIMIT 2000"), page_size=200, parallel=1,
+            progress=fail_later_pages,
+        )
+    assert gc.get_freeze_count() == 0
+
+
+def test_objects_someone_else_froze_stay_frozen(sandbox, service):
+    theirs = [["frozen by the notebook's own code"]]
+    gc.freeze()
+    try:
+        df = service.query(q(sandbox, NESTED + " LIMIT 1000"), page_size=200).df
+        # frozen objects are out of the collector's generations: still out, not handed back
+        assert not any(o is theirs for o in gc.get_objects())
+        assert df["characteristics_of_app"].map(type).eq(list).any()
+    finally:
+        gc.unfreeze()
+    assert any(o is theirs for o in gc.get_objects())

@@ -18,7 +18,9 @@ columns cost several times the JSON parse itself, so the work is done by Arrow, 
    value by value in Python; what cannot be kept becomes missing and is reported once per column
    with a ``ValueLostWarning`` giving the column and the count.
 4. Lists and structs kept whole stay in Arrow until ``to_dataframe``, which builds their Python
-   objects with the collector paused (it would otherwise rescan them again and again).
+   objects with the collector paused (it would otherwise rescan them again and again). A query's
+   frame (``objects_as_pages_come``) builds them page by page instead, while the next pages
+   download, each page's objects frozen out of the collector's scans until the frame is built.
 5. ``to_dataframe`` unifies each column's chunks across pages (the schema's type if given, else
    the type the pages agree on: int and float -> float, otherwise the majority), turns
    microsecond ints into tz-aware UTC timestamps and hands each column to pandas with nullable
