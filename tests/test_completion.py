@@ -241,6 +241,28 @@ def test_kernel_completes_columns_and_subfields(kernel):
     assert code[reply["cursor_start"] : reply["cursor_end"]] == "source_ip."
 
 
+def test_kernel_completes_chart_columns_from_the_cell_s_sql(kernel):
+    code, offset = at("%%cortex --plot bar --by |\nSELECT app, COUNT(*) AS n FROM firewall.traffic GROUP BY app")
+    assert kernel_complete(kernel, code, offset)["matches"] == ["app", "n"]
+
+
 def test_kernel_completes_cortex_subcommands_and_python_still_works(kernel):
     assert kernel_complete(kernel, "%cortex tab")["matches"] == ["tables"]
     assert "import" in kernel_complete(kernel, "impor")["matches"]
+
+
+def test_chart_columns_come_from_the_cell_s_select_list():
+    sql = "SELECT app, COUNT(*) AS sessions, SUM(bytes_total) AS bytes FROM firewall.traffic GROUP BY app"
+    code = f"%%cortex --plot bar --by \n{sql}"
+    offset = code.index("\n")
+    assert [text for text, _ in complete(code, offset).items] == ["app", "sessions", "bytes"]
+    code = f"%%cortex --plot bar --by app --value by\n{sql}"
+    assert complete(code, code.index("\n")).items == (("bytes", "value"),)
+
+
+def test_chart_columns_of_a_star_are_the_table_s_and_none_before_sql_parses():
+    code = "%%cortex --plot timeline --by ap\nSELECT * FROM `sb0.firewall.traffic` LIMIT 10"
+    texts = [text for text, _ in complete(code, code.index("\n")).items]
+    assert "app" in texts and "app_category" in texts and all(t.startswith("ap") for t in texts)
+    code = "%%cortex --plot timeline --by \nSELECT FROM WHERE ((("
+    assert complete(code, code.index("\n")).items == ()

@@ -77,9 +77,9 @@ def complete(text: str, offset: int, instance_id: str | None = None) -> Completi
     first_end = text.find("\n")
     if not _CELL_MAGIC.match(text):
         return None
+    body = "" if first_end < 0 else text[first_end + 1 :]
     if first_end < 0 or offset <= first_end:
-        return _complete_cell_options(before_in_line)
-    body = text[first_end + 1 :]
+        return _complete_cell_options(before_in_line, body)
     options = text[: first_end].split("%%cortex", 1)[1]
     if _HTTP_REQUEST.match(options) or _HTTP_REQUEST.match(body.lstrip()):
         return None  # REST mode: the body is JSON
@@ -213,12 +213,14 @@ def _complete_line(before: str, line: str, instance_id: str | None) -> Completio
     return Completions(fragment, tuple(_argument_items(command, words, fragment)))
 
 
-def _complete_cell_options(before: str) -> Completions | None:
-    """Options (and option values) of the ``%%cortex`` line."""
+def _complete_cell_options(before: str, sql: str) -> Completions | None:
+    """Options (and option values) of the ``%%cortex`` line; ``sql`` is the cell's body (the
+    columns ``--by`` and ``--value`` offer are those its result will have)."""
     if "%%cortex" not in before:  # the cursor is in the magic's name
         return None
     words, fragment = _words(before.split("%%cortex", 1)[1])
-    return Completions(fragment, tuple(_option_items(grammar.cell_options(), words, fragment)))
+    items = _option_items(grammar.cell_options(), words, fragment, sql)
+    return Completions(fragment, tuple(items))
 
 
 def _words(text: str) -> tuple[list[str], str]:
@@ -253,13 +255,14 @@ def _flags(options: Iterable[grammar.Switch | grammar.Option]) -> dict[str, Any]
 
 
 def _option_items(
-    options: Iterable[grammar.Switch | grammar.Option], words: list[str], fragment: str
+    options: Iterable[grammar.Switch | grammar.Option], words: list[str], fragment: str,
+    sql: str = "",
 ) -> Iterator[tuple[str, str]]:
     """The value of the option just typed, or the options themselves for ``-...``."""
     flags = _flags(options)
     previous = _awaiting_value(flags, words)
     if previous is not None:
-        yield from _starting(_argument_values(previous, words), fragment, "value")
+        yield from _starting(_argument_values(previous, words, sql), fragment, "value")
     elif fragment.startswith("-") or not fragment:
         used = set(words)
         names = [f for f in flags if f.startswith("--") and f not in used]
@@ -289,11 +292,14 @@ def _positionals_given(flags: dict[str, Any], words: list[str]) -> int:
     return count
 
 
-def _argument_values(argument: Any, given: list[str]) -> Iterable[str]:
+def _argument_values(argument: Any, given: list[str], sql: str = "") -> Iterable[str]:
     """Known values of an argument: its choices, or those its ``values`` names (regions,
-    stored profiles, log types, the columns of the log type given first)."""
+    stored profiles, log types, the columns of the log type given first, the columns of the
+    cell's result)."""
     if argument.choices:
         return list(argument.choices)
+    if argument.values == "result_columns":
+        return _result_columns(sql)
     finder = _VALUES.get(argument.values)
     return finder(given) if finder is not None else ()
 
@@ -319,6 +325,29 @@ def _columns(given: list[str]) -> Iterable[str]:
         return catalog.table(table).columns()
     except catalog.CatalogLookupError:
         return ()
+
+
+def _result_columns(sql: str) -> list[str]:
+    """The columns a statement's result has: its SELECT list's names (a ``*`` gives the named
+    tables' top-level columns); none when the SQL does not parse yet."""
+    import sqlglot
+    from sqlglot import exp
+
+    try:
+        tree = sqlglot.parse_one(sql, read="bigquery") if sql.strip() else None
+    except sqlglot.errors.SqlglotError:
+        return []
+    select = tree if isinstance(tree, exp.Select) else tree and tree.find(exp.Select)
+    if select is None:
+        return []
+    names: list[str] = []
+    for projection in select.expressions:
+        if isinstance(projection, exp.Star):
+            tables = dict.fromkeys(_named_tables(sql).values())
+            names += [c for t in tables for c in t.columns() if "." not in c]
+        elif projection.alias_or_name and projection.alias_or_name != "*":
+            names.append(projection.alias_or_name)
+    return list(dict.fromkeys(names))
 
 
 _VALUES: dict[str | None, Callable[[list[str]], Iterable[str]]] = {

@@ -158,8 +158,10 @@ class Subcommand:
 CHART_OPTIONS: tuple[Option, ...] = (  # how a cell's rows are drawn (cortex_nb.results.charts)
     Option(("--plot",), help="draw the rows: a timeline, the top values, a histogram",
            choices=KINDS),
-    Option(("--by",), metavar="COLUMN", help="with --plot: the column split, counted or binned"),
-    Option(("--value",), metavar="COLUMN", help="with --plot: sum this column, not rows"),
+    Option(("--by",), metavar="COLUMN", help="with --plot: the column split, counted or binned",
+           values="result_columns"),
+    Option(("--value",), metavar="COLUMN", help="with --plot: sum this column, not rows",
+           values="result_columns"),
     Option(("--bucket",), metavar="DURATION", help="with --plot timeline: 30s, 10min, 1h, 1d"),
     Option(("--top",), int, "with --plot: how many values are shown apart", metavar="N"),
 )
