@@ -64,9 +64,10 @@ def worker(rows: int, process: bool) -> dict:
     return measured
 
 
-def measure(rows: int, process: bool) -> dict:
-    """One way at one size, in a fresh subprocess."""
-    cmd = [sys.executable, __file__, "--worker", str(rows), str(int(process))]
+def measure(rows: int, process: bool, script: str = __file__) -> dict:
+    """One way at one size, in a fresh subprocess running ``script --worker`` (this bench's
+    worker, or another bench's that takes the same two arguments): its last JSON line."""
+    cmd = [sys.executable, script, "--worker", str(rows), str(int(process))]
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise SystemExit(out.stderr)

@@ -20,13 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_stream import vm_hwm_mb
+from bench_guardrail import measure, status_mb  # the same worker process and /proc reading
 
 WAYS = {"in-process": False, "own process": True}
 
@@ -44,20 +43,12 @@ def worker(rows: int, process: bool) -> None:
     df = connection.require().query(sql, max_rows=None).df
     queried = time.perf_counter() - started
     pid = getattr(connection.sandbox, "pid", None)
-    server = float("nan") if pid is None else vm_hwm_mb(pid)
+    server = float("nan") if pid is None else status_mb(pid, "VmHWM")
     connection.stop_sandbox()
     print(json.dumps({
         "rows": len(df), "connect_s": connected, "query_s": queried, "server_mb": server,
         "kernel_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }))
-
-
-def measure(rows: int, process: bool) -> dict:
-    cmd = [sys.executable, __file__, "--worker", str(rows), str(int(process))]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if out.returncode != 0:
-        raise SystemExit(out.stderr)
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -68,7 +59,7 @@ def main() -> None:
     if args.worker:
         worker(args.worker[0], bool(args.worker[1]))
         return
-    results = {way: measure(args.rows, process) for way, process in WAYS.items()}
+    results = {way: measure(args.rows, process, __file__) for way, process in WAYS.items()}
     columns = ("connect_s", "query_s", "kernel_mb", "server_mb")
     print(f"{'rows':>10} {'sandbox':<22}" + "".join(f"{c:>11}" for c in columns))
     for way, r in results.items():

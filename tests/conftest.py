@@ -1,4 +1,5 @@
-"""Shared fixtures: one real sandbox for the whole session, reset before and after each test."""
+"""Shared fixtures: one real sandbox for the whole session, reset before and after each test;
+an InteractiveShell and a real IPython kernel per test module that asks for one."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from cortex_nb import Credentials
 from cortex_nb.notebook.connection import get_connection as get_session
 from cortex_nb.sandbox import Sandbox
+from tests.support import Kernel, running
 
 SANDBOX_ROWS = 3000  # small enough for a fast suite, large enough for several pages
 SANDBOX_SEED = 7
@@ -109,3 +111,18 @@ def connected(ip: InteractiveShell, sandbox: Sandbox) -> InteractiveShell:
     sandbox.clear()
     ip.run_line_magic("config", "CortexMagics.page_size = 10000")
     return ip
+
+
+# -- a real IPython kernel, one per test module ------------------------------------------------
+@pytest.fixture(scope="module")
+def kernel(sandbox: Sandbox) -> Iterator[Kernel]:
+    """A real IPython kernel (jupyter_client) connected by URL to the session's sandbox."""
+    with running(Kernel.connected_to(sandbox)) as k:
+        yield k
+
+
+@pytest.fixture(scope="module")
+def kernel_with_sandbox() -> Iterator[Kernel]:
+    """A real IPython kernel running a sandbox of its own (``%cortex connect sandbox``)."""
+    with running(Kernel.with_own_sandbox()) as k:
+        yield k

@@ -10,6 +10,7 @@ import logging
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pandas as pd
@@ -28,7 +29,7 @@ from cortex_nb import (
     QueryError,
     QueryStillRunning,
 )
-from cortex_nb.http.transport import gated_retry
+from cortex_nb.http.transport import BackoffGate, gated_retry
 from cortex_nb.notebook.connection import Connection, get_connection
 from cortex_nb.query.background import BackgroundJobs
 from cortex_nb.query.service import QueryService
@@ -215,6 +216,25 @@ def test_a_429_holds_every_background_job_back(sandbox, service, jobs):
     first.result(timeout=30)
     assert second.elapsed >= held - 0.2, (second.elapsed, held)
     assert [r.status for r in sandbox.requests].count(429) == 1
+
+
+
+def test_a_jobs_pace_waits_on_a_held_gate_only_until_its_deadline_or_its_stop():
+    gate, stop = BackoffGate(), threading.Event()
+    pace = gate.pacer(stop)
+    gate.hold(60)  # another job's 429: everyone waits a minute
+
+    def paced(deadline: float | None) -> bool:
+        """Whether ``pace(deadline)`` returned (not waiting out the minute's hold)."""
+        waiting = threading.Thread(target=pace, args=(deadline,), daemon=True)
+        waiting.start()
+        waiting.join(timeout=30)
+        return not waiting.is_alive()
+
+    assert paced(time.monotonic() + 0.05), "the pace waited past the job's deadline"
+    assert gate.remaining() > 30  # the deadline ended the wait; the gate is still held
+    stop.set()  # the job is cancelled: no deadline, yet no wait either
+    assert paced(None), "the pace ignored the job's stop"
 
 
 # -- threads sharing one connection ----------------------------------------------------------------

@@ -12,23 +12,13 @@ import re
 
 import pytest
 
-from tests.test_background_kernel import Kernel, background
+from tests.support import errors
 
 pytest.importorskip("jupyter_client.manager")
 
 SQL = "SELECT session_id, time_generated FROM firewall.traffic ORDER BY time_generated"
 SOME_DONE = re.compile(r"windows [1-9]\d*/193 done, [1-9] running")
 WINDOW = re.compile(r"TIMESTAMP\('([^']+)'\) AND time_generated < TIMESTAMP\('([^']+)'\)")
-
-
-@pytest.fixture(scope="module")
-def kernel(sandbox):
-    k = Kernel(sandbox)
-    try:
-        assert "Connected to" in k.printed(k.connect_code)
-        yield k
-    finally:
-        k.close()
 
 
 def created_windows(sandbox) -> list[tuple[str, str]]:
@@ -42,7 +32,7 @@ def created_windows(sandbox) -> list[tuple[str, str]]:
 def test_a_split_cell_shows_one_job_per_window_in_its_trace(kernel, sandbox):
     sandbox.clear()
     outputs = kernel.execute(f"%%cortex -o week --trace --split 1d --since 8d\n{SQL}")
-    assert not [m for m in outputs if m["msg_type"] == "error"]
+    assert not errors(outputs)
     traced = "".join(m["content"]["data"].get("text/html", "") for m in outputs
                      if m["msg_type"] == "display_data")
     posted = {WINDOW.search(block).groups() for block in html.unescape(traced).split("<details")
@@ -59,7 +49,7 @@ def test_a_split_cell_shows_one_job_per_window_in_its_trace(kernel, sandbox):
 
 def test_a_split_cell_runs_in_the_background_and_its_line_counts_windows(kernel, sandbox):
     sandbox.clear()
-    _, display_id = background(kernel, "-o bgweek --split 1d --since 8d", SQL)
+    _, display_id = kernel.background("-o bgweek --split 1d --since 8d", SQL)
     final = kernel.wait_for_status(display_id, "done")
     assert "from 9 windows (9 jobs)" in final
     assert len(created_windows(sandbox)) == 9
@@ -72,7 +62,7 @@ def test_a_refused_split_cell_fails_with_one_line_and_sends_nothing(kernel, sand
     outputs = kernel.execute(
         "%%cortex --split 1h --since 1d\nSELECT app, COUNT(*) AS n FROM firewall.traffic GROUP BY app"
     )
-    [error] = [m["content"] for m in outputs if m["msg_type"] == "error"]
+    [error] = errors(outputs)
     text = "".join(error["traceback"])
     assert "aggregate not grouped by a time bucket" in text and "Traceback" not in text
     assert [r for r in sandbox.requests if r.path.startswith("/query/")] == []
@@ -92,7 +82,7 @@ def test_an_interrupted_split_cell_cancels_its_running_windows_and_says_so(kerne
         outputs = kernel.finished(msg_id)
     finally:
         sandbox.latency_ms = 0
-    [error] = [m["content"] for m in outputs if m["msg_type"] == "error"]
+    [error] = errors(outputs)
     assert len(error["traceback"]) == 1, error["traceback"]  # one line, not a traceback
     [line] = error["traceback"]
     assert re.search(r"Cancelled the split query: \d+ of 193 windows had come back; the "

@@ -10,21 +10,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from tests.test_kernel import errors, run
+from tests.support import errors
 
-jupyter_client = pytest.importorskip("jupyter_client.manager")
-
-
-@pytest.fixture(scope="module")
-def kernel():
-    km, kc = jupyter_client.start_new_kernel(kernel_name="python3")
-    try:
-        outputs = run(kc, "%load_ext cortex_nb\n%cortex connect sandbox --rows 2000", timeout=120)
-        assert not errors(outputs), errors(outputs)
-        yield kc
-    finally:
-        kc.stop_channels()
-        km.shutdown_kernel(now=True)
+pytest.importorskip("jupyter_client.manager")
 
 
 def shown(outputs: list[dict]) -> str:
@@ -37,25 +25,27 @@ def shown(outputs: list[dict]) -> str:
     return "\n".join(parts)
 
 
-def test_a_window_cell_in_a_kernel(kernel):
-    outputs = run(kernel, "%%cortex -o w --trace --since 24h\n"
-                          "SELECT time_generated FROM firewall.traffic")
+def test_a_window_cell_in_a_kernel(kernel_with_sandbox):
+    kernel = kernel_with_sandbox
+    outputs = kernel.execute("%%cortex -o w --trace --since 24h\n"
+                             "SELECT time_generated FROM firewall.traffic")
     assert not errors(outputs), errors(outputs)
     sent = html.unescape(shown(outputs))  # the trace is HTML
     assert "time_generated >= TIMESTAMP('" in sent and "time_generated < TIMESTAMP('" in sent
-    check = run(kernel, "import json, pandas as pd\nprint(json.dumps([len(w), bool("
-                        "(w.time_generated >= pd.Timestamp.now(tz='UTC') - "
-                        "pd.Timedelta('24h5m')).all())]))")
+    check = kernel.execute("import json, pandas as pd\nprint(json.dumps([len(w), bool("
+                           "(w.time_generated >= pd.Timestamp.now(tz='UTC') - "
+                           "pd.Timedelta('24h5m')).all())]))")
     rows, inside = json.loads(shown([m for m in check if m["msg_type"] == "stream"]))
     assert rows > 0 and inside
 
 
-def test_a_naive_time_is_read_as_utc_and_the_cell_says_so(kernel):
+def test_a_naive_time_is_read_as_utc_and_the_cell_says_so(kernel_with_sandbox):
+    kernel = kernel_with_sandbox
     day = datetime.now(timezone.utc) - timedelta(days=2)  # inside the sandbox's week
     start, end = f"{day:%Y-%m-%d}T14:00", f"{day:%Y-%m-%d}T15:00+00:00"
     cell = "SELECT COUNT(*) AS n FROM firewall.traffic"
-    outputs = run(kernel, f"%%cortex -o n --between {start} {end}\n{cell}")
+    outputs = kernel.execute(f"%%cortex -o n --between {start} {end}\n{cell}")
     assert not errors(outputs), errors(outputs)
     assert f"Time window: {start} read as UTC (no offset given)." in shown(outputs)
-    outputs = run(kernel, f"%%cortex -q -o n --between {start} {end}\n{cell}")
+    outputs = kernel.execute(f"%%cortex -q -o n --between {start} {end}\n{cell}")
     assert not errors(outputs) and "read as UTC" not in shown(outputs)

@@ -383,6 +383,11 @@ class BackoffGate:
         while (left := self._left(until)) > 0 and not stop.wait(left):
             pass  # held again meanwhile: wait for the new time
 
+    def pacer(self, stop: threading.Event) -> Callable[[float | None], None]:
+        """A job's ``pace`` hook (``QueryJob(pace=...)``): before each request, wait while the
+        gate is held, until ``stop`` is set or the job's deadline (its argument) comes."""
+        return lambda deadline: self.wait(stop, until=deadline)
+
     def _left(self, until: float | None) -> float:
         """Seconds to wait: until the gate opens, or until ``until`` when that is sooner."""
         left = self.remaining()

@@ -286,7 +286,7 @@ class BackgroundQuery:
             raise QueryCancelled(f"Job {self.id} was cancelled before it started.", self.id)
         self._progress.state = PENDING
         self._notify()
-        follow = {"progress": self._on_progress, "pace": self._pace}
+        follow = {"progress": self._on_progress, "pace": self._jobs.gate.pacer(self._stop)}
         if self.sql is None:
             job = self.service.job(self.id, self.options, **follow)
         else:
@@ -295,11 +295,6 @@ class BackgroundQuery:
         if self._stop.is_set():  # cancelled while the job was being created
             job.cancel()
         return job
-
-    def _pace(self, deadline: float | None) -> None:
-        """Wait while the shared gate is held (another job's 429), but not past the job's
-        deadline: its timeout bounds the wait too."""
-        self._jobs.gate.wait(self._stop, until=deadline)
 
     def _on_progress(self, progress: Progress) -> None:
         if not progress.done:  # the end is told once, with its outcome, by _end

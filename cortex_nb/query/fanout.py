@@ -278,7 +278,8 @@ class FanOut:
 
         def make_job() -> QueryJob:
             nonlocal job
-            job = self.service.start(sql, options, progress=self._on_job, pace=self._pace)
+            pace = self.gate.pacer(self._stop)  # the shared 429 gate, within the job's deadline
+            job = self.service.start(sql, options, progress=self._on_job, pace=pace)
             self._track(window, job)
             job.wait()  # the first page says how many rows: the guardrail counts them all
             self._reserve(job)
@@ -333,10 +334,6 @@ class FanOut:
         if over:
             job.cancel()
             raise _TotalTooLarge(total)
-
-    def _pace(self, deadline: float | None) -> None:
-        """Wait while the shared 429 gate is held, no longer than the window's job may."""
-        self.gate.wait(self._stop, until=deadline)
 
     def _on_job(self, progress: Progress) -> None:
         self._report(RUNNING)
