@@ -243,12 +243,19 @@ def measure(way: str, url: str, instance: str, before: str | None = None) -> dic
     server = SERVERS.get(url)
     server_cpu = cpu_seconds(server) if server else float("nan")
     started = time.perf_counter()
+    result = worker_result(cmd, env, cwd)
+    if "error" not in result:
+        result["proc"] = time.perf_counter() - started
+        result["server_cpu"] = (cpu_seconds(server) if server else float("nan")) - server_cpu
+    return result
+
+
+def worker_result(cmd: list[str], env: dict | None = None, cwd: str | None = None) -> dict:
+    """Run a benchmark worker process; its last stdout line (JSON), or its last error line."""
     out = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env, cwd=cwd)
     if out.returncode != 0:
         return {"error": out.stderr.strip().splitlines()[-1] if out.stderr else "failed"}
-    return {**json.loads(out.stdout.strip().splitlines()[-1]),
-            "proc": time.perf_counter() - started,
-            "server_cpu": (cpu_seconds(server) if server else float("nan")) - server_cpu}
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
