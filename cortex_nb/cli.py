@@ -5,7 +5,7 @@ and a ``run_<name>(args) -> int``. Errors print one line to stderr (``cortex-nb:
 and exit with status 2, without a traceback.
 
     cortex-nb sandbox [--host 127.0.0.1] [--port 8080] [--rows N] [--seed S]
-                      [--latency-ms MS] [--fail-rate P]
+                      [--latency-ms MS] [--fail-rate P] [--scan-rate ROWS_PER_S]
     cortex-nb profiles list | show NAME | delete NAME
     cortex-nb lab [--dir notebooks] [--port 8888] [--no-browser] [JUPYTER ARGS...]
     cortex-nb query SQL [--sandbox | --profile NAME | --url URL] [--instance ID]
@@ -79,6 +79,13 @@ def add_sandbox_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--workers", type=int, default=4, help="jobs that run at once")
     parser.add_argument(
+        "--scan-rate",
+        type=float,
+        default=None,
+        metavar="ROWS_PER_S",
+        help="model job time: a job stays RUNNING (result rows / ROWS_PER_S) s (default: none)",
+    )
+    parser.add_argument(
         "--verbose", action="store_true", help="print one line per server-side error"
     )
 
@@ -119,6 +126,7 @@ def _start_sandbox(args: argparse.Namespace) -> Any:
             memory_limit_mb=args.memory_limit_mb,
             workers=args.workers,
             verbose=args.verbose,
+            scan_rate=args.scan_rate,
         )
     except ValueError as error:
         raise CommandError(str(error)) from None
