@@ -213,9 +213,9 @@ SERVERS: dict[str, int] = {}  # a running sandbox's URL -> its process id (for i
 
 
 @contextmanager
-def sandbox(rows: int, latency: int):
+def sandbox(rows: int, latency: int, *, extra: list[str] | None = None):
     cmd = [sys.executable, "-m", "cortex_nb.cli", "sandbox", "--port", "0", "--rows", str(rows),
-           "--latency-ms", str(latency)]
+           "--latency-ms", str(latency), *(extra or [])]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     try:
         url = None

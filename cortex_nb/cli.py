@@ -5,7 +5,7 @@ and a ``run_<name>(args) -> int``. Errors print one line to stderr (``cortex-nb:
 and exit with status 2, without a traceback.
 
     cortex-nb sandbox [--host 127.0.0.1] [--port 8080] [--rows N] [--seed S]
-                      [--latency-ms MS] [--fail-rate P]
+                      [--latency-ms MS] [--fail-rate P] [--scan-rate ROWS_PER_S]
     cortex-nb profiles list | show NAME | delete NAME
     cortex-nb lab [--dir notebooks] [--port 8888] [--no-browser] [JUPYTER ARGS...]
     cortex-nb query SQL [--sandbox | --profile NAME | --url URL] [--instance ID]
@@ -25,6 +25,7 @@ import contextlib
 import difflib
 import importlib.util
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -79,6 +80,13 @@ def add_sandbox_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--workers", type=int, default=4, help="jobs that run at once")
     parser.add_argument(
+        "--scan-rate",
+        type=float,
+        default=None,
+        metavar="ROWS_PER_S",
+        help="model job time: a job stays RUNNING (result rows / ROWS_PER_S) s (default: none)",
+    )
+    parser.add_argument(
         "--verbose", action="store_true", help="print one line per server-side error"
     )
 
@@ -119,6 +127,7 @@ def _start_sandbox(args: argparse.Namespace) -> Any:
             memory_limit_mb=args.memory_limit_mb,
             workers=args.workers,
             verbose=args.verbose,
+            scan_rate=args.scan_rate,
         )
     except ValueError as error:
         raise CommandError(str(error)) from None
@@ -228,7 +237,7 @@ def run_query(args: argparse.Namespace) -> int:
             str(too_large(error.job_id or "?", error.rows, error.max_rows, error.cancelled, advice))
         ) from None
     except CortexError as error:
-        raise CommandError(str(error)) from None
+        raise CommandError(in_cli_words(str(error))) from None
     if args.output is None:
         print(df.to_string(max_rows=60, max_colwidth=40))
         return 0
@@ -236,6 +245,24 @@ def run_query(args: argparse.Namespace) -> int:
     writers[args.output.suffix.lower()](args.output)
     print(f"wrote {len(df):,} rows to {args.output}", file=sys.stderr)
     return 0
+
+
+# The library's messages name an option both ways, for Python and for the magic ("resume=True
+# (--resume)", "--split (split=None)"); the command line has only its flags, and says --output
+# DIR where the others say to=DIR and --to.
+_CLI_WORDING = (
+    (re.compile(r" \(\w+=[^()]*\)"), ""),
+    (re.compile(r"\b\w+=(?:\([^()]*\)|'[^']*'|\S*) \((--[^()]+)\)"), r"\1"),
+    (re.compile(r"\bdrop cache/refresh, or (\w+)"), r"drop --cache/--refresh, or --\1"),
+    (re.compile(r"\bto=DIR\b|--to\b"), "--output DIR"),
+)
+
+
+def in_cli_words(message: str) -> str:
+    """``message`` with the options named by this command's flags (see ``_CLI_WORDING``)."""
+    for pattern, flags in _CLI_WORDING:
+        message = pattern.sub(flags, message)
+    return message
 
 
 def _is_dataset_output(output: Path | None) -> bool:

@@ -48,6 +48,22 @@ def test_query_errors_are_one_message_and_exit_2(capsys, monkeypatch):
     assert ".parquet" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("flags", "sql", "says"),
+    [
+        (["--resume"], "SELECT * FROM firewall.traffic",
+         "--resume continues a split run into a dataset: give --split and --output DIR"),
+        (["--cache"], "SELECT * FROM firewall.traffic", "drop --cache/--refresh, or --split."),
+        ([], "SELECT COUNT(*) AS n FROM firewall.traffic", "or run it without --split."),
+    ],
+)
+def test_split_errors_name_the_commands_own_flags(capsys, flags, sql, says):
+    assert main(["query", "--sandbox", "--since", "2d", "--split", "6h", *flags, sql]) == 2
+    err = capsys.readouterr().err
+    assert says in err and err.count("\n") == 1
+    assert not any(python in err for python in ("=True", "split=", "to=DIR", "--to", "(--"))
+
+
 def test_lab_refuses_a_missing_folder(capsys):
     assert main(["lab", "--dir", "/no/such/folder"]) == 2
     assert "no folder" in capsys.readouterr().err

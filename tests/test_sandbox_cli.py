@@ -81,6 +81,24 @@ def test_cli_limits_reach_the_sandbox():
     assert proc.returncode == 0
 
 
+def test_cli_scan_rate_gives_jobs_their_time():
+    proc, url, creds = start_cli("--scan-rate", "300")  # 300 rows at 300 rows/s: 1 s of job
+    try:
+        grant = {**creds, "grant_type": "refresh_token"}
+        token = requests.post(f"{url}/api/oauth2/RequestToken", json=grant, timeout=10).json()
+        headers = {"Authorization": f"Bearer {token['access_token']}"}
+        body = {"params": {"query": "SELECT * FROM `sandbox0.firewall.traffic`"}}
+        job = requests.post(f"{url}/query/v2/jobs", json=body, headers=headers, timeout=10).json()
+        page = requests.get(f"{url}/query/v2/jobResults/{job['jobId']}",
+                            params={"maxWait": 2000}, headers=headers, timeout=10).json()
+        detail = requests.get(f"{url}/query/v2/jobs/{job['jobId']}", headers=headers, timeout=10)
+        assert page["state"] == "DONE" and page["rowsInJob"] == 300
+        assert detail.json()["endTime"] - detail.json()["startTime"] >= 1000
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=20)
+
+
 def test_cli_warns_when_not_on_loopback():
     proc, _, _ = start_cli("--host", "0.0.0.0")
     proc.send_signal(signal.SIGTERM)

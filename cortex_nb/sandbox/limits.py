@@ -44,6 +44,7 @@ def check_settings(
     workers: int,
     memory_limit_mb: int | None,
     query_timeout_ms: int | None,
+    scan_rate: float | None = None,
 ) -> None:
     """ValueError for a setting the sandbox cannot run with."""
     if rows < 100:
@@ -56,6 +57,11 @@ def check_settings(
         raise ValueError(f"memory_limit_mb must be at least 64, not {memory_limit_mb}")
     if query_timeout_ms is not None and query_timeout_ms < 1:
         raise ValueError(f"query_timeout_ms must be positive (or None), not {query_timeout_ms}")
+    if scan_rate is not None and not scan_rate >= 0:  # NaN too
+        raise ValueError(
+            f"scan_rate must be rows per second, at least 0 (0 or None: no job time), "
+            f"not {scan_rate}"
+        )
 
 
 def duckdb_memory_mb(memory_limit_mb: int) -> int:

@@ -327,7 +327,10 @@ class Sandbox:
     ``latency_ms`` delays every request; ``fail_rate`` answers that fraction of API requests
     with a random 502/503/504 (reproducible for a seed). Access tokens live ``token_ttl``
     seconds. Jobs spend ``job_delay_ms`` in PENDING and RUNNING on top of the query itself,
-    and at most ``query_rate_limit`` jobs an hour are accepted (then 429). Tables are named
+    and with a ``scan_rate`` (rows per second; default none) ``rows / scan_rate`` seconds more
+    in RUNNING for a result of ``rows`` rows, as a service's job time grows with what it scans
+    (``service.jobs``; the waits of many jobs overlap, as the service runs them at once). At
+    most ``query_rate_limit`` jobs an hour are accepted (then 429). Tables are named
     `` `<instance_id>.firewall.traffic` ``.
 
     Limits: ``workers`` jobs run at once, DuckDB on ``threads`` threads; ``memory_limit_mb``
@@ -365,8 +368,12 @@ class Sandbox:
         results_mb: int | None = None,
         verbose: bool = False,
         app: object = None,
+        scan_rate: float | None = None,
     ) -> None:
-        check_settings(rows, latency_ms, threads, workers, memory_limit_mb, query_timeout_ms)
+        check_settings(
+            rows, latency_ms, threads, workers, memory_limit_mb, query_timeout_ms, scan_rate
+        )
+        self.scan_rate = scan_rate or None
         self.host, self.rows, self.seed = host, rows, seed
         self.latency_ms, self.job_delay_ms, self.threads = latency_ms, job_delay_ms, threads
         self.query_rate_limit, self.workers, self.verbose = query_rate_limit, workers, verbose
@@ -437,7 +444,8 @@ class Sandbox:
             ) from None
         retention = Retention(self.engine.drop, self.results_ttl_s, self.results_mb * 2**20)
         self.jobs = JobManager(
-            self.engine, self.job_delay_ms, self.workers, self.query_timeout_ms, retention, self.log
+            self.engine, self.job_delay_ms, self.workers, self.query_timeout_ms, retention,
+            self.log, scan_rate=self.scan_rate,
         )
         budget = PageBudget(page_budget_bytes(self.memory_limit_mb))
         self.api = Api(

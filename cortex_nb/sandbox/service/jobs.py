@@ -12,6 +12,16 @@ job, checks and binds the statement (PENDING; ``Engine.prepare``), waits ``job_d
 runs it in DuckDB (RUNNING), waits the other half and finishes. ``checked`` is set once the
 check is over, so job creation can answer 400 for a statement refused quickly and 201 otherwise.
 
+Job time: on the real service a job's own time grows with the data it scans (a week of a
+tenant's logs is tens of seconds to minutes of server time, and many jobs run at once there),
+while DuckDB answers the sandbox's small logs at once. With a ``scan_rate`` (rows per second) a
+job stays RUNNING ``rows / scan_rate`` seconds more after its query, ``rows`` being the rows its
+result holds: a proxy for the rows scanned (an aggregate's scan, many rows in and few out, is
+not modelled). That wait happens off the worker (a thread that only sleeps), so the worker
+takes the next job and the scan times of many jobs overlap as on the service; the job's
+timeout, cancel and shutdown still end it at once. No rate (0 or None): jobs finish as soon as
+their query has run.
+
 Limits: ``workers`` jobs run at once (several, so that heavy jobs do not hold up light ones;
 the rest wait in order). A job's timeout is the request's ``timeoutMs`` when it is shorter than
 the sandbox's ``timeout_ms`` (the default and the ceiling); it counts from when a worker takes
@@ -189,9 +199,12 @@ class JobManager:
         retention: Retention | None = None,
         log: Callable[[str], None] | None = None,
         keep_jobs: int = 1000,
+        scan_rate: float | None = None,
     ) -> None:
         self.engine, self.log = engine, log or (lambda line: None)
         self.job_delay_ms, self.timeout_ms = job_delay_ms, timeout_ms
+        self.scan_rate = scan_rate or None
+        self._scans: set[threading.Thread] = set()  # jobs in their modelled scan time
         self.results = retention or Retention(engine.drop)
         self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._jobs: dict[str, Job] = {}
@@ -279,7 +292,11 @@ class JobManager:
         deadline = time.monotonic() + timeout
         for worker in self.workers:
             worker.join(max(0.0, deadline - time.monotonic()))
-        return not any(worker.is_alive() for worker in self.workers)
+        with self._lock:  # after the workers: they start scans; a scan ends once stopped
+            scans = list(self._scans)
+        for scan in scans:
+            scan.join(max(0.0, deadline - time.monotonic()))
+        return not any(thread.is_alive() for thread in [*self.workers, *scans])
 
     def _work(self) -> None:
         while not self._is_retired() and (job := self._queue.get()) is not None:
@@ -307,13 +324,55 @@ class JobManager:
         timer = self._timeout_timer(job)
         try:
             result = self._check_and_execute(job, cursor)
+        except BaseException:  # the job fails in _work; its timeout no longer applies
+            if timer is not None:
+                timer.cancel()
+            raise
         finally:
             with job.lock:  # nothing may interrupt a cursor once it is closed
                 job.cursor = None
             job.released.set()
             cursor.close()
-            if timer is not None:
-                timer.cancel()
+        scan_s = self._scan_seconds(result)
+        if scan_s > 0:  # the worker lets go now; the job's time runs on without it
+            self._finish_after_scan(job, result, timer, scan_s)
+        else:
+            self._finish_in_time(job, result, timer)
+
+    def _scan_seconds(self, result: ResultSet | None) -> float:
+        """The modelled scan time of a job with ``result`` (see the module doc: job time)."""
+        if self.scan_rate is None or result is None:
+            return 0.0
+        return result.rows / self.scan_rate
+
+    def _finish_after_scan(
+        self, job: Job, result: ResultSet, timer: threading.Timer | None, scan_s: float
+    ) -> None:
+        """Keep ``job`` RUNNING ``scan_s`` more seconds on a sleeping thread, not the worker."""
+        scan = threading.Thread(
+            target=self._scan, args=(job, result, timer, scan_s),
+            name=f"sandbox-scan-{job.job_id}", daemon=True,
+        )
+        with self._lock:
+            self._scans.add(scan)
+        scan.start()
+
+    def _scan(
+        self, job: Job, result: ResultSet, timer: threading.Timer | None, scan_s: float
+    ) -> None:
+        try:
+            job.finished.wait(scan_s)  # cut short by cancel, timeout or shutdown
+            self._finish_in_time(job, result, timer)
+        finally:
+            with self._lock:
+                self._scans.discard(threading.current_thread())
+
+    def _finish_in_time(
+        self, job: Job, result: ResultSet | None, timer: threading.Timer | None
+    ) -> None:
+        """Finish ``job`` (unless its timeout, a cancel or shutdown ended it first)."""
+        if timer is not None:
+            timer.cancel()
         self._finish(job, result)
 
     def _timeout_timer(self, job: Job) -> threading.Timer | None:
