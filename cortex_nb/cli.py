@@ -255,6 +255,9 @@ _CLI_WORDING = (
     (re.compile(r"\b\w+=(?:\([^()]*\)|'[^']*'|\S*) \((--[^()]+)\)"), r"\1"),
     (re.compile(r"\bdrop cache/refresh, or (\w+)"), r"drop --cache/--refresh, or --\1"),
     (re.compile(r"\bto=DIR\b|--to\b"), "--output DIR"),
+    (re.compile(r"the rows of the others are in the error's \.result \(and in the -o variable\)"),
+     "the others' rows are kept only with --output DIR: run it so, then with --resume to fetch "
+     "only the missing windows"),
 )
 
 

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from cortex_nb import Credentials
+from cortex_nb.cli import in_cli_words
 from cortex_nb.exceptions import ConfigurationError, QueryCancelled, QueryError, ResultTooLarge
 from cortex_nb.http.client import HTTPClient
 from cortex_nb.options import OptionError, QueryOptions
@@ -219,6 +220,10 @@ def test_a_window_that_keeps_failing_is_reported_and_the_others_kept(service, sa
     partial = missing.value.result.df
     expected = whole.df[whole.df["time_generated"] >= pd.Timestamp(first.end)]
     pd.testing.assert_frame_equal(partial, expected.reset_index(drop=True))
+    # the command line has no error object: it says how to keep the windows done instead
+    said = in_cli_words(message)
+    assert ".result" not in said and "-o variable" not in said
+    assert "--output DIR" in said and "--resume" in said
 
 
 # ---- into a dataset, resumable ------------------------------------------------------------------
