@@ -257,6 +257,10 @@ def test_an_interrupted_split_into_a_dataset_resumes_with_only_the_missing_windo
     assert len(resumed) == 8 - len(done)  # the missing windows only
     assert not resumed & {(str(s), str(e)) for s, e in done}
     assert dataset.rows == 3000 and len(dataset.manifest["windows"]) == 8
+    start, end = (datetime.fromisoformat(t) for t in dataset.manifest["span"])
+    assert f"8 windows of 1d from {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC" in (
+        dataset.summary()
+    )
     whole = service.query(sql, since="7d")
     pd.testing.assert_frame_equal(sorted_rows(dataset.to_pandas()), sorted_rows(whole.df))
 

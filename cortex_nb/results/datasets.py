@@ -712,8 +712,8 @@ class Dataset:
         if windows is not None:
             return (
                 f"{plural(self.rows, 'row')} in {plural(len(self.files), 'Parquet file')} at "
-                f"{self.path} ({plural(len(windows), 'window')} of {self.manifest.get('split')}, "
-                f"{self.manifest.get('created')})"
+                f"{self.path} ({plural(len(windows), 'window')} of {self.manifest.get('split')}"
+                f"{_span_text(self.manifest.get('span'))}, written {self.manifest.get('created')})"
             )
         return (
             f"{plural(self.rows, 'row')} in {plural(len(self.files), 'Parquet file')} at "
@@ -754,3 +754,12 @@ def _duckdb_default(duckdb: Any) -> Any:
     """DuckDB's default connection (a function since DuckDB 1.2, an object before)."""
     default = duckdb.default_connection
     return default() if callable(default) else default
+
+
+def _span_text(span: Any) -> str:
+    """`` from 2026-12-03 16:53 to 2026-12-05 16:53 UTC`` for a split dataset's span, if known."""
+    try:
+        start, end = (dt.datetime.fromisoformat(t).astimezone(dt.timezone.utc) for t in span)
+    except (TypeError, ValueError):
+        return ""
+    return f" from {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC"
