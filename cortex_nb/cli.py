@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from cortex_nb.http.security import is_loopback
-from cortex_nb.options import add_arguments
+from cortex_nb.options import OPTIONS, add_arguments
 
 PROG = "cortex-nb"
 
@@ -251,6 +251,8 @@ def run_query(args: argparse.Namespace) -> int:
 # (--resume)", "--split (split=None)"); the command line has only its flags, and says --output
 # DIR where the others say to=DIR and --to.
 _CLI_WORDING = (
+    (re.compile(r" \(or a timedelta\)"), ""),
+    (re.compile(r"^(\w+)(?= must\b|:)"), lambda m: _FLAGS.get(m.group(1), m.group(1))),
     (re.compile(r" \(\w+=[^()]*\)"), ""),
     (re.compile(r"\b\w+=(?:\([^()]*\)|'[^']*'|\S*) \((--[^()]+)\)"), r"\1"),
     (re.compile(r"\bdrop cache/refresh, or (\w+)"), r"drop --cache/--refresh, or --\1"),
@@ -259,6 +261,9 @@ _CLI_WORDING = (
      "the others' rows are kept only with --output DIR: run it so, then with --resume to fetch "
      "only the missing windows"),
 )
+
+
+_FLAGS = {spec.name: spec.flag for spec in OPTIONS if spec.flag}  # a message's first word
 
 
 def in_cli_words(message: str) -> str:

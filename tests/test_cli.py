@@ -64,6 +64,21 @@ def test_split_errors_name_the_commands_own_flags(capsys, flags, sql, says):
     assert not any(python in err for python in ("=True", "split=", "to=DIR", "--to", "(--"))
 
 
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["--parallel", "0"], "--parallel must be 1..64, not 0."),
+        (["--since", "bogus"], "--since: Cannot read 'bogus' as a duration"),
+        (["--max-rows", "-3"], "--max-rows must be at least 1"),
+        (["--since", "1d", "--split", "0h"], "--split must be a window length such as '1h'"),
+    ],
+)
+def test_option_errors_name_the_flag_given(capsys, flags, says):
+    assert main(["query", "--sandbox", *flags, "SELECT app FROM firewall.traffic"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"cortex-nb: error: {says}") and "timedelta" not in err
+
+
 def test_lab_refuses_a_missing_folder(capsys):
     assert main(["lab", "--dir", "/no/such/folder"]) == 2
     assert "no folder" in capsys.readouterr().err
