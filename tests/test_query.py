@@ -385,3 +385,13 @@ def test_objects_someone_else_froze_stay_frozen(sandbox, service):
     finally:
         gc.unfreeze()
     assert any(o is theirs for o in gc.get_objects())
+
+
+def test_equal_strings_in_lists_and_structs_are_one_object_across_pages(sandbox, service):
+    df = service.query(q(sandbox, NESTED + " LIMIT 2000"), page_size=200).df
+    first_page, last_page = df["source_user_info"][:200], df["source_user_info"][1800:]
+    domains = {id(v["domain"]) for v in first_page if v} | {
+        id(v["domain"]) for v in last_page if v
+    }
+    names = {v["domain"] for v in first_page if v} | {v["domain"] for v in last_page if v}
+    assert len(domains) == len(names)  # one str object per distinct domain, whichever page
