@@ -37,16 +37,26 @@ def start_cli(*args: str) -> tuple[subprocess.Popen, str, dict]:
     return proc, url, fields
 
 
+def signed_in(url: str, creds: dict) -> dict:
+    """The headers of requests with an access token from the sandbox's demo credentials."""
+    grant = {**creds, "grant_type": "refresh_token"}
+    token = requests.post(f"{url}/api/oauth2/RequestToken", json=grant, timeout=10).json()
+    return {"Authorization": f"Bearer {token['access_token']}"}
+
+
+def create_job(url: str, headers: dict, sql: str) -> str:
+    """Create a query job; its id."""
+    body = {"params": {"query": sql}}
+    return requests.post(f"{url}/query/v2/jobs", json=body, headers=headers, timeout=10).json()["jobId"]
+
+
 def test_cli_serves_queries_and_stops_cleanly_on_sigint():
     proc, url, creds = start_cli()
     try:
-        grant = {**creds, "grant_type": "refresh_token"}
-        token = requests.post(f"{url}/api/oauth2/RequestToken", json=grant, timeout=10).json()
-        headers = {"Authorization": f"Bearer {token['access_token']}"}
-        body = {"params": {"query": "SELECT COUNT(*) AS n FROM `sandbox0.firewall.traffic`"}}
-        job = requests.post(f"{url}/query/v2/jobs", json=body, headers=headers, timeout=10).json()
+        headers = signed_in(url, creds)
+        job = create_job(url, headers, "SELECT COUNT(*) AS n FROM `sandbox0.firewall.traffic`")
         page = requests.get(
-            f"{url}/query/v2/jobResults/{job['jobId']}",
+            f"{url}/query/v2/jobResults/{job}",
             params={"maxWait": 2000},
             headers=headers,
             timeout=10,
@@ -62,14 +72,10 @@ def test_cli_serves_queries_and_stops_cleanly_on_sigint():
 def test_cli_limits_reach_the_sandbox():
     proc, url, creds = start_cli("--query-timeout-ms", "300", "--workers", "2", "--verbose")
     try:
-        grant = {**creds, "grant_type": "refresh_token"}
-        token = requests.post(f"{url}/api/oauth2/RequestToken", json=grant, timeout=10).json()
-        headers = {"Authorization": f"Bearer {token['access_token']}"}
+        headers = signed_in(url, creds)
         t = "`firewall.traffic`"
         sql = f"SELECT COUNT(*) AS n FROM {t} a, {t} b, {t} c, {t} d, {t} e"  # 2.4e12 rows
-        body = {"params": {"query": sql}}
-        job = requests.post(f"{url}/query/v2/jobs", json=body, headers=headers, timeout=10).json()
-        results = f"{url}/query/v2/jobResults/{job['jobId']}"
+        results = f"{url}/query/v2/jobResults/{create_job(url, headers, sql)}"
         for _ in range(3):
             page = requests.get(results, params={"maxWait": 2000}, headers=headers, timeout=10)
             if page.json()["state"] == "TIMEDOUT":
@@ -84,14 +90,11 @@ def test_cli_limits_reach_the_sandbox():
 def test_cli_scan_rate_gives_jobs_their_time():
     proc, url, creds = start_cli("--scan-rate", "300")  # 300 rows at 300 rows/s: 1 s of job
     try:
-        grant = {**creds, "grant_type": "refresh_token"}
-        token = requests.post(f"{url}/api/oauth2/RequestToken", json=grant, timeout=10).json()
-        headers = {"Authorization": f"Bearer {token['access_token']}"}
-        body = {"params": {"query": "SELECT * FROM `sandbox0.firewall.traffic`"}}
-        job = requests.post(f"{url}/query/v2/jobs", json=body, headers=headers, timeout=10).json()
-        page = requests.get(f"{url}/query/v2/jobResults/{job['jobId']}",
+        headers = signed_in(url, creds)
+        job = create_job(url, headers, "SELECT * FROM `sandbox0.firewall.traffic`")
+        page = requests.get(f"{url}/query/v2/jobResults/{job}",
                             params={"maxWait": 2000}, headers=headers, timeout=10).json()
-        detail = requests.get(f"{url}/query/v2/jobs/{job['jobId']}", headers=headers, timeout=10)
+        detail = requests.get(f"{url}/query/v2/jobs/{job}", headers=headers, timeout=10)
         assert page["state"] == "DONE" and page["rowsInJob"] == 300
         assert detail.json()["endTime"] - detail.json()["startTime"] >= 1000
     finally:
