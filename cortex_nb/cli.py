@@ -248,8 +248,10 @@ def run_query(args: argparse.Namespace) -> int:
 
 
 # The library's messages name an option both ways, for Python and for the magic ("resume=True
-# (--resume)", "--split (split=None)"); the command line has only its flags, and says --output
-# DIR where the others say to=DIR and --to.
+# (--resume)", "--split (split=None)") and start a check's message with the option's name
+# ("parallel must be ..."); the command line has only its flags, and says --output DIR where the
+# others say to=DIR and --to.
+_FLAGS = {spec.name: spec.flag for spec in OPTIONS if spec.flag}  # a message's first word
 _CLI_WORDING = (
     (re.compile(r" \(or a timedelta\)"), ""),
     (re.compile(r"^(\w+)(?= must\b|:)"), lambda m: _FLAGS.get(m.group(1), m.group(1))),
@@ -261,9 +263,6 @@ _CLI_WORDING = (
      "the others' rows are kept only with --output DIR: run it so, then with --resume to fetch "
      "only the missing windows"),
 )
-
-
-_FLAGS = {spec.name: spec.flag for spec in OPTIONS if spec.flag}  # a message's first word
 
 
 def in_cli_words(message: str) -> str:
