@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from cortex_nb.http.security import is_loopback
-from cortex_nb.options import OPTIONS, add_arguments
+from cortex_nb.options import add_arguments, flag_words
 
 PROG = "cortex-nb"
 
@@ -49,7 +49,7 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         """Report ``message`` on one line and exit with status 2."""
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(2, f"{self.prog}: error: {in_cli_words(message)} (see --help)\n")
 
 
 def add_sandbox_arguments(parser: argparse.ArgumentParser) -> None:
@@ -247,17 +247,8 @@ def run_query(args: argparse.Namespace) -> int:
     return 0
 
 
-# The library's messages name an option both ways, for Python and for the magic ("resume=True
-# (--resume)", "--split (split=None)") and start a check's message with the option's name
-# ("parallel must be ..."); the command line has only its flags, and says --output DIR where the
-# others say to=DIR and --to.
-_FLAGS = {spec.name: spec.flag for spec in OPTIONS if spec.flag}  # a message's first word
+# The command line says --output DIR where the library's messages say to=DIR or --to.
 _CLI_WORDING = (
-    (re.compile(r" \(or a timedelta\)"), ""),
-    (re.compile(r"^(\w+)(?= must\b|:)"), lambda m: _FLAGS.get(m.group(1), m.group(1))),
-    (re.compile(r" \(\w+=[^()]*\)"), ""),
-    (re.compile(r"\b\w+=(?:\([^()]*\)|'[^']*'|\S*) \((--[^()]+)\)"), r"\1"),
-    (re.compile(r"\bdrop cache/refresh, or (\w+)"), r"drop --cache/--refresh, or --\1"),
     (re.compile(r"\bto=DIR\b|--to\b"), "--output DIR"),
     (re.compile(r"the rows of the others are in the error's \.result \(and in the -o variable\)"),
      "the others' rows are kept only with --output DIR: run it so, then with --resume to fetch "
@@ -266,7 +257,9 @@ _CLI_WORDING = (
 
 
 def in_cli_words(message: str) -> str:
-    """``message`` with the options named by this command's flags (see ``_CLI_WORDING``)."""
+    """``message`` with the options named by this command's flags (``options.flag_words``,
+    then ``_CLI_WORDING``)."""
+    message = flag_words(message)
     for pattern, flags in _CLI_WORDING:
         message = pattern.sub(flags, message)
     return message

@@ -17,9 +17,11 @@ on the command line and in ``%config``; in Python, ``None`` says the same.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -38,6 +40,8 @@ __all__ = [
     "OptionSpec",
     "QueryOptions",
     "add_arguments",
+    "flag_type",
+    "flag_words",
     "given",
     "given_by",
 ]
@@ -288,9 +292,8 @@ def add_arguments(parser: Any, exclude: tuple[str, ...] = ()) -> None:
                                 help=spec.help)
         else:
             parser.add_argument(
-                spec.flag, dest=spec.name, type=str if spec.choices else spec.kind,
-                choices=spec.choices or None, default=None, help=spec.help,
-                nargs=spec.nargs, metavar=metavar(spec),
+                spec.flag, dest=spec.name, type=flag_type(spec), choices=spec.choices or None,
+                default=None, help=spec.help, nargs=spec.nargs, metavar=metavar(spec),
             )
 
 
@@ -463,3 +466,75 @@ _CHECKS: dict[str, Callable[[OptionSpec, Any], Any]] = {
     "result_format": _choice,
     "properties": _properties,
 }
+
+
+# ---- the flags' words: the magic and the command line --------------------------------------
+# The library's messages name an option both ways, for Python and for the flags ("resume=True
+# (--resume)", "since='24h' (--since 24h)"), and a check's message starts with the option's
+# name ("parallel must be ..."). A cell or a command line has only flags: ``flag_words`` keeps
+# those words, and words argparse's own messages about a flag the same way.
+_FLAGS = {spec.name: spec.flag for spec in OPTIONS if spec.flag}
+_BY_FLAG = {spec.flag: spec for spec in OPTIONS if spec.flag}
+_WORDING: tuple[tuple[re.Pattern[str], Any], ...] = (
+    (re.compile(r"^argument ([-\w]+): expected .*"), lambda m: _needs(m.group(1))),
+    (re.compile(r"^argument ([-\w]+): (?=must\b)"), r"\1 "),
+    (re.compile(r"^argument ([-\w]+): "), r"\1: "),
+    (re.compile(r" \(or a timedelta\)"), ""),
+    (re.compile(r"^(\w+)(?= must\b|:)"), lambda m: _FLAGS.get(m.group(1), m.group(1))),
+    (re.compile(r" \((\w+)=[^()]*\)"), lambda m: "" if m.group(1) in _FLAGS else m.group(0)),
+    (re.compile(r"\b\w+=(?:\([^()]*\)|'[^']*'|\S*) \((--[^()]+)\)"), r"\1"),
+    (re.compile(r"\bdrop cache/refresh, or (\w+)"), r"drop --cache/--refresh, or --\1"),
+)
+
+
+def flag_words(message: str) -> str:
+    """``message`` as a cell or a command line says it: options by their flags only."""
+    for pattern, words in _WORDING:
+        message = pattern.sub(words, message)
+    return message
+
+
+def _needs(flag: str) -> str:
+    """What a flag given without (all) its values needed: ``--between needs two values:
+    --between START END``."""
+    spec = _BY_FLAG.get(flag)
+    names = metavar(spec) if spec is not None else None
+    if not names:
+        return f"{flag} needs a value"
+    names = (names,) if isinstance(names, str) else names
+    count = "a value" if len(names) == 1 else "two values" if len(names) == 2 else "values"
+    return f"{flag} needs {count}: {flag} {' '.join(names)}"
+
+
+def flag_type(spec: OptionSpec) -> Callable[[str], Any]:
+    """What argparse makes of one value of ``spec``'s flag; a value it cannot take is an
+    ``ArgumentTypeError`` that says what the flag takes (the option's check does the rest)."""
+    if spec.name == "between":
+        return _between_value
+    if spec.choices or spec.kind not in _NUMBERS:
+        return str
+    kind, words = _NUMBERS[spec.kind]
+
+    def number(text: str) -> Any:
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {words}, not {text!r}") from None
+
+    return number
+
+
+_NUMBERS = {int: (int, "a whole number"), float: (float, "seconds (a number)")}
+
+
+def _between_value(text: str) -> str:
+    """One end of ``--between``, kept as written once it reads as a time: the value after a
+    lone START is often the SQL, so the message says what the flag takes."""
+    try:
+        parse_instant(text)
+    except ConfigurationError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a time; it takes two, START and END (ISO times, 'now', "
+            "'now-2h'), e.g. --between 2026-12-01 now"
+        ) from None
+    return text

@@ -138,12 +138,14 @@ def resolve_window(
     if between is None and since is None:
         if until is not None:
             raise ConfigurationError(
-                "until= ends a window that since= starts: give since too (e.g. since='24h')."
+                "until= (--until) ends a window that since= (--since) starts: give "
+                "since='24h' (--since 24h) too."
             )
         return None
     if between is not None and (since is not None or until is not None):
         raise ConfigurationError(
-            "Give between=(start, end) or since= (with until=), not both."
+            "Give between=(start, end) (--between START END) or since= (--since) with until= "
+            "(--until), not both."
         )
     now = utc(now) if now is not None else datetime.now(timezone.utc)
     try:

@@ -186,6 +186,17 @@ def test_an_unknown_column_suggests_the_closest(logs):
         plot(logs, "timeline", value="bytes")
 
 
+def test_an_unknown_column_of_a_wide_result_names_a_few_not_all(logs):
+    wide = logs.assign(**{f"extra_{n}": 0 for n in range(40)})
+    with pytest.raises(UnknownNameError) as caught:
+        plot(wide, "bar", by="qqq")
+    message = str(caught.value)
+    assert f"the result has {len(wide.columns)} columns (" in message
+    assert "df.columns lists them" in message and "extra_39" not in message
+    with pytest.raises(UnknownNameError, match=r"the columns are app, bytes_sent$"):
+        plot(logs[["app", "bytes_sent"]], "bar", by="qqq")
+
+
 @pytest.mark.parametrize("kind", ["timeline", "bar", "hist"])
 def test_an_empty_result_is_a_chart_that_says_no_rows(logs, kind):
     chart = plot(logs.iloc[0:0], kind, by="bytes_sent" if kind == "hist" else "app")

@@ -146,6 +146,14 @@ def test_a_line_is_sql_a_request_or_a_subcommand(line, kind, what):
     assert (command.mode if kind is CellCommand else command.name) == what
 
 
+def test_a_line_with_a_two_value_flag_before_its_sql_is_a_query():
+    command = parse_line("-q --between now-1d now SELECT 1")
+    assert isinstance(command, CellCommand) and command.text == "SELECT 1"
+    assert command.options["between"] == ["now-1d", "now"] and command.quiet
+    with pytest.raises(CortexCellError):  # a third word is not --between's: not a query line
+        parse_line("--between now-1d now later SELECT 1")
+
+
 def test_a_subcommand_s_arguments_arrive_by_name():
     command = parse_line("connect sandbox --rows 5 --process")
     assert (command.args.target, command.args.rows, command.args.process) == ("sandbox", 5, True)

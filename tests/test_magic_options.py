@@ -266,6 +266,41 @@ def test_an_unknown_option_is_refused_before_any_request(path, nb, sandbox):
     assert query_requests(sandbox) == []
 
 
+@pytest.mark.parametrize(("flags", "said"), [
+    ("--parallel 100", "--parallel must be 1..64, not 100."),
+    ("--timeout abc", "--timeout must be seconds (a number), not 'abc'"),
+    ("--limit many", "--limit must be a whole number, not 'many'"),
+    ("--between 2026-12-01", "--between needs two values: --between START END"),
+    ("--between 2026-12-01 soon", "--between: 'soon' is not a time; it takes two"),
+    ("--since 5x", "--since: Cannot read '5x' as a duration: use a number and a unit: '90s', "
+                   "'15m', '24h', '7d', '1w'."),
+    ("--split hourly --since 1d", "--split must be a window length such as '1h', '30m' or "
+                                  "'1d', or 'auto', not 'hourly'."),
+    ("--until now", "--until ends a window that --since starts: give --since 24h too."),
+    ("--split 1h", "--split cuts a time window into jobs: give the window too, --between START "
+                   "END or --since 7d."),
+    ("--resume", "--resume continues a split run into a dataset: give --split and --to as"),
+])
+@pytest.mark.parametrize("path", ["cell", "fetch"])
+def test_a_bad_option_is_said_with_the_flags_a_cell_has(flags, said, path, nb, sandbox):
+    if path == "fetch" and ("--split" in flags or "--resume" in flags):
+        return  # a job taken up by id has no window to split (its own message)
+    with pytest.raises(Refused) as refused:
+        run(nb, sandbox, path, flags, job_id="cortexnb-not-sent")
+    message = re.sub(r"^%%?cortex( fetch)?: ", "", str(refused.value))  # argparse's own
+    assert message.startswith(said), str(refused.value)
+    assert not re.search(r"\b[a-z_]+=", str(refused.value))  # no Python keyword in a cell
+    assert query_requests(sandbox) == []
+
+
+def test_python_keeps_the_options_python_names(nb):
+    service = get_connection().require()
+    with pytest.raises(OptionError, match=r"^parallel must be 1..64, not 100\.$"):
+        service.query("SELECT 1", parallel=100)
+    with pytest.raises(OptionError, match=r"^until= \(--until\) ends a window that since= "):
+        service.query("SELECT 1", until="now")
+
+
 @pytest.mark.parametrize(("name", "bad"), [
     ("page_size", 0), ("page_size", 100_001), ("parallel", 0), ("timeout", -1.0),
     ("max_rows", -5),

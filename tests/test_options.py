@@ -316,6 +316,12 @@ def test_the_command_line_takes_every_flagged_option(capsys):
         (["--timeout", "-1"], lambda out, err, code: code == 2 and "error: --timeout must be" in err),
         (["--page-sise", "5"], lambda out, err, code: code == 2 and "did you mean --page-size" in err),
         (["--dtypes", "numpy"], lambda out, err, code: code == 2 and "invalid choice" in err),
+        (["--parallel", "x"],
+         lambda out, err, code: code == 2 and "error: --parallel must be a whole number, not 'x'"
+         in err),
+        (["--until", "now"],
+         lambda out, err, code: code == 2 and "error: --until ends a window that --since starts: "
+         "give --since 24h too." in err),
     ],
 )
 def test_the_command_line_options_mean_the_same(args, check, capsys):
@@ -323,6 +329,17 @@ def test_the_command_line_options_mean_the_same(args, check, capsys):
                      *args])
     out, err = capsys.readouterr()
     assert check(out, err, code), (code, out[-300:], err[-300:])
+
+
+def test_a_lone_between_before_the_sql_says_what_the_flag_takes(capsys):
+    # argparse takes the SQL as END: the value is checked as a time, not run as the query
+    code = cli_main(["query", "--sandbox", "--between", "2026-12-01",
+                     "SELECT source_ip FROM firewall.traffic"])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert ("error: --between: 'SELECT source_ip FROM firewall.traffic' is not a time; it takes "
+            "two, START and END") in err and len(err.splitlines()) == 1
+    assert "required: sql" not in err
 
 
 def test_the_command_line_writes_a_dataset_typed_like_the_frame(tmp_path, capsys):

@@ -1,8 +1,9 @@
 """How the magic fails: one clear line in the notebook (``CortexCellError``), and the cell fails.
 
 ``one_line_errors(connection)`` turns any ``CortexError`` raised inside it into that line,
-scrubbed of the connection's secrets. The grammar, the commands and the magic all raise
-``CortexCellError`` for what the user typed wrong. ``guardrail_advice()`` words the max-rows
+options named by their flags (``options.flag_words``), scrubbed of the connection's secrets.
+The grammar, the commands and the magic all raise ``CortexCellError`` for what the user typed
+wrong. ``guardrail_advice()`` words the max-rows
 guardrail's error for a notebook (which flags to use, which ``%config``).
 """
 
@@ -16,6 +17,7 @@ from IPython.core.error import UsageError
 
 from cortex_nb.exceptions import CortexError, ResultTooLarge
 from cortex_nb.http.security import scrub
+from cortex_nb.options import flag_words
 from cortex_nb.query.job import too_large
 
 if TYPE_CHECKING:
@@ -48,7 +50,7 @@ def one_line_errors(connection: Connection) -> Iterator[None]:
     try:
         yield
     except CortexError as exc:  # the message leads; the kind of error adds nothing for a reader
-        raise CortexCellError(scrub(str(exc), connection.secrets())) from None
+        raise CortexCellError(scrub(flag_words(str(exc)), connection.secrets())) from None
 
 
 @contextlib.contextmanager

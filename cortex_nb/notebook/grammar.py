@@ -247,7 +247,7 @@ def query_flags() -> tuple[Switch | Option, ...]:
             flags.append(Switch((spec.flag,), spec.help, default=None, dest=spec.name))
         else:
             flags.append(Option(
-                (spec.flag,), str if spec.choices else spec.kind, spec.help,
+                (spec.flag,), specs.flag_type(spec), spec.help,
                 choices=spec.choices, dest=spec.name, metavar=specs.metavar(spec),
                 nargs=spec.nargs,
             ))
@@ -279,7 +279,7 @@ class _ArgumentParser(argparse.ArgumentParser):
     """argparse that raises a one-line cell error instead of exiting the kernel."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise CortexCellError(f"%{self.prog}: {message}")
+        raise CortexCellError(f"%{self.prog}: {specs.flag_words(message)}")
 
     def exit(self, status: int = 0, message: str | None = None) -> None:  # type: ignore[override]
         raise CortexCellError(message or f"%{self.prog}: see %{self.prog}? for help")
@@ -460,9 +460,27 @@ def split_line_sql(line: str) -> tuple[str, str]:
     if match is None:
         return line, ""
     options = line[: match.start()].strip()
-    words = options.split()
-    # before the SQL only options and their values (`-o x`): else it is a command, not SQL
-    if not all(w.startswith("-") or (i and words[i - 1].startswith("-"))
-               for i, w in enumerate(words)):
+    if not _only_options(options.split()):  # `tables SELECT`: a command, not SQL
         return line, ""
     return options, line[match.end():].strip()
+
+
+def _only_options(words: list[str]) -> bool:
+    """Whether ``words`` are flags and their values only (``-o x --between START END``)."""
+    values_left = 0
+    for word in words:
+        if word.startswith("-"):
+            values_left = _values_after(word)
+        elif values_left:
+            values_left -= 1
+        else:
+            return False
+    return True
+
+
+def _values_after(flag: str) -> int:
+    """How many values may follow ``flag`` on a line: its ``nargs``, else one."""
+    for option in cell_options():
+        if flag in option.flags and isinstance(option, Option) and isinstance(option.nargs, int):
+            return option.nargs
+    return 1

@@ -124,8 +124,16 @@ def _require_column(df: pd.DataFrame, name: str, role: str) -> None:
         return
     columns = [str(c) for c in df.columns]
     close = catalog.closest(name, columns)
-    hint = catalog.did_you_mean(close) or f"the columns are {', '.join(columns) or 'none'}"
+    hint = catalog.did_you_mean(close) or _some_columns(columns)
     raise UnknownNameError(f"no column `{name}` in the result to {role}; {hint}", tuple(close))
+
+
+def _some_columns(columns: list[str], shown: int = 8) -> str:
+    """The result's columns for a message: all of a few, the first ``shown`` of many."""
+    if len(columns) <= shown:
+        return f"the columns are {', '.join(columns) or 'none'}"
+    return (f"the result has {len(columns)} columns ({', '.join(columns[:shown])}, ...; "
+            "df.columns lists them)")
 
 
 # ---- timeline -------------------------------------------------------------------------------
