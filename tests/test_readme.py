@@ -168,10 +168,11 @@ def test_the_magic_table_forms_parse(shell, sandbox):
     table = [m for m in re.findall(r"^\| `(%%?cortex[^`]*)`", README, re.MULTILINE)]
     assert len(table) >= 8
     samples = {"N": "5", "S": "7", "P": "0", "NAME": "work", "R": "europe", "ID": "42",
-               "URL": "https://cdl.example.com", "VAR": "v", "MODE": "flatten"}
+               "URL": "https://cdl.example.com", "VAR": "v", "MODE": "flatten",
+               "START": "2026-12-01", "END": "now", "TIME": "now-1h", "DURATION": "24h"}
     for form in table:
         text = re.sub(r"\[|\]", "", form)
-        text = re.sub(r"\b(N|S|P|NAME|R|ID|URL|VAR|MODE)\b", lambda m: samples[m.group()], text)
+        text = re.sub(rf"\b({'|'.join(samples)})\b", lambda m: samples[m.group()], text)
         if text.startswith("%%cortex"):
             command = parse_cell(text.removeprefix("%%cortex"), "SELECT 1")
             assert command.mode in ("sql", "rest"), form
