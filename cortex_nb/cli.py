@@ -320,11 +320,12 @@ def _query_frame(service: Any, sql: str, args: argparse.Namespace) -> Any:
 def _write_dataset(service: Any, sql: str, args: argparse.Namespace) -> Any:
     """The result streamed into the Parquet dataset at --output."""
     progress = _stderr_progress if sys.stderr.isatty() else None
-    return service.query(sql, _query_options(args), progress=progress)
+    return service.query(sql, _query_options(args), progress=progress, say=_say)
 
 
 def _say(line: str) -> None:
-    """A note of the result cache, on stderr (stdout holds the table)."""
+    """A note (the result cache's, a time window's, a split's) on stderr: stdout holds the
+    table."""
     print(line, file=sys.stderr)
 
 

@@ -340,7 +340,7 @@ def test_the_readme_fan_out_example_runs_as_written(connected, sandbox):
     assert outcome.success, outcome.error_in_exec
     week = connected.user_ns["week"]
     assert len(week) > 0 and list(week.columns) == ["time_generated", "src", "dest_port"]
-    assert week["time_generated"].is_monotonic_increasing is not None
+    assert week["time_generated"].dt.floor("h").is_monotonic_increasing  # hours in time order
     assert len(created(sandbox)) >= 7 * 24  # a week in whole hours: one job each
 
 
@@ -357,6 +357,45 @@ def test_a_dry_run_of_a_split_cell_says_how_many_jobs_and_sends_nothing(connecte
     assert "TIMESTAMP('2026-12-01 06:00:00+00:00')" in shown.stdout  # the first window's
     assert "TIMESTAMP('2026-12-02 00:00:00+00:00')" in shown.stdout
     assert api_requests(sandbox) == []
+
+
+@pytest.mark.parametrize(("select", "pairs"), [
+    ("SELECT t.app FROM {t} AS t JOIN {h} AS h ON t.session_id = h.session_id", True),
+    ("SELECT app FROM {t} WHERE session_id IN (SELECT session_id FROM {h})", True),
+    ("WITH d AS (SELECT session_id FROM {h}) SELECT t.app FROM {t} AS t JOIN d "
+     "ON t.session_id = d.session_id", True),
+    ("SELECT app FROM {t} UNION ALL SELECT app FROM {h}", False),
+    ("SELECT app FROM {t} WHERE app = 'ssl'", False),
+    ("SELECT t.app FROM {t} AS t JOIN UNNEST([1, 2]) AS k ON TRUE", False),
+])
+def test_a_split_that_pairs_rows_of_two_log_tables_says_pairs_across_edges_are_missed(
+    select, pairs, sandbox
+):
+    from cortex_nb.sql.splitting import check_splittable
+
+    i = sandbox.instance_id
+    sql = select.format(t=f"`{i}.firewall.traffic`", h=f"`{i}.firewall.threat`")
+    note = check_splittable(sql).note()
+    assert (note is not None) == pairs
+    assert note is None or "a pair whose rows fall in two windows is missed" in note
+
+
+def test_the_note_on_pairs_is_said_by_the_query_and_the_dry_run(service, connected, sandbox):
+    from IPython.utils.capture import capture_output
+
+    said: list[str] = []
+    i = sandbox.instance_id
+    sql = (f"SELECT t.app, h.threat_id FROM `{i}.firewall.traffic` AS t JOIN "
+           f"`{i}.firewall.threat` AS h ON t.session_id = h.session_id")
+    service.query(sql, since="2d", split="1d", say=said.append)
+    assert len(said) == 1 and said[0].startswith("Split: the query matches rows of two log tables")
+    with capture_output() as shown:
+        outcome = connected.run_cell(f"%%cortex --dry-run --split 1d --since 2d\n{sql}")
+    assert outcome.success and said[0] in shown.stdout and "--split 1d: 3 jobs" in shown.stdout
+    said.clear()
+    service.query(f"SELECT app FROM `{i}.firewall.traffic`", since="2d", split="1d",
+                  say=said.append)
+    assert said == []
 
 
 def test_a_429_holds_the_windows_back_and_loses_none(service, sandbox, traffic):

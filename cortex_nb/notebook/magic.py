@@ -77,6 +77,7 @@ from cortex_nb.query.fanout import WindowsMissing, preview
 from cortex_nb.query.replies import JOBS
 from cortex_nb.results.cache import current_time_function
 from cortex_nb.sql.params import qualify_tables, render_parameters
+from cortex_nb.sql.splitting import check_splittable
 from cortex_nb.sql.timefilter import bounded
 from cortex_nb.times import moves_with_now
 
@@ -254,6 +255,8 @@ class CortexMagics(Magics):
         """A split query's dry run: how many jobs, and the first window's statement."""
         statements = preview(sql, options)
         if not quiet:
+            if note := check_splittable(sql).note():
+                print(note)
             print(f"--split {options.split}: {len(statements)} jobs, one per window; the first "
                   "sends:")
         return self._dry_run("POST", JOBS, {"params": {"query": statements[0]}})

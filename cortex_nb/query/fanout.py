@@ -137,9 +137,12 @@ class FanOut:
         self, service: QueryService, sql: str, options: QueryOptions, *,
         progress: Callable[[Progress], None] | None = None, window_rows: int = WINDOW_ROWS,
         now: datetime | None = None, run_id: str | None = None,
+        say: Callable[[str], Any] | None = None,
     ) -> None:
         self.service, self.sql, self.options = service, sql, options
         self.plan = check_splittable(sql)
+        if say is not None and (note := self.plan.note()):
+            say(note)
         self.span: tuple[datetime, datetime] = options.window(now)  # type: ignore[assignment]
         self.step = window_step(self.plan, options.split, self.span)
         self.auto = options.split == "auto"

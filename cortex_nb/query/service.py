@@ -298,7 +298,7 @@ class QueryService:
         options = QueryOptions.build(options, doing="query()", **changes)
         if options.split is not None:  # one job per time window, put back together
             _say_note(options, say)
-            return run_split(self, sql, options, progress=progress)
+            return run_split(self, sql, options, progress=progress, say=say)
         sql, options = _bounded(sql, options, say)
 
         def make_job() -> QueryJob:

@@ -44,10 +44,21 @@ class SplitPlan:
 
     ``descending``: the statement orders by time, newest first (windows go newest first too).
     ``bucket``: the largest time bucket an aggregate groups by (None: no aggregate).
+    ``pairs``: a SELECT matches rows of two log tables, so pairs across a window's edge are
+    missed (``note()`` says so).
     """
 
     descending: bool = False
     bucket: dt.timedelta | None = None
+    pairs: bool = False  # one SELECT matches rows of two log tables (a join, IN (SELECT ...))
+
+    def note(self) -> str | None:
+        """One line on what splitting changes in the result (None: nothing)."""
+        if not self.pairs:
+            return None
+        return ("Split: the query matches rows of two log tables (a join or a subquery), and "
+                "each window only its own: a pair whose rows fall in two windows is missed "
+                "(a longer --split, or none, keeps it).")
 
 
 def time_columns() -> frozenset[str]:
@@ -68,7 +79,20 @@ def check_splittable(sql: str) -> SplitPlan:
     _refuse_whole_span_parts(tree, exp)
     buckets = [_checked_grouping(select, exp) for select in tree.find_all(exp.Select)]
     known = [b for b in buckets if b is not None]
-    return SplitPlan(_descending(tree, exp), max(known) if known else None)
+    pairs = any(_pairs_log_rows(select, exp) for select in tree.find_all(exp.Select))
+    return SplitPlan(_descending(tree, exp), max(known) if known else None, pairs)
+
+
+def _pairs_log_rows(select: Any, exp: Any) -> bool:
+    """Whether ``select`` matches rows of two log-table references: it joins, or filters by a
+    subquery, and reads two log tables (a CTE's included); each window filters both."""
+    from cortex_nb.sql.timefilter import log_table
+
+    matches = select.args.get("joins") or (
+        select.args.get("where") is not None and select.args["where"].find(exp.Select)
+    )
+    tables = [t for t in select.find_all(exp.Table) if log_table(t) is not None]
+    return bool(matches) and len(tables) >= 2
 
 
 def _refuse(what: str, advice: str) -> None:

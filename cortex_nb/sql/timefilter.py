@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = [
     "INSTANT_FORMS",
     "bounded",
+    "log_table",
     "naive_note",
     "parse_duration",
     "parse_instant",
@@ -145,18 +146,18 @@ def _window_bounds(
     ``table`` is not a log table."""
     from sqlglot import exp
 
-    log_table = _log_table(table) if isinstance(table, exp.Table) else None
-    if log_table is None:
+    logs = log_table(table) if isinstance(table, exp.Table) else None
+    if logs is None:
         return []
     qualifier = table.alias or (table.name if several else "")
-    column = f"{qualifier}.{log_table.time_column}" if qualifier else log_table.time_column
+    column = f"{qualifier}.{logs.time_column}" if qualifier else logs.time_column
     return [
         exp.condition(f"{column} >= {timestamp_literal(start)}", dialect="bigquery"),
         exp.condition(f"{column} < {timestamp_literal(end)}", dialect="bigquery"),
     ]
 
 
-def _log_table(table: exp.Table) -> catalog.Table | None:
+def log_table(table: exp.Table) -> catalog.Table | None:
     """The catalog's log table ``table`` names (with or without its instance id), or None."""
     if not table.db:
         return None  # a CTE's name, or another one-part name: not a log table
