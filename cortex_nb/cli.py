@@ -31,6 +31,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -227,8 +228,11 @@ def run_query(args: argparse.Namespace) -> int:
     try:
         _query_options(args)  # a bad option is refused before connecting
         if _is_dataset_output(args.output):
+            started = datetime.now(timezone.utc).replace(microsecond=0)  # as "created" is
             dataset = _run_on_connection(args, _write_dataset)
-            print(f"wrote {dataset.summary()}", file=sys.stderr)
+            written = datetime.fromisoformat(dataset.manifest["created"]) >= started
+            print(f"{'wrote' if written else 'already there:'} {dataset.summary()}",
+                  file=sys.stderr)
             return 0
         df = _run_on_connection(args, _query_frame)
     except ResultTooLarge as error:

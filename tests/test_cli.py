@@ -23,6 +23,20 @@ def test_query_against_the_sandbox_prints_the_table(capsys):
     assert out.splitlines()[0].split() == ["src", "n"] and len(out.splitlines()) == 4
 
 
+def test_resuming_a_complete_split_dataset_fetches_nothing_and_says_so(tmp_path, capsys):
+    sql = "SELECT time_generated, source_ip FROM firewall.traffic"
+    split = ["query", "--sandbox", "--since", "2d", "--split", "1d", "--output", str(tmp_path)]
+    assert main([*split, sql]) == 0
+    assert capsys.readouterr().err.startswith("wrote ")
+    second = int(time.time())
+    while int(time.time()) == second:  # "created" is kept to the second
+        time.sleep(0.05)
+    assert main([*split, "--resume", sql]) == 0
+    said = capsys.readouterr().err.splitlines()
+    assert said[0] == f"Every window of {tmp_path} is written already: nothing to fetch."
+    assert said[1].startswith("already there: ") and "(3 windows of 1d from " in said[1]
+
+
 @pytest.mark.parametrize("suffix", [".csv", ".parquet", ".json"])
 def test_query_writes_files(tmp_path, capsys, suffix):
     target = tmp_path / f"top{suffix}"

@@ -173,6 +173,7 @@ def test_auto_into_a_dataset_cuts_by_max_rows(service, sandbox, traffic, tmp_pat
     assert len(windows) > len(plan_windows(start, end, auto_step(start, end)))
     assert max(w["rows"] for w in windows) <= 150 and len(created(sandbox)) > len(windows)
     assert dataset.partitioning == ["date", "hour"]
+    assert f"{len(windows)} windows sized by their rows (auto) from " in dataset.summary()
 
 
 def test_the_guardrail_applies_to_the_total_in_memory(service, sandbox, traffic):

@@ -141,8 +141,9 @@ class FanOut:
     ) -> None:
         self.service, self.sql, self.options = service, sql, options
         self.plan = check_splittable(sql)
-        if say is not None and (note := self.plan.note()):
-            say(note)
+        self.say = say or (lambda line: None)
+        if note := self.plan.note():
+            self.say(note)
         self.span: tuple[datetime, datetime] = options.window(now)  # type: ignore[assignment]
         self.step = window_step(self.plan, options.split, self.span)
         self.auto = options.split == "auto"
@@ -189,8 +190,9 @@ class FanOut:
     def run(self) -> Any:
         """Run every window; the frame (``SplitResult``) or the ``Dataset``."""
         self.sink = self._open_sink()
-        if self.sink is not None and self.sink.complete:
-            return self.sink.dataset()  # resumed after the last window: nothing left to fetch
+        if self.sink is not None and self.sink.complete:  # resumed after the last window
+            self.say(f"Every window of {self.sink.target} is written already: nothing to fetch.")
+            return self.sink.dataset()
         self.step = window_step(self.plan, self.options.split, self.span)  # the span resumed
         with self.service.traces.collect() as seen:
             try:  # an interrupt from the first progress line on ends as a cancel

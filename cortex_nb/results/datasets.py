@@ -712,7 +712,7 @@ class Dataset:
         if windows is not None:
             return (
                 f"{plural(self.rows, 'row')} in {plural(len(self.files), 'Parquet file')} at "
-                f"{self.path} ({plural(len(windows), 'window')} of {self.manifest.get('split')}"
+                f"{self.path} ({plural(len(windows), 'window')}{_split_text(self.manifest)}"
                 f"{_span_text(self.manifest.get('span'))}, written {self.manifest.get('created')})"
             )
         return (
@@ -754,6 +754,12 @@ def _duckdb_default(duckdb: Any) -> Any:
     """DuckDB's default connection (a function since DuckDB 1.2, an object before)."""
     default = duckdb.default_connection
     return default() if callable(default) else default
+
+
+def _split_text(manifest: dict) -> str:
+    """`` of 1h`` for a split dataset's windows, or `` sized by their rows`` for ``auto``."""
+    split = manifest.get("split")
+    return " sized by their rows (auto)" if split == "auto" else f" of {split}"
 
 
 def _span_text(span: Any) -> str:
