@@ -394,6 +394,10 @@ def test_the_note_on_pairs_is_said_by_the_query_and_the_dry_run(service, connect
         outcome = connected.run_cell(f"%%cortex --dry-run --split 1d --since 2d\n{sql}")
     assert outcome.success and said[0] in shown.stdout and "--split 1d: 3 jobs" in shown.stdout
     said.clear()
+    handle = service.submit_query(sql, since="2d", split="1d", say=said.append)
+    assert len(said) == 1 and said[0].startswith("Split: the query matches")  # before it runs
+    assert handle.result(timeout=60).windows
+    said.clear()
     service.query(f"SELECT app FROM `{i}.firewall.traffic`", since="2d", split="1d",
                   say=said.append)
     assert said == []

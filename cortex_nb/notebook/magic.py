@@ -297,7 +297,8 @@ class CortexMagics(Magics):
             print(note)
         self.start_background(
             command.output or "", command.quiet,
-            lambda **kw: service.submit_query(sql, options, name=command.output, **kw),
+            lambda **kw: service.submit_query(sql, options, name=command.output,
+                                              say=None if command.quiet else print, **kw),
         )
 
     def start_background(self, name: str, quiet: bool, submit: Any) -> None:

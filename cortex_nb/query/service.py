@@ -375,17 +375,19 @@ class QueryService:
     def submit_query(
         self, sql: str, options: QueryOptions | None = None, /, *, name: str | None = None,
         job_id: str | None = None,
-        on_update: Callable[[BackgroundQuery], None] | None = None, **changes: Any,
+        on_update: Callable[[BackgroundQuery], None] | None = None,
+        say: Callable[[str], Any] | None = None, **changes: Any,
     ) -> BackgroundQuery:
         """Start ``sql`` in the background and return its handle at once (options as
-        ``query``; ``name`` names it, ``on_update(handle)`` hears of every step).
+        ``query``; ``name`` names it, ``on_update(handle)`` hears of every step, ``say`` the
+        notes ``query`` would say before it starts).
 
         The handle has ``result(timeout)`` (a ``Result``, or a ``Dataset`` with ``to``),
         ``cancel()``, ``done()``, ``state`` and ``progress``.
         """
         options = QueryOptions.build(options, doing="submit_query()", **changes)
         if options.split is not None:
-            FanOut(self, sql, options)  # what cannot be split is refused here, not in the thread
+            FanOut(self, sql, options, say=say)  # refused here if it cannot be split
         else:
             sql, options = _bounded(sql, options)
         return self.background.submit(
