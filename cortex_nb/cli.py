@@ -131,14 +131,22 @@ def _start_sandbox(args: argparse.Namespace) -> Any:
             scan_rate=args.scan_rate,
         )
     except ValueError as error:
-        raise CommandError(str(error)) from None
+        raise CommandError(_in_sandbox_flags(str(error), args)) from None
     try:
         return sandbox.start()
     except ValueError as error:  # the rows do not fit in the memory limit
-        raise CommandError(str(error)) from None
+        raise CommandError(_in_sandbox_flags(str(error), args)) from None
     except OSError as error:
         reason = error.strerror or error
         raise CommandError(f"cannot listen on {args.host}:{args.port}: {reason}") from None
+
+
+def _in_sandbox_flags(message: str, args: argparse.Namespace) -> str:
+    """A ``Sandbox`` error in this command's words: a leading ``scan_rate must ...`` and a
+    ``memory_limit_mb=64`` name the flags typed (``--scan-rate``, ``--memory-limit-mb 64``)."""
+    flags = {name: "--" + name.replace("_", "-") for name in vars(args)}  # argparse's dest rule
+    message = re.sub(r"^(\w+)(?= must\b)", lambda m: flags.get(m[1], m[1]), message)
+    return re.sub(r"\b(\w+)=", lambda m: f"{flags[m[1]]} " if m[1] in flags else m[0], message)
 
 
 def add_profiles_arguments(parser: argparse.ArgumentParser) -> None:

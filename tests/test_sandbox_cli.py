@@ -136,6 +136,32 @@ def test_usage_errors_are_one_line_and_exit_2(capsys, argv):
     assert err.count("\n") == 1 and "error:" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    ("flag", "value", "says"),
+    [
+        ("--rows", "-1", "--rows must be at least 100, not -1"),
+        ("--latency-ms", "-3", "--latency-ms must be 0 or more, not -3.0"),
+        ("--latency-ms", "nan", "--latency-ms must be 0 or more, not nan"),
+        ("--fail-rate", "2", "--fail-rate must be between 0 and 1, not 2.0"),
+        ("--workers", "0", "--workers must be at least 1, not 0"),
+        ("--memory-limit-mb", "10", "--memory-limit-mb must be at least 64, not 10"),
+        ("--query-timeout-ms", "0", "--query-timeout-ms must be positive, not 0"),
+        ("--scan-rate", "-5", "--scan-rate must be rows per second"),
+    ],
+)
+def test_a_bad_sandbox_setting_names_its_flag_and_starts_nothing(capsys, flag, value, says):
+    assert main(["sandbox", "--port", "0", "--rows", "100", flag, value]) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith(f"cortex-nb: error: {says}") and err.count("\n") == 1
+    assert "listening" not in out
+
+
+def test_rows_over_the_memory_limit_name_the_flag(capsys):
+    assert main(["sandbox", "--port", "0", "--rows", "3000000", "--memory-limit-mb", "64"]) == 2
+    err = capsys.readouterr().err
+    assert "rows do not fit in --memory-limit-mb 64;" in err and err.count("\n") == 1
+
+
 def test_profiles_subcommand_is_wired_to_the_profiles_module(capsys):
     assert main(["profiles", "bogus"]) == 2
     assert capsys.readouterr().err.startswith("cortex-nb profiles: error:")

@@ -46,21 +46,22 @@ def check_settings(
     query_timeout_ms: int | None,
     scan_rate: float | None = None,
 ) -> None:
-    """ValueError for a setting the sandbox cannot run with."""
+    """ValueError for a setting the sandbox cannot run with; its message starts with the
+    setting's name (``scan_rate must be ...``), which the command line turns into its flag."""
     if rows < 100:
         raise ValueError(f"rows must be at least 100, not {rows}")
-    if latency_ms < 0:
-        raise ValueError(f"latency_ms must not be negative, not {latency_ms}")
-    if threads < 1 or workers < 1:
-        raise ValueError(f"threads and workers must be at least 1, not {threads} and {workers}")
+    if not latency_ms >= 0:  # NaN too: a request would sleep NaN seconds
+        raise ValueError(f"latency_ms must be 0 or more, not {latency_ms}")
+    for name, count in (("threads", threads), ("workers", workers)):
+        if count < 1:
+            raise ValueError(f"{name} must be at least 1, not {count}")
     if memory_limit_mb is not None and memory_limit_mb < 64:
         raise ValueError(f"memory_limit_mb must be at least 64, not {memory_limit_mb}")
     if query_timeout_ms is not None and query_timeout_ms < 1:
-        raise ValueError(f"query_timeout_ms must be positive (or None), not {query_timeout_ms}")
+        raise ValueError(f"query_timeout_ms must be positive, not {query_timeout_ms}")
     if scan_rate is not None and not scan_rate >= 0:  # NaN too
         raise ValueError(
-            f"scan_rate must be rows per second, at least 0 (0 or None: no job time), "
-            f"not {scan_rate}"
+            f"scan_rate must be rows per second, 0 or more (0: no job time), not {scan_rate}"
         )
 
 
