@@ -59,8 +59,42 @@ def test_a_restart_is_asked_for_only_when_the_options_differ():
         assert connection.sandbox_changes(rows=300) == ""
         assert connection.sandbox_changes(process=False) == "process True -> False"
         assert connection.sandbox_changes(rows=400) == "rows 300 -> 400"
+        # settings it was not given are its defaults, as its child reported them
+        assert connection.sandbox_changes(scan_rate=20000) == "scan_rate None -> 20000"
+        assert connection.sandbox_changes(scan_rate=0, latency_ms=0) == ""
+        assert connection.sandbox_changes(latency_ms=50) == "latency_ms 0 -> 50"
     finally:
         connection.stop_sandbox()
+
+
+@pytest.mark.parametrize("process", [False, True])
+def test_connecting_with_another_scan_rate_restarts_the_sandbox_with_it(process):
+    ip = InteractiveShell.instance()
+    ip.run_line_magic("load_ext", "cortex_nb")
+    where = " --process" if process else ""
+    try:
+        with capture_output():
+            ip.run_line_magic("cortex", f"connect sandbox --rows 300{where}")
+        first = get_session().sandbox
+        with capture_output() as cap:
+            ip.run_line_magic("cortex", f"connect sandbox --rows 300 --scan-rate 150{where}")
+        assert "Restarted the sandbox for the options asked (scan_rate None -> 150" in cap.stdout
+        assert get_session().sandbox is not first
+        # the new one models job time: 300 rows at 150 rows/s keep the job RUNNING a while
+        service = get_session().require()
+        job_id = service.submit(f"SELECT session_id FROM `{get_session().instance_id}."
+                                "firewall.traffic`")
+        deadline = time.monotonic() + 10
+        while (state := service.get_job(job_id).json()["state"]) == "PENDING":
+            assert time.monotonic() < deadline, "the job never left PENDING"
+            time.sleep(0.02)
+        assert state == "RUNNING"  # its 2 s of scan time; without a scan rate: DONE
+        service.cancel_job(job_id)
+        with capture_output() as cap:  # asked again with the same rate: kept
+            ip.run_line_magic("cortex", f"connect sandbox --rows 300 --scan-rate 150{where}")
+        assert "Restarted" not in cap.stdout
+    finally:
+        get_session().stop_sandbox()
 
 
 def test_a_bad_option_is_a_clear_error():

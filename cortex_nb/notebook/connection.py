@@ -160,10 +160,10 @@ class Connection:
             return ""
         changes = []
         for name, wanted in sandbox_kwargs.items():
-            default = False if name == "process" else wanted  # in-process sandboxes say nothing
-            current = sandbox.port if name == "port" else getattr(sandbox, name, default)
-            if wanted != current and not (name == "port" and wanted == 0):
-                numeric = isinstance(wanted, int) and not isinstance(wanted, bool)
+            current = _setting(sandbox, name, wanted)
+            if not _same(wanted, current) and not (name == "port" and wanted == 0):
+                numeric = all(isinstance(v, int | float) and not isinstance(v, bool)
+                              for v in (wanted, current))
                 changes.append(f"{name} {current:,} -> {wanted:,}" if numeric
                                else f"{name} {current!r} -> {wanted!r}")
         return ", ".join(changes)
@@ -284,6 +284,26 @@ class Connection:
     def _notify(self) -> None:
         for listener in list(self.listeners):
             listener(self)
+
+
+def _setting(sandbox: LocalSandbox, name: str, wanted: Any) -> Any:
+    """What the running sandbox has for the option ``name``: its port, whether it runs in its
+    own process, its settings (a process sandbox's as its child reported them); ``wanted``
+    when it has no such setting."""
+    if name == "port":
+        return sandbox.port
+    if name == "process":
+        return getattr(sandbox, "process", False)
+    settings = getattr(sandbox, "settings", None)
+    if isinstance(settings, dict):
+        return settings.get(name, wanted)
+    return getattr(sandbox, name, wanted)
+
+
+def _same(wanted: Any, current: Any) -> bool:
+    """Whether a setting asked is the running one's (0 and None both mean "none")."""
+    return wanted == current or (wanted in (0, None) and current in (0, None)
+                                 and not isinstance(wanted, bool))
 
 
 def _started_sandbox(options: dict[str, Any]) -> LocalSandbox:

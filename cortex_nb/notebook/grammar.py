@@ -188,6 +188,7 @@ _CONNECT = Subcommand("connect", "connect the shared session (sandbox, tenant, r
     Option(("--rows",), int, "sandbox: traffic rows to generate"),
     Option(("--seed",), int, "sandbox: the data's seed"),
     Option(("--port",), int, "sandbox: the port (0: any free one)"),
+    Option(("--scan-rate",), float, "sandbox: rows a job scans per second (0: no job time)"),
     Switch(("--process",), "sandbox: run it in its own process", default=None),
 ))
 _BACKGROUND = (

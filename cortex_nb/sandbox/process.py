@@ -23,8 +23,14 @@ import sys
 import threading
 from typing import IO, Any
 
-__all__ = ["SandboxProcess"]
+__all__ = ["SETTINGS", "SandboxProcess"]
 
+# what a connection compares to decide whether a running sandbox serves the options asked
+SETTINGS = (
+    "rows", "seed", "host", "latency_ms", "job_delay_ms", "threads", "workers",
+    "query_rate_limit", "memory_limit_mb", "query_timeout_ms", "results_ttl_s", "results_mb",
+    "scan_rate", "verbose",
+)
 START_TIMEOUT_S = 600.0  # generating tens of millions of rows takes minutes
 STOP_TIMEOUT_S = 10.0
 
@@ -118,6 +124,12 @@ class SandboxProcess:
         return self._fact("credentials")["token_url"]
 
     @property
+    def settings(self) -> dict[str, Any]:
+        """The settings the child's sandbox runs with (``SETTINGS``: rows, latency, scan
+        rate...), the defaults included, as it reported them when it started."""
+        return dict(self._fact("settings"))
+
+    @property
     def data_identity(self) -> str:
         """What its rows depend on (rows, seed, anchor hour), as the child's sandbox says."""
         return self._fact("data_identity")
@@ -166,6 +178,7 @@ def main(argv: list[str]) -> int:
     facts = {
         "url": sandbox.url, "port": sandbox.port, "instance_id": sandbox.instance_id,
         "credentials": sandbox.credentials(), "data_identity": sandbox.data_identity,
+        "settings": {name: getattr(sandbox, name) for name in SETTINGS},
     }
     print(json.dumps(facts), flush=True)
     try:

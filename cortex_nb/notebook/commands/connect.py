@@ -40,7 +40,8 @@ def connect(magics: CortexMagics, args: argparse.Namespace) -> None:
 def _connect_live(connection: Connection, args: argparse.Namespace) -> None:
     """Connect to the sandbox (restarted if the options asked differ), a profile or a URL."""
     if args.target == "sandbox":
-        wanted = {"rows": args.rows, "seed": args.seed, "port": args.port, "process": args.process}
+        wanted = {"rows": args.rows, "seed": args.seed, "port": args.port,
+                  "process": args.process, "scan_rate": args.scan_rate}
         options = {k: v for k, v in wanted.items() if v is not None}
         changes = connection.sandbox_changes(**options)
         connection.connect_sandbox(**options)
