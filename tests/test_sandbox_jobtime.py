@@ -50,6 +50,21 @@ def test_a_job_stays_running_for_its_rows_over_the_rate_then_is_done(timed):
         assert detail["endTime"] - detail["startTime"] >= SCAN_S * 1000
 
 
+def test_a_job_s_progress_grows_with_its_scan_time(timed):
+    with sandbox_client(timed) as api:
+        job_id = api.create(rows_sql(api)).json()["jobId"]
+        api.job(job_id)  # a first read says PENDING
+        time.sleep(SCAN_S / 6)  # DuckDB's part is over; its scan time runs
+        first = api.job(job_id).json()
+        time.sleep(SCAN_S / 3)
+        second = api.job(job_id).json()
+        assert first["state"] == second["state"] == "RUNNING"
+        assert 50 <= first["progress"]["completionPct"] < second["progress"]["completionPct"] < 100
+        assert second["statistics"]["etaMs"] < first["statistics"]["etaMs"] <= SCAN_S * 1000
+        assert done(api, job_id)["state"] == "DONE"
+        assert api.job(job_id).json()["progress"]["completionPct"] == 100
+
+
 def test_two_jobs_started_together_run_their_times_side_by_side(timed):
     with sandbox_client(timed) as api:
         first, second = (api.create(rows_sql(api)).json()["jobId"] for _ in range(2))

@@ -98,6 +98,7 @@ class Job:
     cursor: duckdb.DuckDBPyConnection | None = None
     worker: threading.Thread | None = None  # the worker running it, once taken
     lock: threading.Lock = field(default_factory=threading.Lock)
+    scan: tuple[float, float] | None = None  # its modelled scan: (monotonic start, seconds)
 
     @property
     def query(self) -> str:
@@ -178,13 +179,23 @@ class Job:
             body["startTime"] = self.start_ms
         if state in FINAL_STATES and self.end_ms is not None:
             body["endTime"] = self.end_ms
-        done_pct = 100 if state in FINAL_STATES else 50 if shown_start else 0
-        body["progress"] = {"completionPct": done_pct}
+        done_pct, eta_ms = (100, 0) if state in FINAL_STATES else self._running_progress()
+        body["progress"] = {"completionPct": done_pct if shown_start else 0}
         run_ms = (body.get("endTime") or now_ms()) - self.start_ms if shown_start else 0
-        body["statistics"] = {"runTimeMs": run_ms, "cachePct": 0, "etaMs": 0}
+        body["statistics"] = {"runTimeMs": run_ms, "cachePct": 0, "etaMs": eta_ms}
         if state in (FAILED, TIMEDOUT) and self.errors:
             body["errors"] = self.errors
         return body
+
+
+    def _running_progress(self) -> tuple[int, int]:
+        """``(completionPct, etaMs)`` of a running job: 50 while DuckDB runs it, then up to 99
+        as its modelled scan time passes (with the scan's time left)."""
+        if self.scan is None:
+            return 50, 0
+        began, seconds = self.scan
+        gone = min(1.0, (time.monotonic() - began) / seconds)
+        return 50 + int(49 * gone), int(1000 * seconds * (1 - gone))
 
 
 class JobManager:
@@ -349,6 +360,7 @@ class JobManager:
         self, job: Job, result: ResultSet, timer: threading.Timer | None, scan_s: float
     ) -> None:
         """Keep ``job`` RUNNING ``scan_s`` more seconds on a sleeping thread, not the worker."""
+        job.scan = (time.monotonic(), scan_s)
         scan = threading.Thread(
             target=self._scan, args=(job, result, timer, scan_s),
             name=f"sandbox-scan-{job.job_id}", daemon=True,
