@@ -182,7 +182,8 @@ class Job:
         done_pct, eta_ms = (100, 0) if state in FINAL_STATES else self._running_progress()
         body["progress"] = {"completionPct": done_pct if shown_start else 0}
         run_ms = (body.get("endTime") or now_ms()) - self.start_ms if shown_start else 0
-        body["statistics"] = {"runTimeMs": run_ms, "cachePct": 0, "etaMs": eta_ms}
+        body["statistics"] = {"runTimeMs": run_ms, "cachePct": 0,
+                              "etaMs": eta_ms if shown_start else 0}
         if state in (FAILED, TIMEDOUT) and self.errors:
             body["errors"] = self.errors
         return body
